@@ -1,0 +1,43 @@
+# Two commands for a new user: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WORKDIR ?= work
+# torch goes in first and pinned: a bare requirement would pull several GB of CUDA wheels.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install test test-slow quality style demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quality: install
+	$(BIN)/ruff check instructrec_batch jobs tests
+	$(BIN)/ruff format --check instructrec_batch jobs tests
+
+style: install
+	$(BIN)/ruff check --fix instructrec_batch jobs tests
+	$(BIN)/ruff format instructrec_batch jobs tests
+
+test: quality
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/python -m pytest --runslow $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/instructrec-batch data movielens --workdir $(WORKDIR)
+	@echo
+	@echo "Input tables (Delta) are under $(abspath $(WORKDIR))/tables:"
+	@ls -1 $(WORKDIR)/tables | sed 's/^/  /'
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

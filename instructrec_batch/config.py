@@ -1,0 +1,164 @@
+"""Typed configuration: defaults here, YAML files layered on top, then `--set key=value` overrides.
+
+Every section is a frozen pydantic model with `extra="forbid"`, so an unknown key or a bad value is
+rejected at start-up with its dotted path and the allowed keys or values (`ConfigError`), long
+before a Spark job touches data. conf/base.yaml mirrors these defaults (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from instructrec_batch.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+EngineKind = Literal["local", "spark", "connect"]
+TableFormat = Literal["delta", "parquet"]
+
+
+class EngineConfig(_Section):
+    """Which Spark runs the jobs (DESIGN §3)."""
+
+    kind: EngineKind = Field("local", description="local: embedded Sail; spark: classic; connect: remote")
+    remote: str | None = Field(None, description="Spark Connect URL (sc://host:port), for kind=connect")
+    master: str | None = Field(None, description="classic master URL (e.g. local[2]); None keeps spark-submit's choice")
+    shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions")
+    conf: dict[str, str] = Field(default_factory=dict, description="extra Spark conf, applied at start")
+
+
+class TablesConfig(_Section):
+    """Where tables live. A value is a catalog name (`cat.schema.table` or `schema.table`), a path
+    (contains '/' or '://'), or a bare name resolved under `root`."""
+
+    root: str | None = Field(None, description="folder for bare table names; default <workdir>/tables")
+    format: TableFormat = Field(
+        "delta",
+        description="output format; parquet only for classic Spark without Delta jars (tests, Spark-parity checks)",
+    )
+    interactions: str = "interactions"
+    items: str = "items"
+    candidates: str = "candidates"
+    intents: str = "intents"
+    holdout: str = "holdout"
+
+
+class DataConfig(_Section):
+    """Evaluation protocol knobs (DESIGN §8): fixed so that figures compare across runs."""
+
+    seed: int = Field(42, description="seed of the negative sampling and candidate shuffling")
+    negatives: int = Field(19, ge=1, description="sampled negatives per user next to the held-out target")
+
+
+class Config(_Section):
+    """The whole configuration of one invocation."""
+
+    workdir: str = Field("work", description="folder for tables, adapters, reports of a local run")
+    cache_dir: str | None = Field(
+        None, description="downloads and converted models; default $XDG_CACHE_HOME/instructrec_batch"
+    )
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    tables: TablesConfig = Field(default_factory=TablesConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+
+    @property
+    def tables_root(self) -> str:
+        return self.tables.root or str(Path(self.workdir) / "tables")
+
+    @property
+    def cache_path(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "instructrec_batch"
+
+    def fingerprint(self) -> str:
+        """A short stable hash of the effective configuration, recorded with every output."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_override(item: str) -> dict[str, Any]:
+    """`a.b.c=value` → {"a": {"b": {"c": value}}}; the value is read as YAML (numbers, bools, null)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key.path=value (e.g. engine.kind=spark)")
+    value: Any = yaml.safe_load(raw) if raw.strip() else ""
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config")
+    # safe_load only builds plain data: a config file can never construct objects or run code.
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not plain YAML data: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at the parent of `loc` (for 'unknown key' messages)."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        current = field.annotation
+    return sorted(current.model_fields)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    path = ".".join(str(p) for p in loc)
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(Config, loc))
+        return f"unknown config key '{path}'; allowed keys here: {allowed}"
+    if error["type"] == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"config key '{path}' has value {error.get('input')!r}; allowed values: {expected}"
+    return f"config key '{path}': {error['msg']} (got {error.get('input')!r})"
+
+
+def build_config(layers: Iterable[Mapping[str, Any]]) -> Config:
+    """Merge mappings in order (later wins) and validate them into a Config."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = _deep_merge(merged, layer)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def load_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = ()) -> Config:
+    """Defaults, then each YAML file in order (a base then overlays), then `key=value` overrides."""
+    layers = [_read_yaml(Path(f)) for f in files]
+    layers += [_parse_override(o) for o in overrides]
+    return build_config(layers)

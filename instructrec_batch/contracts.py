@@ -1,0 +1,74 @@
+"""Column names and input table contracts (DESIGN §4).
+
+Jobs refer to columns through these constants, never through string literals, so renaming a column
+is one edit. A contract lists required and optional columns with the Spark types each may have;
+`tables.read_input` checks a table against its contract before any job logic runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+EVENT_TS = "event_ts"
+RATING = "rating"
+REVIEW = "review"
+TITLE = "title"
+CATEGORY = "category"
+BRAND = "brand"
+DESCRIPTION = "description"
+RETRIEVAL_SCORE = "retrieval_score"
+RETRIEVAL_RANK = "retrieval_rank"
+INTENT = "intent"
+INTENT_TS = "intent_ts"
+SPLIT = "split"
+
+SPLIT_TEST = "test"
+SPLIT_VALID = "valid"
+
+# Spark simpleString type names accepted for each kind of column.
+ID_TYPES = frozenset({"string", "bigint", "int"})
+TS_TYPES = frozenset({"timestamp", "timestamp_ntz", "bigint"})
+NUMBER_TYPES = frozenset({"double", "float", "int", "bigint"})
+TEXT_TYPES = frozenset({"string"})
+INT_TYPES = frozenset({"int", "bigint"})
+
+
+@dataclass(frozen=True)
+class TableContract:
+    """What a job needs from an input table: required and optional columns with allowed types."""
+
+    name: str
+    required: dict[str, frozenset[str]]
+    optional: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def columns(self, present: set[str]) -> list[str]:
+        """The contract's columns that a job should select: all required, optional ones if present."""
+        return list(self.required) + [c for c in self.optional if c in present]
+
+
+INTERACTIONS = TableContract(
+    "interactions",
+    required={USER_ID: ID_TYPES, ITEM_ID: ID_TYPES, EVENT_TS: TS_TYPES},
+    optional={RATING: NUMBER_TYPES, REVIEW: TEXT_TYPES},
+)
+ITEMS = TableContract(
+    "items",
+    required={ITEM_ID: ID_TYPES, TITLE: TEXT_TYPES},
+    optional={CATEGORY: TEXT_TYPES, BRAND: TEXT_TYPES, DESCRIPTION: TEXT_TYPES},
+)
+CANDIDATES = TableContract(
+    "candidates",
+    required={USER_ID: ID_TYPES, ITEM_ID: ID_TYPES},
+    optional={RETRIEVAL_SCORE: NUMBER_TYPES, RETRIEVAL_RANK: INT_TYPES},
+)
+INTENTS = TableContract(
+    "intents",
+    required={USER_ID: ID_TYPES, INTENT: TEXT_TYPES},
+    optional={INTENT_TS: TS_TYPES},
+)
+HOLDOUT = TableContract(
+    "holdout",
+    required={USER_ID: ID_TYPES, ITEM_ID: ID_TYPES, EVENT_TS: TS_TYPES, SPLIT: TEXT_TYPES},
+)

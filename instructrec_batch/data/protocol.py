@@ -1,0 +1,57 @@
+"""The evaluation protocol in Spark (DESIGN §8): leave-one-out split and sampled candidate lists.
+
+Pure DataFrame transformations (no I/O, no collect). Randomness comes from `xxhash64(seed, user,
+item)`, which classic Spark and Sail compute identically, so the same seed gives the same rows on
+every engine and partitioning, unlike `rand()`.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from instructrec_batch import contracts as C
+
+
+def _seeded_order(seed: int) -> list[Column]:
+    """A per-(user, item) pseudo-random order that is stable across engines; item_id breaks ties."""
+    return [F.xxhash64(F.lit(seed), F.col(C.USER_ID), F.col(C.ITEM_ID)), F.col(C.ITEM_ID)]
+
+
+def holdout_split(interactions: DataFrame) -> DataFrame:
+    """Per user, the last interaction by (event_ts, item_id) is `test`, the one before `valid`.
+
+    Ordering on the stored column types (not on a string rendering) with item_id as tie-break makes
+    the split deterministic despite MovieLens' many equal timestamps.
+    """
+    newest_first = Window.partitionBy(C.USER_ID).orderBy(F.col(C.EVENT_TS).desc(), F.col(C.ITEM_ID).desc())
+    ranked = interactions.withColumn("_pos", F.row_number().over(newest_first))
+    return ranked.where(F.col("_pos") <= 2).select(
+        C.USER_ID,
+        C.ITEM_ID,
+        C.EVENT_TS,
+        F.when(F.col("_pos") == 1, F.lit(C.SPLIT_TEST)).otherwise(F.lit(C.SPLIT_VALID)).alias(C.SPLIT),
+    )
+
+
+def sample_candidates(
+    interactions: DataFrame, items: DataFrame, holdout: DataFrame, *, seed: int, negatives: int
+) -> DataFrame:
+    """Per test user: the held-out target plus `negatives` items the user never interacted with.
+
+    The list is then shuffled (seeded) into `retrieval_rank` 1..n so that the target's position
+    carries no signal for rankers that read the retrieval order.
+    """
+    targets = holdout.where(F.col(C.SPLIT) == C.SPLIT_TEST).select(C.USER_ID, C.ITEM_ID)
+    seen = interactions.select(C.USER_ID, C.ITEM_ID).distinct()
+    pool = (
+        targets.select(C.USER_ID)
+        .crossJoin(items.select(C.ITEM_ID).distinct())
+        .join(seen, [C.USER_ID, C.ITEM_ID], "left_anti")
+    )
+    by_hash = Window.partitionBy(C.USER_ID).orderBy(*_seeded_order(seed))
+    sampled = (
+        pool.withColumn("_r", F.row_number().over(by_hash)).where(F.col("_r") <= negatives).select(C.USER_ID, C.ITEM_ID)
+    )
+    shuffle = Window.partitionBy(C.USER_ID).orderBy(*_seeded_order(seed + 1))
+    return sampled.unionByName(targets).withColumn(C.RETRIEVAL_RANK, F.row_number().over(shuffle).cast("int"))

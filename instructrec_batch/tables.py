@@ -1,0 +1,160 @@
+"""Table I/O: resolve a configured table name, read it against its contract, write outputs.
+
+A configured table is a catalog name (`catalog.schema.table` / `schema.table`), a path (anything
+with '/' or '://'), or a bare name placed under the tables root. Inputs are checked against their
+`TableContract` before any job logic runs, so a missing table or a missing/mistyped column fails
+with the table, the column, the expected and the found type, and nothing has been written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+
+from instructrec_batch.config import Config
+from instructrec_batch.contracts import TableContract
+from instructrec_batch.engine import is_connect
+from instructrec_batch.errors import ContractError, EngineError
+
+_CATALOG_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*){1,2}$")
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """Where one logical table lives."""
+
+    logical: str  # the contract/config name, e.g. "interactions"
+    location: str  # a path or a catalog name
+    is_catalog: bool
+
+    def __str__(self) -> str:
+        kind = "catalog table" if self.is_catalog else "path"
+        return f"table '{self.logical}' ({kind} {self.location})"
+
+
+def resolve(cfg: Config, logical: str) -> TableRef:
+    """Turn `tables.<logical>` from the config into a TableRef."""
+    value = getattr(cfg.tables, logical)
+    if "/" in value or "://" in value:
+        return TableRef(logical, value, is_catalog=False)
+    if _CATALOG_NAME.match(value):
+        return TableRef(logical, value, is_catalog=True)
+    return TableRef(logical, str(Path(cfg.tables_root) / value), is_catalog=False)
+
+
+def _local_path(location: str) -> Path | None:
+    if location.startswith("file://"):
+        return Path(location[len("file://") :])
+    return None if "://" in location else Path(location)
+
+
+def _path_format(location: str, default: str) -> str:
+    local = _local_path(location)
+    if local is not None and (local / "_delta_log").is_dir():
+        return "delta"
+    return default
+
+
+def table_exists(spark: SparkSession, ref: TableRef) -> bool:
+    """True when the table can be read (a catalog table, or a folder holding a table)."""
+    if ref.is_catalog:
+        return bool(spark.catalog.tableExists(ref.location))
+    local = _local_path(ref.location)
+    if local is not None:
+        return local.is_dir() and any(local.iterdir())
+    try:  # remote storage: ask Spark
+        spark.read.format("delta").load(ref.location).schema  # noqa: B018 - forces analysis
+    except AnalysisException:
+        return False
+    return True
+
+
+def read_table(spark: SparkSession, cfg: Config, ref: TableRef) -> DataFrame:
+    """Read a table as-is (no contract), failing with a clear message when it is absent."""
+    hint = f"create it first or point tables.{ref.logical} at an existing table"
+    if not table_exists(spark, ref):
+        raise ContractError(f"{ref} does not exist; {hint}")
+    try:
+        if ref.is_catalog:
+            df = spark.read.table(ref.location)
+        else:
+            df = spark.read.format(_path_format(ref.location, cfg.tables.format)).load(ref.location)
+        df.schema  # noqa: B018 - resolve now so unreadable tables fail here, not mid-job
+    except AnalysisException as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise ContractError(f"{ref} cannot be read ({reason}); {hint}") from exc
+    return df
+
+
+def check_contract(df: DataFrame, contract: TableContract, ref: TableRef) -> None:
+    """Raise ContractError naming the table, column, expected and found type on the first violations."""
+    found = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    problems = []
+    for column, allowed in contract.required.items():
+        if column not in found:
+            problems.append(
+                f"missing required column '{column}' (expected {' or '.join(sorted(allowed))}); "
+                f"found columns: {', '.join(sorted(found)) or 'none'}"
+            )
+        elif found[column] not in allowed:
+            problems.append(f"column '{column}' has type {found[column]}, expected {' or '.join(sorted(allowed))}")
+    for column, allowed in contract.optional.items():
+        if column in found and found[column] not in allowed:
+            problems.append(
+                f"optional column '{column}' has type {found[column]}, expected {' or '.join(sorted(allowed))} "
+                "(cast it or drop it)"
+            )
+    if problems:
+        raise ContractError(f"{ref}: " + "; ".join(problems))
+
+
+def read_input(spark: SparkSession, cfg: Config, contract: TableContract) -> DataFrame:
+    """Read the configured table for `contract`, validate it, keep only the contract's columns."""
+    ref = resolve(cfg, contract.name)
+    df = read_table(spark, cfg, ref)
+    check_contract(df, contract, ref)
+    return df.select(*contract.columns(set(df.columns)))
+
+
+def check_output_format(spark: SparkSession, cfg: Config) -> None:
+    """Fail before any write when the engine cannot write the configured format.
+
+    Classic Spark writes Delta only with the Delta jars and extension (Databricks runtime, or
+    `--packages io.delta:delta-spark_2.13:<ver>`); without them use tables.format=parquet.
+    """
+    if cfg.tables.format != "delta" or is_connect(spark):
+        return
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    on_databricks = "DATABRICKS_RUNTIME_VERSION" in os.environ
+    if "DeltaSparkSessionExtension" not in extensions and not on_databricks:
+        raise EngineError(
+            "tables.format=delta but this classic Spark session has no Delta Lake extension; start it with "
+            "--packages io.delta:delta-spark_2.13:<version> --conf spark.sql.extensions="
+            "io.delta.sql.DeltaSparkSessionExtension --conf spark.sql.catalog.spark_catalog="
+            "org.apache.spark.sql.delta.catalog.DeltaCatalog, or set tables.format=parquet"
+        )
+
+
+def write_table(
+    df: DataFrame,
+    cfg: Config,
+    ref: TableRef,
+    *,
+    mode: str = "overwrite",
+    partition_by: list[str] | None = None,
+) -> None:
+    """Write `df` as one commit to `ref` in the configured format (Delta by default)."""
+    writer = df.write.format(cfg.tables.format).mode(mode)
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    if mode == "overwrite" and cfg.tables.format == "delta":
+        writer = writer.option("overwriteSchema", "true")
+    if ref.is_catalog:
+        writer.saveAsTable(ref.location)
+    else:
+        writer.save(ref.location)

@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from instructrec_batch.config import Config, load_config
+from instructrec_batch.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_base_yaml_mirrors_code_defaults() -> None:
+    on_disk = yaml.safe_load((REPO / "conf" / "base.yaml").read_text())
+    assert on_disk == Config().model_dump(mode="json")
+
+
+def test_layers_apply_in_order(tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("engine:\n  kind: spark\n  master: local[2]\ndata:\n  negatives: 99\n")
+    cfg = load_config([REPO / "conf" / "base.yaml", overlay], ["data.negatives=5", "tables.format=parquet"])
+    assert (cfg.engine.kind, cfg.engine.master) == ("spark", "local[2]")
+    assert cfg.data.negatives == 5  # the CLI override wins over the overlay
+    assert cfg.tables.format == "parquet"
+    assert cfg.tables.interactions == "interactions"  # untouched keys keep the base value
+
+
+def test_unknown_key_is_named_with_allowed_keys() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["engine.kindd=spark"])
+    message = str(err.value)
+    assert "unknown config key 'engine.kindd'" in message
+    assert "kind" in message and "shuffle_partitions" in message
+
+
+def test_unknown_top_level_key_in_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engin:\n  kind: local\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'engin'.*engine"):
+        load_config([bad])
+
+
+def test_bad_value_names_key_and_allowed_values() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["engine.kind=yarn"])
+    assert "engine.kind" in str(err.value) and "'local'" in str(err.value) and "'connect'" in str(err.value)
+    with pytest.raises(ConfigError, match=r"data\.negatives"):
+        load_config(overrides=["data.negatives=0"])
+
+
+def test_yaml_cannot_build_objects(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("workdir: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match=r"evil\.yaml is not plain YAML data.*python/object"):
+        load_config([evil])
+
+
+def test_missing_file_and_bad_override_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config([tmp_path / "nope.yaml"])
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
+        load_config(overrides=["no-equals-sign"])
+
+
+def test_fingerprint_changes_with_config() -> None:
+    assert Config().fingerprint() == Config().fingerprint()
+    assert load_config(overrides=["data.seed=7"]).fingerprint() != Config().fingerprint()

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from instructrec_batch import contracts as C
+from instructrec_batch.config import build_config
+from instructrec_batch.data.job import protocol_job
+from instructrec_batch.errors import ContractError
+from instructrec_batch.tables import read_input, resolve
+from tests.helpers import write_input
+
+ITEMS = pd.DataFrame({"item_id": [1, 2, 3], "title": ["A", "B", "C"]})
+
+
+def test_resolve_paths_catalog_names_and_bare_names(tmp_path: Path) -> None:
+    cfg = build_config(
+        [
+            {
+                "workdir": str(tmp_path),
+                "tables": {
+                    "interactions": "main.recsys.interactions",
+                    "items": "/data/items",
+                    "candidates": "s3://b/c",
+                },
+            }
+        ]
+    )
+    assert resolve(cfg, "interactions").is_catalog
+    assert resolve(cfg, "interactions").location == "main.recsys.interactions"
+    assert not resolve(cfg, "items").is_catalog and resolve(cfg, "items").location == "/data/items"
+    assert resolve(cfg, "candidates").location == "s3://b/c"
+    assert resolve(cfg, "holdout").location == str(tmp_path / "tables" / "holdout")
+
+
+def test_missing_required_column_fails_naming_table_and_column_and_writes_nothing(spark, cfg) -> None:
+    no_ts = pd.DataFrame({"user_id": [1, 1], "item_id": [1, 2]})
+    write_input(spark, cfg, "interactions", no_ts, "user_id BIGINT, item_id BIGINT")
+    write_input(spark, cfg, "items", ITEMS, "item_id BIGINT, title STRING")
+    with pytest.raises(ContractError) as err:
+        protocol_job(spark, cfg)
+    message = str(err.value)
+    assert "table 'interactions'" in message
+    assert "missing required column 'event_ts'" in message
+    assert "timestamp" in message  # the expected type is named
+    root = Path(cfg.tables_root)
+    assert not (root / "holdout").exists() and not (root / "candidates").exists()
+
+
+def test_wrong_type_is_named(spark, cfg) -> None:
+    frame = pd.DataFrame({"item_id": [1], "title": [3.5]})
+    write_input(spark, cfg, "items", frame, "item_id BIGINT, title DOUBLE")
+    with pytest.raises(ContractError, match=r"table 'items'.*column 'title' has type double, expected string"):
+        read_input(spark, cfg, C.ITEMS)
+
+
+def test_missing_table_is_named(spark, cfg) -> None:
+    with pytest.raises(ContractError, match=r"table 'interactions' \(path .*interactions\) does not exist"):
+        read_input(spark, cfg, C.INTERACTIONS)
+
+
+def test_extra_columns_are_dropped_and_optional_ones_kept(spark, cfg) -> None:
+    frame = pd.DataFrame({"item_id": [1], "title": ["A"], "category": ["x"], "noise": [1]})
+    write_input(spark, cfg, "items", frame, "item_id BIGINT, title STRING, category STRING, noise INT")
+    assert read_input(spark, cfg, C.ITEMS).columns == ["item_id", "title", "category"]
