@@ -53,6 +53,10 @@ def _config_from(args: argparse.Namespace) -> Config:
         overrides.insert(0, f"workdir={args.workdir}")
     if args.engine:
         overrides.insert(0, f"engine.kind={args.engine}")
+    if getattr(args, "run_id", None):
+        overrides.append(f"run.run_id={args.run_id}")
+    if getattr(args, "run_date", None):
+        overrides.append(f"run.run_date={args.run_date}")
     return load_config(args.config, overrides)
 
 
@@ -67,8 +71,20 @@ def _run_spark_job(job: SparkJob) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _pull_model(args: argparse.Namespace) -> int:
+    from instructrec_batch.models.base import check_model_folder, pull
+
+    cfg = _config_from(args)
+    base = pull(args.alias, cfg.cache_path, cfg.model.dtype)
+    check_model_folder(base.path)
+    print(f"{args.alias}: {base.path} (sha256 {base.sha256()})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from instructrec_batch.data.job import movielens_job, protocol_job
+    from instructrec_batch.models.base import KNOWN_MODELS
+    from instructrec_batch.prompts.job import prompts_job
 
     common = _common_options()
     parser = argparse.ArgumentParser(prog="instructrec-batch", description=__doc__.splitlines()[0])
@@ -88,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="from existing interactions and items: holdout split and sampled candidates",
     )
     proto.set_defaults(func=_run_spark_job(protocol_job))
+
+    prompts = commands.add_parser(
+        "prompts", parents=[common], help="one InstructRec instruction per user → the prompts table (+ rejects)"
+    )
+    prompts.add_argument("--run-id", help="shortcut for --set run.run_id=ID")
+    prompts.add_argument("--run-date", help="shortcut for --set run.run_date=YYYY-MM-DD")
+    prompts.set_defaults(func=_run_spark_job(prompts_job))
+
+    model = commands.add_parser("model", help="base models")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    pull = model_commands.add_parser(
+        "pull", parents=[common], help="convert a known base model into a safetensors folder in the cache (once)"
+    )
+    pull.add_argument("alias", choices=sorted(KNOWN_MODELS))
+    pull.set_defaults(func=_pull_model)
     return parser
 
 

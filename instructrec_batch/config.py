@@ -52,6 +52,9 @@ class TablesConfig(_Section):
     candidates: str = "candidates"
     intents: str = "intents"
     holdout: str = "holdout"
+    prompts: str = "prompts"
+    rejects: str = "rejects"
+    runs: str = "runs"
 
 
 class DataConfig(_Section):
@@ -59,6 +62,49 @@ class DataConfig(_Section):
 
     seed: int = Field(42, description="seed of the negative sampling and candidate shuffling")
     negatives: int = Field(19, ge=1, description="sampled negatives per user next to the held-out target")
+
+
+TaskFormName = Literal["pointwise", "listwise"]
+
+
+class ModelConfig(_Section):
+    """The base causal LM (DESIGN §6, §13)."""
+
+    base: str = Field(
+        "smollm2-135m-instruct",
+        description="a known alias (pulled into the cache on first use) or a path to a Hugging Face folder",
+    )
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="weights dtype of a pulled model")
+
+
+class PromptConfig(_Section):
+    """How instructions are built (DESIGN §5)."""
+
+    task: TaskFormName = Field("pointwise", description="pointwise (Yes/No per candidate) or listwise")
+    template_version: str = Field("v1", description="templates/<version>.yaml")
+    template_id: str | None = Field(None, description="pinned inference template; None = '<task>-0'")
+    max_tokens: int = Field(512, ge=64, description="token budget of the longest model input per user")
+    max_history: int = Field(30, ge=0, description="newest history items considered before the budget")
+    title_max_chars: int = Field(120, ge=8, description="item titles are cut to this many characters")
+    title_max_tokens: int = Field(32, ge=2, description="... and to this many tokens")
+    text_max_chars: int = Field(300, ge=8, description="intents and reviews are cut to this many characters")
+    text_max_tokens: int = Field(64, ge=2, description="... and to this many tokens")
+    exclude_holdout: bool = Field(
+        True, description="cut each user's history before their held-out rows (when a holdout table exists)"
+    )
+
+    @property
+    def inference_template_id(self) -> str:
+        return self.template_id or f"{self.task}-0"
+
+
+class RunConfig(_Section):
+    """Identity of one nightly run; outputs are replaced per run_id, so reruns are idempotent."""
+
+    run_date: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-MM-DD; None = today (UTC)")
+    run_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="None = '<run_date>-<config fingerprint>'"
+    )
 
 
 class Config(_Section):
@@ -71,6 +117,9 @@ class Config(_Section):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     tables: TablesConfig = Field(default_factory=TablesConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
     @property
     def tables_root(self) -> str:
@@ -84,8 +133,8 @@ class Config(_Section):
         return Path(base) / "instructrec_batch"
 
     def fingerprint(self) -> str:
-        """A short stable hash of the effective configuration, recorded with every output."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """A short stable hash of what determines results (not the run's own identity or folders)."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"run", "workdir", "cache_dir"}), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -72,3 +72,38 @@ HOLDOUT = TableContract(
     "holdout",
     required={USER_ID: ID_TYPES, ITEM_ID: ID_TYPES, EVENT_TS: TS_TYPES, SPLIT: TEXT_TYPES},
 )
+
+# Tables this system writes and later jobs read back.
+RUN_ID = "run_id"
+ID_ARRAY_TYPES = frozenset(f"array<{t}>" for t in ID_TYPES)
+PROMPTS = TableContract(
+    "prompts",
+    required={
+        RUN_ID: TEXT_TYPES,
+        USER_ID: ID_TYPES,
+        "template_id": TEXT_TYPES,
+        "template_version": TEXT_TYPES,
+        "task": TEXT_TYPES,
+        "preference_text": TEXT_TYPES,
+        "intention_text": TEXT_TYPES,
+        "history_titles": frozenset({"array<string>"}),
+        "history_len": INT_TYPES,
+        "history_available": INT_TYPES,
+        "candidate_ids": ID_ARRAY_TYPES,
+        "candidate_titles": frozenset({"array<string>"}),
+        "cold_start": frozenset({"boolean"}),
+        "prompt_tokens": INT_TYPES,
+    },
+    optional={"created_at": frozenset({"timestamp", "timestamp_ntz"})},
+)
+REJECTS = TableContract(
+    "rejects",
+    required={
+        RUN_ID: TEXT_TYPES,
+        "stage": TEXT_TYPES,
+        "source_table": TEXT_TYPES,
+        USER_ID: TEXT_TYPES,
+        ITEM_ID: TEXT_TYPES,
+        "reason": TEXT_TYPES,
+    },
+)

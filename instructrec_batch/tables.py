@@ -158,3 +158,34 @@ def write_table(
         writer.saveAsTable(ref.location)
     else:
         writer.save(ref.location)
+
+
+def write_run_scoped(
+    df: DataFrame,
+    cfg: Config,
+    ref: TableRef,
+    keys: dict[str, str],
+    *,
+    partition_by: list[str] | None = None,
+) -> None:
+    """Replace exactly the rows whose `keys` equal the given values, in one commit; keep all others.
+
+    Delta: overwrite with `replaceWhere`. Every row of `df` must carry those key values (Sail does
+    not check this, Delta-Spark does), which callers guarantee by construction. A table that does not
+    exist yet is created by a plain write (Sail cannot replaceWhere into a missing table). Parquet
+    (classic Spark without Delta): the keys become partition columns, overwritten dynamically.
+    """
+    spark = df.sparkSession
+    if not table_exists(spark, ref):
+        write_table(df, cfg, ref, partition_by=partition_by if cfg.tables.format == "delta" else list(keys))
+        return
+    if cfg.tables.format == "parquet":
+        writer = df.write.format("parquet").mode("overwrite").option("partitionOverwriteMode", "dynamic")
+        writer = writer.partitionBy(*keys)
+    else:
+        predicate = " AND ".join(f"{column} = '{value}'" for column, value in keys.items())
+        writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+    if ref.is_catalog:
+        writer.saveAsTable(ref.location)
+    else:
+        writer.save(ref.location)

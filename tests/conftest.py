@@ -34,3 +34,16 @@ def spark() -> Iterator[SparkSession]:
 @pytest.fixture
 def cfg(tmp_path: Path) -> Config:
     return build_config([{"workdir": str(tmp_path / "work"), "cache_dir": str(tmp_path / "cache")}])
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def tiny_cfg(cfg: Config, tiny_model_dir: Path) -> Config:
+    """A per-test config whose base model is the tiny offline model."""
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"base": str(tiny_model_dir)})})

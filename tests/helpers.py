@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 def write_input(spark: SparkSession, cfg: Config, name: str, frame: pd.DataFrame, schema: str) -> None:
     """Write a small input table where `cfg` expects table `name` (Delta through the local engine)."""
     path = Path(cfg.tables_root) / getattr(cfg.tables, name)
-    spark.createDataFrame(frame, schema).write.format("delta").mode("overwrite").save(str(path))
+    spark.createDataFrame(frame, schema).write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
+        str(path)
+    )
 
 
 def run_cli(args: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:

@@ -8,10 +8,7 @@ Parsing is plain pandas: the source is two small TSV files read once on the driv
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +18,8 @@ import pandas as pd
 
 from instructrec_batch import contracts as C
 from instructrec_batch.errors import DataSourceError
+from instructrec_batch.hashing import sha256_file
+from instructrec_batch.wheels import pip_download
 
 log = logging.getLogger(__name__)
 
@@ -42,26 +41,6 @@ class MovieLensFiles:
     item: Path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def pip_download(requirement: str, dest: Path) -> None:
-    """Download one wheel without its dependencies (never installs it)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest), requirement]
-    log.info("downloading %s into %s", requirement, dest)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise DataSourceError(
-            f"could not download {requirement} with pip (exit {proc.returncode}): {proc.stderr.strip()[-500:]}; "
-            "check access to the package registry or place the wheel in the cache folder by hand"
-        )
-
-
 def fetch(
     cache_dir: Path,
     *,
@@ -75,7 +54,7 @@ def fetch(
     """
     out = cache_dir / "ml-100k"
     files = {name: out / name for name in expected}
-    if all(p.is_file() and _sha256(p) == expected[n] for n, p in files.items()):
+    if all(p.is_file() and sha256_file(p) == expected[n] for n, p in files.items()):
         log.info("reusing cached MovieLens-100K files in %s", out)
         return MovieLensFiles(inter=files["ml-100k.inter"], item=files["ml-100k.item"])
     wheel = cache_dir / WHEEL_NAME
@@ -92,7 +71,7 @@ def fetch(
     except (zipfile.BadZipFile, KeyError) as exc:
         raise DataSourceError(f"{wheel} is not a usable recbole wheel ({exc}); delete it and run again") from exc
     for name, path in files.items():
-        actual = _sha256(path)
+        actual = sha256_file(path)
         if actual != expected[name]:
             path.unlink()
             raise DataSourceError(

@@ -1,0 +1,1 @@
+"""Base models (pull, resolve, load) and LoRA adapters."""

@@ -1,0 +1,317 @@
+"""The prompts job: one InstructRec instruction per user, built in Spark, written to `prompts`.
+
+Joins interactions, items, candidates and optional intents without collecting to the driver; row
+problems (unknown or untitled items, duplicate candidates, null keys, users left with no valid
+candidate) go to `rejects` with a reason; everything else becomes one `prompts` row per user with
+the cleaned instruction parts, so scoring and training render byte-identical text from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from instructrec_batch import contracts as C
+from instructrec_batch.config import Config
+from instructrec_batch.errors import ConfigError, ContractError
+from instructrec_batch.models.base import load_tokenizer, resolve_base
+from instructrec_batch.prompts.budget import prompt_tokens
+from instructrec_batch.prompts.render import UserContext
+from instructrec_batch.prompts.templates import Template, load_templates
+from instructrec_batch.prompts.text_udfs import (
+    PROMPT_COLUMNS,
+    cap_tokens,
+    clean_titles_fn,
+    prompt_schema,
+    render_prompts_fn,
+    token_counter,
+)
+from instructrec_batch.runs import recorded_run
+from instructrec_batch.tables import check_output_format, read_input, resolve, table_exists, write_run_scoped
+
+log = logging.getLogger(__name__)
+
+STAGE = "prompts"
+REJECTS_SCHEMA = "run_id STRING, stage STRING, source_table STRING, user_id STRING, item_id STRING, reason STRING"
+
+
+@dataclass(frozen=True)
+class PromptCounts:
+    run_id: str
+    users_in: int
+    users_emitted: int
+    users_rejected: int
+    cold_start_users: int
+    candidates_in: int
+    candidates_kept: int
+    rejects: dict[str, int]
+
+
+def _type(df: DataFrame, column: str) -> str:
+    return df.schema[column].dataType.simpleString()
+
+
+def _check_key_types(tables: dict[str, DataFrame]) -> None:
+    """Join keys must have one type across tables (a BIGINT user_id never equals a STRING one)."""
+    for key in (C.USER_ID, C.ITEM_ID):
+        types = {name: _type(df, key) for name, df in tables.items() if key in df.columns}
+        if len(set(types.values())) > 1:
+            listing = ", ".join(f"{name}.{key} is {t}" for name, t in types.items())
+            raise ContractError(
+                f"join key '{key}' has different types across tables ({listing}); cast them to one type"
+            )
+
+
+def check_budget(template: Template, tokenizer: object, cfg: Config, max_candidates: int) -> None:
+    """Fail before any work when the worst-case prompt without history cannot fit prompt.max_tokens."""
+    p = cfg.prompt
+    filler = "recommendation " * 400
+    title, text = cap_tokens(tokenizer, [filler[: p.title_max_chars], filler[: p.text_max_chars]], 10**6)
+    title = cap_tokens(tokenizer, [title], p.title_max_tokens)[0]
+    text = cap_tokens(tokenizer, [text], p.text_max_tokens)[0]
+    worst = UserContext(history=(), preference=text, intent=text)
+    need = prompt_tokens(template, worst, [title] * max_candidates, token_counter(tokenizer))
+    if need > p.max_tokens:
+        raise ConfigError(
+            f"prompt.max_tokens={p.max_tokens} cannot hold the instruction, intent and {max_candidates} "
+            f"candidate(s) of a worst-case user ({need} tokens); raise prompt.max_tokens or lower "
+            "prompt.title_max_tokens / prompt.text_max_tokens"
+        )
+
+
+def _reject(df: DataFrame, run_id: str, source: str, reason: str | Column, item: bool = True) -> DataFrame:
+    return df.select(
+        F.lit(run_id).alias("run_id"),
+        F.lit(STAGE).alias("stage"),
+        F.lit(source).alias("source_table"),
+        F.col(C.USER_ID).cast("string").alias("user_id"),
+        (F.col(C.ITEM_ID).cast("string") if item else F.lit(None).cast("string")).alias("item_id"),
+        (reason if isinstance(reason, Column) else F.lit(reason)).alias("reason"),
+    )
+
+
+def _null_keys(df: DataFrame, keys: list[str]) -> Column:
+    cond = F.lit(False)
+    for key in keys:
+        cond = cond | F.col(key).isNull()
+    return cond
+
+
+def _candidate_order(cands: DataFrame) -> list[Column]:
+    """Upstream order: retrieval_rank, else retrieval_score descending, then item_id (deterministic)."""
+    order = []
+    if C.RETRIEVAL_RANK in cands.columns:
+        order.append(F.col(C.RETRIEVAL_RANK).asc_nulls_last())
+    if C.RETRIEVAL_SCORE in cands.columns:
+        order.append(F.col(C.RETRIEVAL_SCORE).desc_nulls_last())
+    return [*order, F.col(C.ITEM_ID).asc()]
+
+
+def _prepare_candidates(cands: DataFrame, titles: DataFrame, run_id: str) -> tuple[DataFrame, list[DataFrame]]:
+    """Per-user candidate lists in upstream order, and the rejected candidate rows."""
+    rejects = [_reject(cands.where(_null_keys(cands, [C.USER_ID, C.ITEM_ID])), run_id, "candidates", "null_key")]
+    cands = cands.where(~_null_keys(cands, [C.USER_ID, C.ITEM_ID]))
+    order = _candidate_order(cands)
+    dup_rank = F.row_number().over(Window.partitionBy(C.USER_ID, C.ITEM_ID).orderBy(*order))
+    ranked = cands.withColumn("_dup", dup_rank)
+    rejects.append(_reject(ranked.where(F.col("_dup") > 1), run_id, "candidates", "duplicate_candidate"))
+    known = titles.withColumn("_known", F.lit(True))
+    joined = ranked.where(F.col("_dup") == 1).join(known, C.ITEM_ID, "left")
+    reason = F.when(F.col("_known").isNull(), "unknown_item").when(F.col(C.TITLE).isNull(), "empty_title")
+    rejects.append(_reject(joined.where(reason.isNotNull()), run_id, "candidates", reason))
+    valid = joined.where(reason.isNull())
+    pos = F.row_number().over(Window.partitionBy(C.USER_ID).orderBy(*order))
+    lists = (
+        valid.withColumn("pos", pos)
+        .groupBy(C.USER_ID)
+        .agg(F.collect_list(F.struct("pos", C.ITEM_ID, C.TITLE)).alias("cands"))
+    )
+    return lists, rejects
+
+
+def _history_cut(interactions: DataFrame, holdout: DataFrame | None) -> DataFrame:
+    """Keep only rows strictly before each user's first held-out row, ordered by (event_ts, item_id)."""
+    if holdout is None:
+        return interactions
+    cut = holdout.groupBy(C.USER_ID).agg(
+        F.min(F.struct(F.col(C.EVENT_TS).alias("cut_ts"), F.col(C.ITEM_ID).alias("cut_item"))).alias("_cut")
+    )
+    joined = interactions.join(cut, C.USER_ID, "left")
+    ts, item = F.col(C.EVENT_TS), F.col(C.ITEM_ID)
+    before = (ts < F.col("_cut.cut_ts")) | ((ts == F.col("_cut.cut_ts")) & (item < F.col("_cut.cut_item")))
+    return joined.where(F.col("_cut").isNull() | before).drop("_cut")
+
+
+def _prepare_history(
+    interactions: DataFrame, titles: DataFrame, holdout: DataFrame | None, max_history: int, run_id: str
+) -> tuple[DataFrame, DataFrame | None, list[DataFrame]]:
+    """Per-user newest `max_history` titled items (+ count of all usable ones), latest review, rejects."""
+    keys = [C.USER_ID, C.ITEM_ID, C.EVENT_TS]
+    rejects = [_reject(interactions.where(_null_keys(interactions, keys)), run_id, "interactions", "null_key")]
+    rows = _history_cut(interactions.where(~_null_keys(interactions, keys)), holdout)
+    joined = rows.join(titles.withColumn("_known", F.lit(True)), C.ITEM_ID, "left")
+    reason = F.when(F.col("_known").isNull(), "unknown_item").when(F.col(C.TITLE).isNull(), "empty_title")
+    rejects.append(_reject(joined.where(reason.isNotNull()), run_id, "interactions", reason))
+    usable = joined.where(reason.isNull())
+    per_user = Window.partitionBy(C.USER_ID)
+    newest = per_user.orderBy(F.col(C.EVENT_TS).desc(), F.col(C.ITEM_ID).desc())
+    ranked = usable.withColumn("_n", F.row_number().over(newest)).withColumn("_total", F.count(F.lit(1)).over(per_user))
+    hist = (
+        ranked.where(F.col("_n") <= max_history)
+        .groupBy(C.USER_ID)
+        .agg(
+            F.collect_list(F.struct(F.col(C.EVENT_TS).alias("ts"), C.ITEM_ID, C.TITLE)).alias("hist"),
+            F.max("_total").alias("history_available"),
+        )
+    )
+    review = None
+    if C.REVIEW in rows.columns:
+        with_text = rows.where(F.length(F.trim(F.col(C.REVIEW))) > 0)
+        latest = Window.partitionBy(C.USER_ID).orderBy(F.col(C.EVENT_TS).desc(), F.col(C.ITEM_ID).desc())
+        review = (
+            with_text.withColumn("_n", F.row_number().over(latest))
+            .where(F.col("_n") == 1)
+            .select(C.USER_ID, F.col(C.REVIEW).alias("review"))
+        )
+    return hist, review, rejects
+
+
+def _latest_intent(intents: DataFrame, run_id: str) -> tuple[DataFrame, list[DataFrame]]:
+    empty = F.col(C.INTENT).isNull() | (F.length(F.trim(F.col(C.INTENT))) == 0)
+    rejects = [
+        _reject(intents.where(F.col(C.USER_ID).isNull()), run_id, "intents", "null_key", item=False),
+        _reject(intents.where(F.col(C.USER_ID).isNotNull() & empty), run_id, "intents", "empty_intent", item=False),
+    ]
+    usable = intents.where(F.col(C.USER_ID).isNotNull() & ~empty)
+    order = [F.col(C.INTENT_TS).desc_nulls_last()] if C.INTENT_TS in intents.columns else []
+    latest = Window.partitionBy(C.USER_ID).orderBy(*order, F.col(C.INTENT).desc())
+    return (
+        usable.withColumn("_n", F.row_number().over(latest)).where(F.col("_n") == 1).select(C.USER_ID, C.INTENT),
+        rejects,
+    )
+
+
+def _optional(spark: SparkSession, cfg: Config, contract: C.TableContract) -> DataFrame | None:
+    return read_input(spark, cfg, contract) if table_exists(spark, resolve(cfg, contract.name)) else None
+
+
+def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
+    """Build and write the `prompts` table (and this stage's `rejects`) for the configured run."""
+    check_output_format(spark, cfg)
+    p = cfg.prompt
+    template = load_templates(p.template_version).get(p.inference_template_id)
+    if template.task != p.task:
+        raise ConfigError(f"prompt.template_id '{template.template_id}' is {template.task} but prompt.task={p.task}")
+    base = resolve_base(cfg)
+    tokenizer_path = str(base.path)
+    interactions = read_input(spark, cfg, C.INTERACTIONS)
+    items = read_input(spark, cfg, C.ITEMS)
+    candidates = read_input(spark, cfg, C.CANDIDATES)
+    intents = _optional(spark, cfg, C.INTENTS)
+    holdout = _optional(spark, cfg, C.HOLDOUT) if p.exclude_holdout else None
+    inputs = {
+        "interactions": interactions,
+        "items": items,
+        "candidates": candidates,
+        "intents": intents,
+        "holdout": holdout,
+    }
+    _check_key_types({k: v for k, v in inputs.items() if v is not None})
+    user_type, item_type = _type(candidates, C.USER_ID), _type(candidates, C.ITEM_ID)
+
+    with recorded_run(spark, cfg, STAGE) as run:
+        run_id = run.identity.run_id
+        titles = items.select(C.ITEM_ID, C.TITLE).mapInPandas(
+            clean_titles_fn(tokenizer_path, p.title_max_chars, p.title_max_tokens),
+            f"{C.ITEM_ID} {item_type}, {C.TITLE} STRING",
+        )
+        cand_lists, rejects = _prepare_candidates(candidates, titles, run_id)
+        max_cands = 1
+        if template.task == "listwise":
+            max_cands = cand_lists.select(F.max(F.size("cands"))).first()[0] or 1
+        check_budget(template, load_tokenizer(tokenizer_path), cfg, max_cands)
+        hist, review, hist_rejects = _prepare_history(interactions, titles, holdout, p.max_history, run_id)
+        rejects += hist_rejects
+        users = cand_lists.join(hist, C.USER_ID, "left")
+        if intents is not None:
+            intent, intent_rejects = _latest_intent(intents, run_id)
+            rejects += intent_rejects
+            users = users.join(intent, C.USER_ID, "left")
+        else:
+            users = users.withColumn(C.INTENT, F.lit(None).cast("string"))
+        users = (
+            users.join(review, C.USER_ID, "left")
+            if review is not None
+            else users.withColumn("review", F.lit(None).cast("string"))
+        )
+        all_users = candidates.where(F.col(C.USER_ID).isNotNull()).select(C.USER_ID).distinct()
+        rejects.append(
+            _reject(
+                all_users.join(cand_lists, C.USER_ID, "left_anti"),
+                run_id,
+                "candidates",
+                "no_valid_candidates",
+                item=False,
+            )
+        )
+        prompts = users.select(C.USER_ID, "cands", "hist", "history_available", C.INTENT, "review").mapInPandas(
+            render_prompts_fn(
+                tokenizer_path,
+                p.template_version,
+                template.template_id,
+                p.max_tokens,
+                p.text_max_chars,
+                p.text_max_tokens,
+            ),
+            prompt_schema(user_type, item_type),
+        )
+        prompts = prompts.select(
+            F.lit(run_id).alias("run_id"), *PROMPT_COLUMNS, F.current_timestamp().alias("created_at")
+        )
+        write_run_scoped(prompts, cfg, resolve(cfg, "prompts"), {"run_id": run_id})
+        all_rejects = rejects[0]
+        for frame in rejects[1:]:
+            all_rejects = all_rejects.unionByName(frame)
+        write_run_scoped(all_rejects, cfg, resolve(cfg, "rejects"), {"run_id": run_id, "stage": STAGE})
+        counts = _count(spark, cfg, run_id, candidates)
+        run.model_id = base.name
+        run.add(
+            {
+                "users": counts.users_emitted,
+                "candidates": counts.candidates_kept,
+                "rejects": sum(counts.rejects.values()),
+                "users_in": counts.users_in,
+                "cold_start_users": counts.cold_start_users,
+            }
+        )
+    log.info("prompts: %s", counts)
+    return counts
+
+
+def _count(spark: SparkSession, cfg: Config, run_id: str, candidates: DataFrame) -> PromptCounts:
+    """Counts read back from what was written (so they reconcile with the tables, not with a plan)."""
+    written = read_input(spark, cfg, C.PROMPTS).where(F.col("run_id") == run_id)
+    stats = written.agg(
+        F.count(F.lit(1)).alias("users"),
+        F.sum(F.col("cold_start").cast("int")).alias("cold"),
+        F.sum(F.size("candidate_ids")).alias("cands"),
+    ).first()
+    rejects = read_input(spark, cfg, C.REJECTS).where((F.col("run_id") == run_id) & (F.col("stage") == STAGE))
+    by_reason = {
+        f"{r['source_table']}.{r['reason']}": r["n"]
+        for r in rejects.groupBy("source_table", "reason").agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    in_stats = candidates.agg(F.countDistinct(C.USER_ID).alias("users"), F.count(F.lit(1)).alias("rows")).first()
+    return PromptCounts(
+        run_id=run_id,
+        users_in=in_stats["users"],
+        users_emitted=stats["users"],
+        users_rejected=by_reason.get("candidates.no_valid_candidates", 0),
+        cold_start_users=stats["cold"] or 0,
+        candidates_in=in_stats["rows"],
+        candidates_kept=stats["cands"] or 0,
+        rejects=by_reason,
+    )

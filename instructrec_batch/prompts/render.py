@@ -1,0 +1,80 @@
+"""The one prompt renderer, shared by training and scoring so both see byte-identical text.
+
+Input is already-cleaned text (see sanitize.py). A pointwise prompt is a user prefix plus one
+suffix per candidate; the model input is tokens(prefix) + tokens(suffix), which is what lets the
+scorer encode the prefix once and reuse its KV cache. A listwise prompt is one text whose answer is
+one of the index labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from instructrec_batch.errors import ConfigError
+from instructrec_batch.prompts.templates import Template
+
+
+@dataclass(frozen=True)
+class UserContext:
+    """What an instruction says about one user. All text is sanitised and single-line."""
+
+    history: tuple[str, ...] = ()  # item titles, oldest first
+    preference: str | None = None  # explicit preference in the user's words (latest review)
+    intent: str | None = None  # latest stated intention
+
+    @property
+    def cold_start(self) -> bool:
+        return not self.history and not self.intent and not self.preference
+
+
+@dataclass(frozen=True)
+class PointwisePrompt:
+    prefix: str
+    suffixes: tuple[str, ...]
+
+    def text(self, i: int) -> str:
+        return self.prefix + self.suffixes[i]
+
+
+@dataclass(frozen=True)
+class ListwisePrompt:
+    text: str
+    labels: tuple[str, ...]
+
+
+def context_block(template: Template, ctx: UserContext) -> str:
+    """Header, preference and intention lines: the part shared by all of a user's candidates."""
+    lines = [template.header]
+    if ctx.history:
+        history = "\n".join(template.history_line.format(title=title) for title in ctx.history)
+        lines.append(template.preference_implicit.format(history=history))
+    if ctx.preference:
+        lines.append(template.preference_explicit.format(preference=ctx.preference))
+    if ctx.intent:
+        lines.append(template.intention.format(intent=ctx.intent))
+    if ctx.cold_start:
+        lines.append(template.no_context)
+    return "\n".join(lines) + "\n"
+
+
+def render_pointwise(template: Template, ctx: UserContext, candidates: Sequence[str]) -> PointwisePrompt:
+    if template.task != "pointwise":
+        raise ConfigError(f"template {template.template_id} is {template.task}, not pointwise")
+    suffixes = tuple(template.body.format(candidate=title) for title in candidates)
+    return PointwisePrompt(prefix=context_block(template, ctx), suffixes=suffixes)
+
+
+def render_listwise(template: Template, ctx: UserContext, candidates: Sequence[str]) -> ListwisePrompt:
+    if template.task != "listwise":
+        raise ConfigError(f"template {template.template_id} is {template.task}, not listwise")
+    if len(candidates) > len(template.labels):
+        raise ConfigError(
+            f"listwise prompts take at most {len(template.labels)} candidates per user, got {len(candidates)}; "
+            "cut the candidate lists or use the pointwise task form"
+        )
+    labels = template.labels[: len(candidates)]
+    block = "\n".join(
+        template.candidate_line.format(label=lab, title=t) for lab, t in zip(labels, candidates, strict=True)
+    )
+    return ListwisePrompt(text=context_block(template, ctx) + template.body.format(candidates=block), labels=labels)

@@ -1,0 +1,109 @@
+"""The versioned template registry: instruction text lives in templates/<version>.yaml, not in code.
+
+`load_templates("v1")` returns every template of that version; a template id is `<task>-<k>` and
+picks paraphrase k of each part. Loading checks the layout rules the renderer and scorers rely on,
+so a bad edit to the YAML fails at start-up rather than producing odd prompts at night.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+import yaml
+
+from instructrec_batch.errors import ConfigError
+
+TaskForm = Literal["pointwise", "listwise"]
+TASK_FORMS: tuple[TaskForm, ...] = ("pointwise", "listwise")
+ANSWER_CUE = "Answer:"
+
+
+@dataclass(frozen=True)
+class Template:
+    """One fully specified instruction template (one paraphrase of every part)."""
+
+    template_id: str
+    version: str
+    task: TaskForm
+    header: str
+    preference_implicit: str
+    preference_explicit: str
+    intention: str
+    no_context: str
+    history_line: str
+    candidate_line: str
+    body: str  # pointwise: the per-candidate question; listwise: the candidate block and question
+    labels: tuple[str, ...]
+    positive: str
+    negative: str
+
+
+@dataclass(frozen=True)
+class TemplateSet:
+    version: str
+    templates: dict[str, Template]
+
+    def get(self, template_id: str) -> Template:
+        if template_id not in self.templates:
+            allowed = ", ".join(sorted(self.templates))
+            raise ConfigError(
+                f"prompt.template_id '{template_id}' is not in template version {self.version}; allowed: {allowed}"
+            )
+        return self.templates[template_id]
+
+    def ids(self, task: TaskForm) -> list[str]:
+        return sorted(t for t, tpl in self.templates.items() if tpl.task == task)
+
+
+def _check(template: Template) -> None:
+    placeholder = "{candidate}" if template.task == "pointwise" else "{candidates}"
+    if placeholder not in template.body or not template.body.endswith(ANSWER_CUE):
+        raise ConfigError(
+            f"template {template.template_id}: body must contain {placeholder} and end with {ANSWER_CUE!r}"
+        )
+    for name in ("preference_implicit", "preference_explicit", "intention", "history_line", "candidate_line"):
+        if ANSWER_CUE in getattr(template, name):
+            raise ConfigError(f"template {template.template_id}: {name} must not contain the answer cue")
+
+
+@cache
+def load_templates(version: str = "v1") -> TemplateSet:
+    """Read and validate templates/<version>.yaml from the installed package."""
+    source = resources.files("instructrec_batch") / "templates" / f"{version}.yaml"
+    if not source.is_file():
+        raise ConfigError(f"prompt.template_version '{version}' has no file templates/{version}.yaml")
+    raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    templates: dict[str, Template] = {}
+    for task in TASK_FORMS:
+        body = raw["pointwise_candidate"] if task == "pointwise" else raw["listwise_candidates"]
+        parts = [
+            raw["header"][task],
+            raw["preference_implicit"],
+            raw["preference_explicit"],
+            raw["intention"],
+            raw["no_context"],
+            body,
+        ]
+        for k in range(min(len(p) for p in parts)):
+            template = Template(
+                template_id=f"{task}-{k}",
+                version=raw["version"],
+                task=task,
+                header=raw["header"][task][k],
+                preference_implicit=raw["preference_implicit"][k],
+                preference_explicit=raw["preference_explicit"][k],
+                intention=raw["intention"][k],
+                no_context=raw["no_context"][k],
+                history_line=raw["history_line"],
+                candidate_line=raw["candidate_line"],
+                body=body[k],
+                labels=tuple(raw["labels"]),
+                positive=raw["answers"]["positive"],
+                negative=raw["answers"]["negative"],
+            )
+            _check(template)
+            templates[template.template_id] = template
+    return TemplateSet(version=raw["version"], templates=templates)

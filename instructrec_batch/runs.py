@@ -1,0 +1,87 @@
+"""Run identity and the `runs` table: one row per (run_id, job), replaced when a run is re-run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from pyspark.sql import SparkSession
+
+from instructrec_batch.config import Config
+from instructrec_batch.tables import resolve, write_run_scoped
+
+log = logging.getLogger(__name__)
+
+RUNS_SCHEMA = (
+    "run_id STRING, job STRING, status STRING, started_at TIMESTAMP, finished_at TIMESTAMP, users BIGINT, "
+    "candidates BIGINT, rejects BIGINT, counts STRING, config_hash STRING, model_id STRING, engine STRING, "
+    "error STRING"
+)
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    run_id: str
+    run_date: str
+
+
+def run_identity(cfg: Config, today: datetime | None = None) -> RunIdentity:
+    """run_date defaults to today (UTC); run_id to '<run_date>-<config fingerprint>' so reruns collide."""
+    run_date = cfg.run.run_date or (today or datetime.now(timezone.utc)).strftime("%Y-%m-%d")
+    return RunIdentity(run_id=cfg.run.run_id or f"{run_date}-{cfg.fingerprint()[:8]}", run_date=run_date)
+
+
+@dataclass
+class RunRecord:
+    """Counts and lineage a job fills in while it runs; written to `runs` at the end."""
+
+    job: str
+    identity: RunIdentity
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    counts: dict[str, int] = field(default_factory=dict)
+    model_id: str | None = None
+
+    def add(self, values: Mapping[str, int]) -> None:
+        self.counts.update({k: int(v) for k, v in values.items()})
+
+
+@contextmanager
+def recorded_run(spark: SparkSession, cfg: Config, job: str) -> Iterator[RunRecord]:
+    """Yield a RunRecord; write it as status 'succeeded', or 'failed' with the error, when the job ends."""
+    record = RunRecord(job=job, identity=run_identity(cfg))
+    log.info("%s: run_id=%s run_date=%s", job, record.identity.run_id, record.identity.run_date)
+    try:
+        yield record
+    except Exception as exc:
+        _write(spark, cfg, record, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    _write(spark, cfg, record, "succeeded", None)
+
+
+def _write(spark: SparkSession, cfg: Config, record: RunRecord, status: str, error: str | None) -> None:
+    row = (
+        record.identity.run_id,
+        record.job,
+        status,
+        record.started_at.replace(tzinfo=None),
+        datetime.now(timezone.utc).replace(tzinfo=None),
+        record.counts.get("users"),
+        record.counts.get("candidates"),
+        record.counts.get("rejects"),
+        json.dumps(record.counts, sort_keys=True),
+        cfg.fingerprint(),
+        record.model_id,
+        cfg.engine.kind,
+        error,
+    )
+    try:
+        frame = spark.createDataFrame([row], RUNS_SCHEMA)
+        write_run_scoped(frame, cfg, resolve(cfg, "runs"), {"run_id": record.identity.run_id, "job": record.job})
+    except Exception:  # the runs row is bookkeeping: never let it hide the job's own error
+        if error is None:
+            raise
+        log.exception("could not record the failed run in the runs table")
