@@ -55,6 +55,10 @@ def _config_from(args: argparse.Namespace) -> Config:
         overrides.insert(0, f"engine.kind={args.engine}")
     if getattr(args, "run_id", None):
         overrides.append(f"run.run_id={args.run_id}")
+    if getattr(args, "base", None):
+        overrides.append(f"model.base={args.base}")
+    if getattr(args, "output", None):
+        overrides.append(f"train.output={args.output}")
     if getattr(args, "run_date", None):
         overrides.append(f"run.run_date={args.run_date}")
     return load_config(args.config, overrides)
@@ -81,10 +85,33 @@ def _pull_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_prompts(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from instructrec_batch.bench.prompts import bench_prompts, report
+
+    with tempfile.TemporaryDirectory(prefix="bench-prompts-") as scratch:
+        if not args.workdir:
+            args.workdir = scratch
+        cfg = _config_from(args)
+        with spark_session(cfg.engine) as spark:
+            result = bench_prompts(
+                spark,
+                cfg,
+                users=args.users,
+                items=args.items,
+                per_user=args.interactions_per_user,
+                cands=args.candidates,
+            )
+    print(report(result, args.json))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from instructrec_batch.data.job import movielens_job, protocol_job
     from instructrec_batch.models.base import KNOWN_MODELS
     from instructrec_batch.prompts.job import prompts_job
+    from instructrec_batch.training.job import train_job
 
     common = _common_options()
     parser = argparse.ArgumentParser(prog="instructrec-batch", description=__doc__.splitlines()[0])
@@ -112,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("--run-date", help="shortcut for --set run.run_date=YYYY-MM-DD")
     prompts.set_defaults(func=_run_spark_job(prompts_job))
 
+    train = commands.add_parser("train", parents=[common], help="LoRA instruction tuning → adapter folder + manifest")
+    train.add_argument("--base", help="shortcut for --set model.base=ALIAS_OR_PATH")
+    train.add_argument("--output", help="shortcut for --set train.output=DIR")
+    train.add_argument("--run-id", help="shortcut for --set run.run_id=ID")
+    train.set_defaults(func=_run_spark_job(train_job))
+
     model = commands.add_parser("model", help="base models")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     pull = model_commands.add_parser(
@@ -119,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pull.add_argument("alias", choices=sorted(KNOWN_MODELS))
     pull.set_defaults(func=_pull_model)
+
+    bench = commands.add_parser("bench", help="benchmarks that print their figures")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
+    bp = bench_commands.add_parser(
+        "prompts", parents=[common], help="the prompts job on synthetic tables: users/s, seconds, peak RSS"
+    )
+    bp.add_argument("--users", type=int, default=100_000)
+    bp.add_argument("--items", type=int, default=50_000)
+    bp.add_argument("--interactions-per-user", type=int, default=50)
+    bp.add_argument("--candidates", type=int, default=20, help="candidates per user")
+    bp.add_argument("--json", action="store_true", help="print one JSON object")
+    bp.set_defaults(func=_bench_prompts)
     return parser
 
 

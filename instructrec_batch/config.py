@@ -98,6 +98,34 @@ class PromptConfig(_Section):
         return self.template_id or f"{self.task}-0"
 
 
+class TrainConfig(_Section):
+    """LoRA instruction tuning (DESIGN §7). Defaults fit a CPU budget of under 15 minutes on 2 cores."""
+
+    tasks: list[TaskFormName] = Field(default_factory=lambda: ["pointwise"], description="task forms to train on")
+    examples_per_user: int = Field(3, ge=1, description="newest training targets per user (before the holdout)")
+    negatives: int = Field(3, ge=1, description="pointwise: sampled negatives per positive")
+    list_size: int = Field(20, ge=2, le=26, description="listwise: candidates per example (target + negatives)")
+    max_history: int = Field(10, ge=0, description="history items in training prompts (shorter = faster steps)")
+    max_users: int | None = Field(None, ge=1, description="train on a seeded sample of this many users")
+    val_users: int = Field(100, ge=1, description="validation examples (one per user, their valid item)")
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="attention projections"
+    )
+    lr: float = Field(5e-4, gt=0)
+    max_steps: int = Field(150, ge=1)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(512, ge=32, description="longest training sequence in tokens (longer are dropped)")
+    eval_every: int = Field(50, ge=1, description="steps between validation losses")
+    patience: int = Field(2, ge=1, description="stop after this many evaluations without improvement")
+    max_minutes: float = Field(12.0, gt=0, description="wall-clock budget; training stops when it is spent")
+    seed: int = 42
+    output: str | None = Field(None, description="adapter folder; None = <workdir>/adapters/<run_id>")
+
+
 class RunConfig(_Section):
     """Identity of one nightly run; outputs are replaced per run_id, so reruns are idempotent."""
 
@@ -119,6 +147,7 @@ class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
     @property

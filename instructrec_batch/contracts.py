@@ -87,6 +87,7 @@ PROMPTS = TableContract(
         "preference_text": TEXT_TYPES,
         "intention_text": TEXT_TYPES,
         "history_titles": frozenset({"array<string>"}),
+        "history_item_ids": ID_ARRAY_TYPES,
         "history_len": INT_TYPES,
         "history_available": INT_TYPES,
         "candidate_ids": ID_ARRAY_TYPES,

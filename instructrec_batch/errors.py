@@ -23,3 +23,7 @@ class DataSourceError(InstructRecError, RuntimeError):
 
 class EngineError(InstructRecError, RuntimeError):
     """The Spark engine could not be started or lacks a capability the job needs."""
+
+
+class ArtifactError(InstructRecError, ValueError):
+    """A model or adapter artifact is missing, unsafe (pickle weights), tampered with, or for another base."""

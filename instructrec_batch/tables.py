@@ -189,3 +189,13 @@ def write_run_scoped(
         writer.saveAsTable(ref.location)
     else:
         writer.save(ref.location)
+
+
+def delta_version(ref: TableRef) -> int | None:
+    """The current Delta version of a local path table (lineage for manifests); None when unknown."""
+    local = None if ref.is_catalog else _local_path(ref.location)
+    if local is None or not (local / "_delta_log").is_dir():
+        return None
+    import deltalake
+
+    return int(deltalake.DeltaTable(str(local)).version())

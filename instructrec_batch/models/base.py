@@ -163,3 +163,15 @@ def load_tokenizer(path: Path | str):
     if not tokenizer.is_fast:
         raise ConfigError(f"the tokenizer in {path} has no fast (Rust) implementation; provide tokenizer.json")
     return tokenizer
+
+
+def load_causal_lm(path: Path | str, dtype: str = "float32", device: str = "cpu"):
+    """A causal LM from a checked local folder: safetensors only, never remote code."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_model_folder(Path(path))
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=getattr(torch, dtype), trust_remote_code=False, use_safetensors=True
+    )
+    return model.to(device).eval()

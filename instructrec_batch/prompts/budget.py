@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from instructrec_batch.prompts.render import UserContext, render_listwise, render_pointwise
+from instructrec_batch.prompts.render import UserContext, context_block, render_listwise, render_pointwise
 from instructrec_batch.prompts.templates import Template
 
 # Token counts of a batch of texts (no special tokens), e.g. from a fast tokenizer.
@@ -26,6 +26,15 @@ def prompt_tokens(template: Template, ctx: UserContext, candidates: Sequence[str
     return count([render_listwise(template, ctx, candidates).text])[0]
 
 
+def _length_fn(template: Template, candidates: Sequence[str], count: TokenCounter) -> Callable[[UserContext], int]:
+    """prompt_tokens for a fixed candidate list. Pointwise inputs are tokens(prefix) + tokens(suffix),
+    so the longest suffix is counted once and only the prefix is re-encoded per trial."""
+    if template.task == "pointwise":
+        longest_suffix = max(count(list(render_pointwise(template, UserContext(), candidates).suffixes)), default=0)
+        return lambda ctx: count([context_block(template, ctx)])[0] + longest_suffix
+    return lambda ctx: count([render_listwise(template, ctx, candidates).text])[0]
+
+
 def fit_history(
     template: Template, ctx: UserContext, candidates: Sequence[str], count: TokenCounter, budget: int
 ) -> tuple[UserContext, int] | None:
@@ -34,16 +43,17 @@ def fit_history(
     Token count grows with every history item kept, so a binary search over how many to keep finds
     the exact cut in O(log n) tokenizations.
     """
-    full = prompt_tokens(template, ctx, candidates, count)
+    length = _length_fn(template, candidates, count)
+    full = length(ctx)
     if full <= budget:
         return ctx, full
     history = ctx.history
-    lo, hi = 0, len(history) - 1  # keep count in [lo, hi]; len(history) is known not to fit
+    lo, hi = 0, len(history) - 1  # how many to keep lies in [lo, hi]; all of them is known not to fit
     best: tuple[UserContext, int] | None = None
     while lo <= hi:
         keep = (lo + hi) // 2
         trial = replace(ctx, history=history[len(history) - keep :])
-        tokens = prompt_tokens(template, trial, candidates, count)
+        tokens = length(trial)
         if tokens <= budget:
             best, lo = (trial, tokens), keep + 1
         else:

@@ -82,6 +82,15 @@ def check_budget(template: Template, tokenizer: object, cfg: Config, max_candida
         )
 
 
+def titled_items(items: DataFrame, cfg: Config, tokenizer_path: str) -> DataFrame:
+    """items(item_id, title) with titles sanitised and capped on executors; null where nothing is left."""
+    p = cfg.prompt
+    return items.select(C.ITEM_ID, C.TITLE).mapInPandas(
+        clean_titles_fn(tokenizer_path, p.title_max_chars, p.title_max_tokens),
+        f"{C.ITEM_ID} {_type(items, C.ITEM_ID)}, {C.TITLE} STRING",
+    )
+
+
 def _reject(df: DataFrame, run_id: str, source: str, reason: str | Column, item: bool = True) -> DataFrame:
     return df.select(
         F.lit(run_id).alias("run_id"),
@@ -132,7 +141,7 @@ def _prepare_candidates(cands: DataFrame, titles: DataFrame, run_id: str) -> tup
     return lists, rejects
 
 
-def _history_cut(interactions: DataFrame, holdout: DataFrame | None) -> DataFrame:
+def history_cut(interactions: DataFrame, holdout: DataFrame | None) -> DataFrame:
     """Keep only rows strictly before each user's first held-out row, ordered by (event_ts, item_id)."""
     if holdout is None:
         return interactions
@@ -151,7 +160,7 @@ def _prepare_history(
     """Per-user newest `max_history` titled items (+ count of all usable ones), latest review, rejects."""
     keys = [C.USER_ID, C.ITEM_ID, C.EVENT_TS]
     rejects = [_reject(interactions.where(_null_keys(interactions, keys)), run_id, "interactions", "null_key")]
-    rows = _history_cut(interactions.where(~_null_keys(interactions, keys)), holdout)
+    rows = history_cut(interactions.where(~_null_keys(interactions, keys)), holdout)
     joined = rows.join(titles.withColumn("_known", F.lit(True)), C.ITEM_ID, "left")
     reason = F.when(F.col("_known").isNull(), "unknown_item").when(F.col(C.TITLE).isNull(), "empty_title")
     rejects.append(_reject(joined.where(reason.isNotNull()), run_id, "interactions", reason))
@@ -224,10 +233,7 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
 
     with recorded_run(spark, cfg, STAGE) as run:
         run_id = run.identity.run_id
-        titles = items.select(C.ITEM_ID, C.TITLE).mapInPandas(
-            clean_titles_fn(tokenizer_path, p.title_max_chars, p.title_max_tokens),
-            f"{C.ITEM_ID} {item_type}, {C.TITLE} STRING",
-        )
+        titles = titled_items(items, cfg, tokenizer_path)
         cand_lists, rejects = _prepare_candidates(candidates, titles, run_id)
         max_cands = 1
         if template.task == "listwise":

@@ -28,10 +28,39 @@ def tokenizer_for(path: str) -> Any:
 def token_counter(tokenizer: Any) -> Callable[[Sequence[str]], list[int]]:
     """Model-input lengths: the prompts are encoded without special tokens everywhere."""
 
+    backend = tokenizer.backend_tokenizer  # the Rust tokenizer: same ids, no per-text Python dicts
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+
     def count(texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+        return [len(encoding) for encoding in encode(list(texts), add_special_tokens=False)]
 
     return count
+
+
+class MemoCounter:
+    """A token counter that remembers lengths by text.
+
+    Warmed with every user's full prefix and every candidate suffix of an Arrow batch in one batched
+    (parallel, Rust-side) encode, so the per-user budget check mostly reads lengths from the dict;
+    only the binary-search trials of users over budget reach the tokenizer again. Candidate suffixes
+    repeat across users (they depend on the item only), which the memo also exploits.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._count = token_counter(tokenizer)
+        self._lengths: dict[str, int] = {}
+
+    def warm(self, texts: Sequence[str]) -> None:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._lengths]
+        if missing:
+            self._lengths.update(zip(missing, self._count(missing), strict=True))
+
+    def __call__(self, texts: Sequence[str]) -> list[int]:
+        self.warm(texts)
+        return [self._lengths[t] for t in texts]
+
+    def clear(self) -> None:
+        self._lengths.clear()
 
 
 def cap_tokens(tokenizer: Any, texts: Sequence[str | None], max_tokens: int) -> list[str | None]:
@@ -83,6 +112,7 @@ PROMPT_COLUMNS = [
     "preference_text",
     "intention_text",
     "history_titles",
+    "history_item_ids",
     "history_len",
     "history_available",
     "candidate_ids",
@@ -95,10 +125,27 @@ PROMPT_COLUMNS = [
 def prompt_schema(user_type: str, item_type: str) -> str:
     return (
         f"{C.USER_ID} {user_type}, template_id STRING, template_version STRING, task STRING, "
-        "preference_text STRING, intention_text STRING, history_titles ARRAY<STRING>, history_len INT, "
+        f"preference_text STRING, intention_text STRING, history_titles ARRAY<STRING>, "
+        f"history_item_ids ARRAY<{item_type}>, history_len INT, "
         f"history_available BIGINT, candidate_ids ARRAY<{item_type}>, candidate_titles ARRAY<STRING>, "
         "cold_start BOOLEAN, prompt_tokens INT"
     )
+
+
+def warmup_texts(users: Sequence[tuple[Any, list[dict], Any, list[dict]]]) -> list[str]:
+    """Every text the budget check of these users will count first: full prompts or prefix + suffixes."""
+    from instructrec_batch.prompts.render import render_listwise, render_pointwise
+
+    texts: list[str] = []
+    for template, cands, ctx, _ in users:
+        titles = [c["title"] for c in cands]
+        if template.task == "pointwise":
+            prompt = render_pointwise(template, ctx, titles)
+            texts.append(prompt.prefix)
+            texts.extend(prompt.suffixes)
+        else:
+            texts.append(render_listwise(template, ctx, titles).text)
+    return texts
 
 
 def render_prompts_fn(
@@ -108,11 +155,15 @@ def render_prompts_fn(
     budget: int,
     text_max_chars: int,
     text_max_tokens: int,
+    passthrough: Sequence[str] = (),
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """Per user: clean intent and review, order history and candidates, fit the budget, emit a prompt row.
+    """Per row: clean intent and review, order history and candidates, fit the budget, emit a prompt row.
 
     Input columns: user_id, cands (array of {pos, item_id, title}), hist (array of {ts, item_id,
-    title} or null), history_available, intent, review.
+    title} or null), history_available, intent, review; optionally template_id (per-row template,
+    as training uses; else `template_id`) and the `passthrough` columns, copied to the output after
+    PROMPT_COLUMNS. Scoring prompts and training examples both go through this function, which is
+    what makes their text byte-identical for the same user, history and template.
     """
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -121,26 +172,33 @@ def render_prompts_fn(
         from instructrec_batch.prompts.templates import load_templates
 
         tokenizer = tokenizer_for(tokenizer_path)
-        count = token_counter(tokenizer)
-        template = load_templates(template_version).get(template_id)
+        count = MemoCounter(tokenizer)
+        templates = load_templates(template_version)
 
         def clean_capped(values: pd.Series) -> list[str | None]:
             return cap_tokens(tokenizer, [clean_text(v, text_max_chars) for v in values], text_max_tokens)
 
         for frame in batches:
             intents, reviews = clean_capped(frame["intent"]), clean_capped(frame["review"])
-            rows = []
-            for i, (user, cands, hist, available) in enumerate(
-                zip(frame[C.USER_ID], frame["cands"], frame["hist"], frame["history_available"], strict=True)
-            ):
+            ids = frame["template_id"] if "template_id" in frame else [template_id] * len(frame)
+            users = []
+            for i, (tid, cands, hist) in enumerate(zip(ids, frame["cands"], frame["hist"], strict=True)):
                 cands = sorted(cands, key=lambda c: c["pos"])
-                titles = [c["title"] for c in cands]
                 history = [] if hist is None else sorted(hist, key=lambda h: (h["ts"], h["item_id"]))
                 ctx = UserContext(tuple(h["title"] for h in history), reviews[i], intents[i])
+                users.append((templates.get(tid), cands, ctx, history))
+            count.clear()
+            count.warm(warmup_texts(users))
+            rows = []
+            for user, available, (template, cands, ctx, hists) in zip(
+                frame[C.USER_ID], frame["history_available"], users, strict=True
+            ):
+                titles = [c["title"] for c in cands]
                 fitted = fit_history(template, ctx, titles, count, budget)
                 if fitted is None:  # excluded by check_budget on the driver; reaching here is a bug
                     raise RuntimeError(f"user {user}: prompt exceeds {budget} tokens even without history")
                 ctx, tokens = fitted
+                kept_ids = [h[C.ITEM_ID] for h in hists[len(hists) - len(ctx.history) :]] if ctx.history else []
                 rows.append(
                     (
                         user,
@@ -150,6 +208,7 @@ def render_prompts_fn(
                         ctx.preference,
                         ctx.intent,
                         list(ctx.history),
+                        kept_ids,
                         len(ctx.history),
                         0 if pd.isna(available) else int(available),
                         [c[C.ITEM_ID] for c in cands],
@@ -158,6 +217,9 @@ def render_prompts_fn(
                         tokens,
                     )
                 )
-            yield pd.DataFrame(rows, columns=PROMPT_COLUMNS)
+            out = pd.DataFrame(rows, columns=PROMPT_COLUMNS)
+            for column in passthrough:
+                out[column] = frame[column].to_numpy()
+            yield out
 
     return run

@@ -1,0 +1,1 @@
+"""Benchmark commands: they print figures; no test asserts a wall-clock time."""

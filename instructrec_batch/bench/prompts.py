@@ -1,0 +1,88 @@
+"""`bench prompts`: the prompts job on synthetic tables of a given size, on the configured engine.
+
+Tables are generated inside Spark (range + hashes), so the driver never holds the data; generation
+is not timed. Prints users/s, total seconds and the peak RSS of the job.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from instructrec_batch import contracts as C
+from instructrec_batch.bench.memory import peak_rss
+from instructrec_batch.config import Config
+from instructrec_batch.prompts.job import prompts_job
+from instructrec_batch.tables import resolve, write_table
+
+_WORDS = ["Star", "Night", "Love", "War", "City", "King", "Dream", "Story", "Return", "Secret", "Last", "River"]
+
+
+@dataclass(frozen=True)
+class PromptsBench:
+    users: int
+    items: int
+    interactions_per_user: int
+    candidates_per_user: int
+    seconds: float
+    users_per_s: float
+    peak_rss_mb: float
+    users_emitted: int
+
+
+def synthetic_tables(spark: SparkSession, cfg: Config, users: int, items: int, per_user: int, cands: int) -> None:
+    """interactions (users × per_user), items (titled from a word list), candidates (users × cands)."""
+    words = F.array(*[F.lit(w) for w in _WORDS])
+
+    def word(seed: int) -> F.Column:
+        return F.element_at(words, (F.pmod(F.xxhash64(F.col("id"), F.lit(seed)), F.lit(len(_WORDS))) + 1).cast("int"))
+
+    item_df = spark.range(items).select(
+        F.col("id").alias(C.ITEM_ID),
+        F.concat_ws(
+            " ", word(1), word(2), word(3), F.concat(F.lit("("), (F.col("id") % 60 + 1960).cast("string"), F.lit(")"))
+        ).alias(C.TITLE),
+    )
+    inter_df = spark.range(users * per_user).select(
+        (F.col("id") / per_user).cast("bigint").alias(C.USER_ID),
+        F.pmod(F.xxhash64(F.col("id"), F.lit(11)), F.lit(items)).alias(C.ITEM_ID),
+        F.timestamp_seconds(F.lit(1_600_000_000) + (F.col("id") % per_user) * 3600).alias(C.EVENT_TS),
+    )
+    cand_df = spark.range(users * cands).select(
+        (F.col("id") / cands).cast("bigint").alias(C.USER_ID),
+        F.pmod(F.xxhash64(F.col("id"), F.lit(13)), F.lit(items)).alias(C.ITEM_ID),
+        (F.col("id") % cands + 1).cast("int").alias(C.RETRIEVAL_RANK),
+    )
+    write_table(item_df, cfg, resolve(cfg, "items"))
+    write_table(inter_df, cfg, resolve(cfg, "interactions"))
+    write_table(cand_df, cfg, resolve(cfg, "candidates"))
+
+
+def bench_prompts(
+    spark: SparkSession, cfg: Config, *, users: int, items: int, per_user: int, cands: int
+) -> PromptsBench:
+    synthetic_tables(spark, cfg, users, items, per_user, cands)
+    with peak_rss() as memory:
+        start = time.perf_counter()
+        counts = prompts_job(spark, cfg)
+        seconds = time.perf_counter() - start
+    return PromptsBench(
+        users,
+        items,
+        per_user,
+        cands,
+        round(seconds, 2),
+        round(users / seconds, 1),
+        round(memory.peak_mb, 1),
+        counts.users_emitted,
+    )
+
+
+def report(result: PromptsBench, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(asdict(result))
+    return "\n".join(f"{key:>22}: {value}" for key, value in asdict(result).items())

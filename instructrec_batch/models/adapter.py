@@ -1,0 +1,93 @@
+"""LoRA adapter artifacts: save with a manifest, verify before use, load with peft.
+
+An adapter folder holds adapter_config.json, adapter_model.safetensors and manifest.json. The
+manifest records the adapter's sha256 (over the two adapter files), the base model it was trained
+on (alias and sha256), the template version and the training figures. `verify_adapter` recomputes
+the sha256 and compares the base, so a tampered, truncated or mismatched adapter is refused before
+any model is loaded or any task is scheduled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from instructrec_batch.errors import ArtifactError
+from instructrec_batch.hashing import sha256_file
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+MANIFEST = "manifest.json"
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def adapter_sha256(folder: Path) -> str:
+    """sha256 over the adapter files' names and contents (the manifest is not part of it)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in ADAPTER_FILES:
+        digest.update(name.encode() + b"\0" + sha256_file(folder / name).encode() + b"\n")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    path: Path
+    sha256: str
+    manifest: dict[str, Any]
+
+    @property
+    def base_sha256(self) -> str:
+        return self.manifest["base_model_sha256"]
+
+
+def save_adapter(peft_model: Any, folder: Path, manifest: dict[str, Any]) -> AdapterInfo:
+    """Save adapter weights as safetensors plus a manifest carrying their sha256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(folder, safe_serialization=True)
+    sha = adapter_sha256(folder)
+    full = {**manifest, "adapter_sha256": sha}
+    (folder / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
+    return AdapterInfo(folder, sha, full)
+
+
+def verify_adapter(folder: Path | str, *, base_sha256: str | None = None) -> AdapterInfo:
+    """Check files, format, sha256 and (optionally) the base model; raise ArtifactError with the fix."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ArtifactError(f"adapter folder {folder} does not exist; train one with `instructrec-batch train`")
+    unsafe = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if unsafe:
+        raise ArtifactError(
+            f"adapter {folder} holds pickle-format weights ({', '.join(unsafe)}), which can run code when loaded; "
+            "only safetensors adapters are accepted: re-save it with save_pretrained(safe_serialization=True)"
+        )
+    missing = [name for name in (*ADAPTER_FILES, MANIFEST) if not (folder / name).is_file()]
+    if missing:
+        raise ArtifactError(f"adapter {folder} is missing {', '.join(missing)}; re-run training or copy it whole")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"adapter {folder}: {MANIFEST} is not valid JSON ({exc})") from exc
+    actual = adapter_sha256(folder)
+    if manifest.get("adapter_sha256") != actual:
+        raise ArtifactError(
+            f"adapter {folder} has sha256 {actual} but its manifest says {manifest.get('adapter_sha256')}: the files "
+            "were changed or corrupted after training; restore them or re-train"
+        )
+    if base_sha256 is not None and manifest.get("base_model_sha256") != base_sha256:
+        raise ArtifactError(
+            f"adapter {folder} was trained on base model {manifest.get('base_model')} (sha256 "
+            f"{str(manifest.get('base_model_sha256'))[:12]}…), not on the configured one (sha256 {base_sha256[:12]}…); "
+            "set model.base to the adapter's base or re-train"
+        )
+    return AdapterInfo(folder, actual, manifest)
+
+
+def load_adapter(model: Any, info: AdapterInfo) -> Any:
+    """Wrap `model` with the verified adapter (inference mode)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(info.path), is_trainable=False)

@@ -1,0 +1,162 @@
+"""Training and validation examples, built in Spark from the same tables and code as scoring prompts.
+
+Leave-one-out by time (DESIGN §8): each user's rows before their first held-out row form the
+training sequence; its newest `examples_per_user` rows are training targets, each with the rows
+before it as history. The user's `valid` row is the validation target, with the whole training
+sequence as history, which is exactly the history the scoring prompt gets, rendered with the pinned
+inference template. `test` rows are never targets and never in a history. Negatives are items the
+user never interacted with, drawn by hash (seeded, engine-independent). Rendering goes through
+`render_prompts_fn`, the function that builds scoring prompts.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from instructrec_batch import contracts as C
+from instructrec_batch.config import Config
+from instructrec_batch.prompts.job import history_cut, titled_items
+from instructrec_batch.prompts.templates import load_templates
+from instructrec_batch.prompts.text_udfs import PROMPT_COLUMNS, prompt_schema, render_prompts_fn
+
+TRAIN, VALID = "train", "valid"
+EXAMPLE_COLUMNS = [*PROMPT_COLUMNS, "kind", "task_form", "target_item_id"]
+
+
+def _hash_int(seed: int, *cols: Column | str) -> Column:
+    return F.xxhash64(F.lit(seed), *[F.col(c) if isinstance(c, str) else c for c in cols])
+
+
+def build_examples(
+    interactions: DataFrame, items: DataFrame, holdout: DataFrame, cfg: Config, tokenizer_path: str
+) -> DataFrame:
+    """One row per (example, task form): prompt parts as in `prompts`, plus kind and target_item_id."""
+    t = cfg.train
+    keys = [C.USER_ID, C.ITEM_ID, C.EVENT_TS]
+    rows = interactions.where(
+        F.col(C.USER_ID).isNotNull() & F.col(C.ITEM_ID).isNotNull() & F.col(C.EVENT_TS).isNotNull()
+    )
+    titles = titled_items(items, cfg, tokenizer_path).where(F.col(C.TITLE).isNotNull())
+    train_seq = history_cut(rows.select(*keys), holdout).join(titles, C.ITEM_ID)
+    if t.max_users is not None:
+        users = train_seq.select(C.USER_ID).distinct()
+        users = users.withColumn("_h", _hash_int(t.seed, C.USER_ID)).orderBy("_h", C.USER_ID).limit(t.max_users)
+        train_seq = train_seq.join(users.select(C.USER_ID), C.USER_ID)
+    newest = Window.partitionBy(C.USER_ID).orderBy(F.col(C.EVENT_TS).desc(), F.col(C.ITEM_ID).desc())
+    ranked = train_seq.withColumn("_n", F.row_number().over(newest)).withColumn(
+        "_len", F.count(F.lit(1)).over(Window.partitionBy(C.USER_ID))
+    )
+    # Only the newest rows can be targets or their histories: bound the self-join below.
+    recent = ranked.where(F.col("_n") <= t.examples_per_user + t.max_history)
+
+    train_targets = ranked.where((F.col("_n") <= t.examples_per_user) & (F.col("_n") < F.col("_len"))).select(
+        C.USER_ID, C.ITEM_ID, C.EVENT_TS, C.TITLE, F.lit(TRAIN).alias("kind")
+    )
+    valid_targets = (
+        holdout.where(F.col(C.SPLIT) == C.SPLIT_VALID)
+        .join(train_seq.select(C.USER_ID).distinct(), C.USER_ID)  # users in the (sampled) training set
+        .withColumn("_h", _hash_int(t.seed + 1, C.USER_ID))
+        .orderBy("_h", C.USER_ID)
+        .limit(t.val_users)
+        .join(titles, C.ITEM_ID)
+        .select(C.USER_ID, C.ITEM_ID, C.EVENT_TS, C.TITLE, F.lit(VALID).alias("kind"))
+    )
+    targets = train_targets.unionByName(valid_targets)
+
+    ts, item, target_ts, target_item = F.col(C.EVENT_TS), F.col(C.ITEM_ID), F.col("_tts"), F.col("target_item_id")
+    hist = (
+        targets.select(C.USER_ID, F.col(C.EVENT_TS).alias("_tts"), item.alias("target_item_id"), "kind")
+        .join(recent, C.USER_ID)
+        .where((ts < target_ts) | ((ts == target_ts) & (item < target_item)))
+    )
+    by_example = Window.partitionBy(C.USER_ID, "target_item_id", "kind").orderBy(ts.desc(), item.desc())
+    hist = (
+        hist.withColumn("_k", F.row_number().over(by_example))
+        .where(F.col("_k") <= t.max_history)
+        .groupBy(C.USER_ID, "target_item_id", "kind")
+        .agg(
+            F.collect_list(F.struct(F.col(C.EVENT_TS).alias("ts"), C.ITEM_ID, C.TITLE)).alias("hist"),
+            F.count(F.lit(1)).alias("history_available"),
+        )
+    )
+
+    examples = []
+    for task in t.tasks:
+        wanted = t.negatives if task == "pointwise" else t.list_size - 1
+        negatives = _sample_negatives(targets, titles, rows, wanted, t.seed)
+        cands = _candidate_lists(targets, negatives, titles, t.seed)
+        n_templates = len(load_templates(cfg.prompt.template_version).ids(task))
+        template_id = F.when(F.col("kind") == VALID, F.lit(f"{task}-0")).otherwise(
+            F.concat(
+                F.lit(f"{task}-"),
+                F.pmod(_hash_int(t.seed + 3, C.USER_ID, "target_item_id"), F.lit(n_templates)).cast("string"),
+            )
+        )
+        frame = cands.join(hist, [C.USER_ID, "target_item_id", "kind"], "left").select(
+            C.USER_ID,
+            "cands",
+            "hist",
+            "history_available",
+            F.lit(None).cast("string").alias(C.INTENT),
+            F.lit(None).cast("string").alias("review"),
+            template_id.alias("template_id"),
+            "kind",
+            F.lit(task).alias("task_form"),
+            "target_item_id",
+        )
+        user_type, item_type = (frame.schema[c].dataType.simpleString() for c in (C.USER_ID, "target_item_id"))
+        rendered = frame.mapInPandas(
+            render_prompts_fn(
+                tokenizer_path,
+                cfg.prompt.template_version,
+                f"{task}-0",
+                cfg.prompt.max_tokens,
+                cfg.prompt.text_max_chars,
+                cfg.prompt.text_max_tokens,
+                passthrough=("kind", "task_form", "target_item_id"),
+            ),
+            prompt_schema(user_type, item_type) + f", kind STRING, task_form STRING, target_item_id {item_type}",
+        )
+        examples.append(rendered)
+    result = examples[0]
+    for frame in examples[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def _sample_negatives(targets: DataFrame, titles: DataFrame, seen_rows: DataFrame, wanted: int, seed: int) -> DataFrame:
+    """`wanted` distinct titled items per target that the user never interacted with (hash draws)."""
+    indexed = titles.select(C.ITEM_ID).withColumn("_idx", F.row_number().over(Window.orderBy(C.ITEM_ID)) - 1)
+    n_items = F.lit(indexed.count())
+    draws = wanted * 3 + 10  # enough that anti-joined draws rarely fall short
+    drawn = (
+        targets.select(C.USER_ID, F.col(C.ITEM_ID).alias("target_item_id"), "kind")
+        .withColumn("_j", F.explode(F.sequence(F.lit(0), F.lit(draws - 1))))
+        .withColumn("_idx", F.pmod(_hash_int(seed, C.USER_ID, "target_item_id", "_j"), n_items))
+        .join(indexed, "_idx")
+        .join(seen_rows.select(C.USER_ID, C.ITEM_ID).distinct(), [C.USER_ID, C.ITEM_ID], "left_anti")
+    )
+    first_draw = Window.partitionBy(C.USER_ID, "target_item_id", "kind", C.ITEM_ID).orderBy("_j")
+    distinct = drawn.withColumn("_d", F.row_number().over(first_draw)).where(F.col("_d") == 1)
+    keep = Window.partitionBy(C.USER_ID, "target_item_id", "kind").orderBy("_j")
+    return (
+        distinct.withColumn("_r", F.row_number().over(keep))
+        .where(F.col("_r") <= wanted)
+        .select(C.USER_ID, "target_item_id", "kind", C.ITEM_ID)
+    )
+
+
+def _candidate_lists(targets: DataFrame, negatives: DataFrame, titles: DataFrame, seed: int) -> DataFrame:
+    """Target + negatives per example, with titles, shuffled by hash into positions 1..n."""
+    positives = targets.select(C.USER_ID, F.col(C.ITEM_ID).alias("target_item_id"), "kind", C.ITEM_ID)
+    pool = positives.unionByName(negatives).join(titles, C.ITEM_ID)
+    example = [C.USER_ID, "target_item_id", "kind"]
+    shuffle = Window.partitionBy(*example).orderBy(
+        _hash_int(seed + 2, C.USER_ID, "target_item_id", C.ITEM_ID), C.ITEM_ID
+    )
+    return (
+        pool.withColumn("pos", F.row_number().over(shuffle))
+        .groupBy(*example)
+        .agg(F.collect_list(F.struct("pos", C.ITEM_ID, C.TITLE)).alias("cands"))
+    )

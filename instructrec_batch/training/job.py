@@ -1,0 +1,119 @@
+"""The train job: examples in Spark, LoRA tuning on the driver, adapter + manifest on disk."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from instructrec_batch import contracts as C
+from instructrec_batch.config import Config
+from instructrec_batch.errors import ContractError
+from instructrec_batch.models.adapter import save_adapter
+from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
+from instructrec_batch.models.forward import pad_id_of
+from instructrec_batch.prompts.templates import load_templates
+from instructrec_batch.runs import recorded_run
+from instructrec_batch.tables import delta_version, read_input, resolve, table_exists
+from instructrec_batch.training.examples import TRAIN, VALID, build_examples
+from instructrec_batch.training.sequences import sequences
+from instructrec_batch.training.trainer import train_lora
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    adapter: str
+    adapter_sha256: str
+    val_loss: float
+    zero_shot_val_loss: float
+    steps: int
+    stopped: str
+    train_sequences: int
+    val_sequences: int
+
+
+def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
+    """Build examples from the tables, tune a LoRA adapter, save it with its manifest."""
+    base = resolve_base(cfg)
+    if not table_exists(spark, resolve(cfg, "holdout")):
+        raise ContractError(
+            "table 'holdout' does not exist: training needs the held-out split so validation and test items stay "
+            "out of training data; run `instructrec-batch data protocol` (or `data movielens`) first"
+        )
+    interactions = read_input(spark, cfg, C.INTERACTIONS)
+    items = read_input(spark, cfg, C.ITEMS)
+    holdout = read_input(spark, cfg, C.HOLDOUT)
+    torch_threads = os.cpu_count() or 1
+    with recorded_run(spark, cfg, "train") as run:
+        frame = build_examples(interactions, items, holdout, cfg, str(base.path)).toPandas()
+        tokenizer = load_tokenizer(base.path)
+        templates = load_templates(cfg.prompt.template_version)
+        t = cfg.train
+        train_seqs = sequences(frame[frame.kind == TRAIN], tokenizer, templates, t.max_length)
+        val_seqs = sequences(frame[frame.kind == VALID], tokenizer, templates, t.max_length)
+        log.info(
+            "training on %d sequences (%d examples), validating on %d",
+            len(train_seqs),
+            int((frame.kind == TRAIN).sum()),
+            len(val_seqs),
+        )
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = load_causal_lm(base.path, "float32", device)
+        result = train_lora(model, train_seqs, val_seqs, t, pad_id_of(tokenizer))
+        out = Path(t.output or Path(cfg.workdir) / "adapters" / run.identity.run_id)
+        base_sha = base.sha256()
+        info = save_adapter(
+            result.model,
+            out,
+            {
+                "base_model": base.name,
+                "base_model_sha256": base_sha,
+                "template_version": templates.version,
+                "tasks": list(t.tasks),
+                "data_versions": {
+                    name: delta_version(resolve(cfg, name)) for name in ("interactions", "items", "holdout")
+                },
+                "hyperparameters": t.model_dump(mode="json"),
+                "loss_history": result.history,
+                "val_loss": result.val_loss,
+                "zero_shot_val_loss": result.zero_shot_val_loss,
+                "steps": result.steps,
+                "stopped": result.stopped,
+                "train_sequences": len(train_seqs),
+                "val_sequences": len(val_seqs),
+                "run_id": run.identity.run_id,
+                "config_hash": cfg.fingerprint(),
+                "device": device,
+                "created_at": datetime.now(timezone.utc).isoformat(),
+            },
+        )
+        run.model_id = f"{base.name}@{base_sha[:12]}+{info.sha256[:12]}"
+        run.add(
+            {
+                "users": int(frame.user_id.nunique()),
+                "train_sequences": len(train_seqs),
+                "val_sequences": len(val_seqs),
+                "steps": result.steps,
+            }
+        )
+    summary = TrainSummary(
+        str(out),
+        info.sha256,
+        round(result.val_loss, 4),
+        round(result.zero_shot_val_loss, 4),
+        result.steps,
+        result.stopped,
+        len(train_seqs),
+        len(val_seqs),
+    )
+    log.info("train: %s", summary)
+    return summary

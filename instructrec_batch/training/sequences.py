@@ -1,0 +1,45 @@
+"""Training sequences from rendered examples: input ids and the answer token to predict after them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from instructrec_batch.models.inputs import label_ids, listwise_inputs, pointwise_inputs, yes_no_ids
+from instructrec_batch.prompts.render import UserContext, render_listwise, render_pointwise
+from instructrec_batch.prompts.templates import TemplateSet
+
+
+@dataclass(frozen=True)
+class TrainSequence:
+    input_ids: list[int]
+    answer_id: int
+
+
+def context_of(row: Any) -> UserContext:
+    """The UserContext stored in a `prompts`-shaped row (scoring prompts and training examples alike)."""
+    history = () if row.history_titles is None else tuple(row.history_titles)
+    return UserContext(history, row.preference_text, row.intention_text)
+
+
+def sequences(frame: pd.DataFrame, tokenizer: Any, templates: TemplateSet, max_length: int) -> list[TrainSequence]:
+    """Pointwise rows give one sequence per candidate (Yes for the target, No otherwise); listwise rows
+    one sequence whose answer is the target's label. Sequences longer than `max_length` are dropped."""
+    out: list[TrainSequence] = []
+    for row in frame.itertuples(index=False):
+        template = templates.get(row.template_id)
+        ctx, titles, ids = context_of(row), list(row.candidate_titles), list(row.candidate_ids)
+        if template.task == "pointwise":
+            yes, no = yes_no_ids(tokenizer, template)
+            prefix, suffixes = pointwise_inputs(tokenizer, render_pointwise(template, ctx, titles))
+            out += [
+                TrainSequence(prefix + s, yes if c == row.target_item_id else no)
+                for c, s in zip(ids, suffixes, strict=True)
+            ]
+        else:
+            prompt = render_listwise(template, ctx, titles)
+            answers = label_ids(tokenizer, prompt.labels)
+            out.append(TrainSequence(listwise_inputs(tokenizer, prompt), answers[ids.index(row.target_item_id)]))
+    return [s for s in out if len(s.input_ids) <= max_length]

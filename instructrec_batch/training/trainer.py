@@ -1,0 +1,151 @@
+"""The LoRA training loop (peft) on the driver: answer-token loss, validation, early stopping.
+
+The loss is cross-entropy of the answer token after the prompt (only answer tokens count), computed
+from the last position's logits of left-padded, length-bucketed batches. The validation loss of the
+base model alone (`zero_shot_val_loss`, adapter disabled) is measured on the same examples first, so
+the manifest can say whether tuning helped. The best adapter by validation loss is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from instructrec_batch.config import TrainConfig
+from instructrec_batch.models.forward import last_logits
+from instructrec_batch.training.sequences import TrainSequence
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model: Any  # the peft model holding the best adapter
+    zero_shot_val_loss: float
+    val_loss: float
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped: str = "max_steps"
+
+
+def _batches(seqs: Sequence[TrainSequence], size: int, rng: random.Random) -> list[list[TrainSequence]]:
+    """Length-bucketed batches in random order: shuffle, sort within chunks of 50 batches, cut, shuffle."""
+    order = list(seqs)
+    rng.shuffle(order)
+    chunk = size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        block = sorted(order[start : start + chunk], key=lambda s: len(s.input_ids))
+        batches += [block[i : i + size] for i in range(0, len(block), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _loss(model: Any, batch: Sequence[TrainSequence], pad_id: int, autocast: bool) -> torch.Tensor:
+    device = next(model.parameters()).device
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+        logits = last_logits(model, [s.input_ids for s in batch], pad_id)
+    answers = torch.tensor([s.answer_id for s in batch], device=logits.device)
+    return F.cross_entropy(logits.float(), answers)
+
+
+@torch.inference_mode()
+def evaluate(model: Any, seqs: Sequence[TrainSequence], pad_id: int, batch_size: int, autocast: bool) -> float:
+    """Mean answer-token cross-entropy over `seqs`."""
+    model.eval()
+    ordered = sorted(seqs, key=lambda s: len(s.input_ids))
+    total = 0.0
+    for i in range(0, len(ordered), batch_size):
+        batch = ordered[i : i + batch_size]
+        total += _loss(model, batch, pad_id, autocast).item() * len(batch)
+    return total / max(1, len(ordered))
+
+
+def train_lora(
+    base_model: Any, train: Sequence[TrainSequence], valid: Sequence[TrainSequence], cfg: TrainConfig, pad_id: int
+) -> TrainResult:
+    """Fit a LoRA adapter on `base_model` (modified in place into a peft model)."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    if not train or not valid:
+        raise ValueError(f"training needs examples: got {len(train)} training and {len(valid)} validation sequences")
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    device = next(base_model.parameters()).device
+    autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+    model = get_peft_model(base_model, lora)
+    eval_batch = cfg.batch_size * 2
+    with model.disable_adapter():
+        zero_shot = evaluate(model, valid, pad_id, eval_batch, autocast)
+    log.info("zero-shot validation loss %.4f on %d sequences", zero_shot, len(valid))
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    warmup = max(1, cfg.max_steps // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (cfg.max_steps - s) / cfg.max_steps)
+    )
+    best_val, best_state, bad_evals = zero_shot, None, 0
+    result = TrainResult(model, zero_shot, zero_shot, 0)
+    batches: list[list[TrainSequence]] = []
+    start = time.monotonic()
+    running = 0.0
+    for step in range(1, cfg.max_steps + 1):
+        model.train()
+        for _ in range(cfg.grad_accum):
+            if not batches:
+                batches = _batches(train, cfg.batch_size, rng)
+            loss = _loss(model, batches.pop(), pad_id, autocast) / cfg.grad_accum
+            loss.backward()
+            running += loss.item()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        result.steps = step
+        elapsed = time.monotonic() - start
+        if step % 10 == 0:
+            eta = elapsed / step * (cfg.max_steps - step)
+            log.info(
+                "step %d/%d train loss %.4f (%.0fs elapsed, ETA %.0fs)", step, cfg.max_steps, running / 10, elapsed, eta
+            )
+            running = 0.0
+        out_of_time = elapsed > cfg.max_minutes * 60
+        if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
+            val = evaluate(model, valid, pad_id, eval_batch, autocast)
+            result.history.append({"step": step, "val_loss": val, "train_loss": loss.item() * cfg.grad_accum})
+            log.info("step %d validation loss %.4f (zero-shot %.4f)", step, val, zero_shot)
+            if val < best_val - 1e-4:
+                best_val, bad_evals = val, 0
+                best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+            else:
+                bad_evals += 1
+            if bad_evals >= cfg.patience:
+                result.stopped = "early_stopping"
+                break
+            if out_of_time:
+                result.stopped = "time_budget"
+                break
+    if best_state is not None:
+        set_peft_model_state_dict(model, best_state)
+    result.val_loss = best_val
+    model.eval()
+    if not math.isfinite(best_val):
+        raise FloatingPointError("validation loss is not finite; lower train.lr")
+    return result

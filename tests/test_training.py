@@ -1,0 +1,184 @@
+"""Training examples (leakage, identity with scoring prompts), the LoRA loop, adapter artifacts."""
+
+import json
+import shutil
+from pathlib import Path
+
+import deltalake
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from instructrec_batch import contracts as C
+from instructrec_batch.config import Config
+from instructrec_batch.data.job import protocol_job
+from instructrec_batch.errors import ArtifactError
+from instructrec_batch.models.adapter import load_adapter, verify_adapter
+from instructrec_batch.models.base import BaseModel, load_causal_lm, resolve_base
+from instructrec_batch.models.forward import last_logits, pad_id_of
+from instructrec_batch.prompts.job import prompts_job
+from instructrec_batch.prompts.render import render_pointwise
+from instructrec_batch.prompts.templates import load_templates
+from instructrec_batch.tables import read_input
+from instructrec_batch.training.examples import build_examples
+from instructrec_batch.training.job import train_job
+from instructrec_batch.training.sequences import context_of
+from tests.helpers import write_input
+from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
+
+
+def _configure(cfg: Config, **train: object) -> Config:
+    return cfg.model_copy(
+        update={
+            "train": cfg.train.model_copy(
+                update={
+                    "max_steps": 30,
+                    "batch_size": 8,
+                    "eval_every": 10,
+                    "lr": 5e-3,
+                    "patience": 5,
+                    "val_users": 30,
+                    **train,
+                }
+            ),
+            "prompt": cfg.prompt.model_copy(update={"max_history": 10, "max_tokens": 1024}),
+            "run": cfg.run.model_copy(update={"run_id": "train-test", "run_date": "2026-01-01"}),
+        }
+    )
+
+
+@pytest.fixture
+def protocol_cfg(spark, tiny_cfg: Config) -> Config:
+    inter, items = synthetic(n_users=30, n_items=80, per_user=14)
+    write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
+    write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
+    protocol_job(spark, tiny_cfg)
+    return _configure(tiny_cfg)
+
+
+def _examples(spark, cfg: Config) -> pd.DataFrame:
+    base = resolve_base(cfg)
+    frame = build_examples(
+        read_input(spark, cfg, C.INTERACTIONS),
+        read_input(spark, cfg, C.ITEMS),
+        read_input(spark, cfg, C.HOLDOUT),
+        cfg,
+        str(base.path),
+    )
+    return frame.toPandas()
+
+
+def test_no_validation_or_test_item_in_training_examples(spark, protocol_cfg: Config) -> None:
+    cfg = protocol_cfg.model_copy(
+        update={"train": protocol_cfg.train.model_copy(update={"tasks": ["pointwise", "listwise"]})}
+    )
+    examples = _examples(spark, cfg)
+    holdout = deltalake.DeltaTable(str(Path(cfg.tables_root) / "holdout")).to_pandas()
+    held = holdout.groupby("user_id")["item_id"].apply(set).to_dict()
+    test = holdout[holdout.split == "test"].set_index("user_id")["item_id"].to_dict()
+    valid = holdout[holdout.split == "valid"].set_index("user_id")["item_id"].to_dict()
+    train = examples[examples.kind == "train"]
+    assert len(train) == 30 * 3 * 2  # 3 targets per user, two task forms
+    for row in train.itertuples():
+        assert row.target_item_id not in held[row.user_id]
+        assert not held[row.user_id] & set(row.history_item_ids)
+        assert not {test[row.user_id]} & set(row.candidate_ids)  # not even as a negative
+    vals = examples[examples.kind == "valid"]
+    assert len(vals) == 30 * 2
+    for row in vals.itertuples():
+        assert row.target_item_id == valid[row.user_id]
+        assert test[row.user_id] not in row.history_item_ids and row.target_item_id not in row.history_item_ids
+        assert row.template_id == f"{row.task_form}-0"  # validation uses the pinned inference template
+    assert train.template_id.nunique() >= 4  # paraphrases are sampled for training
+    listwise = examples[examples.task_form == "listwise"]
+    assert listwise.candidate_ids.map(len).eq(20).all()
+    assert listwise.apply(lambda r: r.target_item_id in list(r.candidate_ids), axis=1).all()
+
+
+def test_same_user_renders_identically_in_training_and_scoring(spark, protocol_cfg: Config) -> None:
+    prompts_job(spark, protocol_cfg)
+    prompts = deltalake.DeltaTable(str(Path(protocol_cfg.tables_root) / "prompts")).to_pandas().set_index("user_id")
+    examples = _examples(spark, protocol_cfg)
+    valid = examples[examples.kind == "valid"].set_index("user_id")
+    template = load_templates().get("pointwise-0")
+    assert len(valid) == 30
+    for user, example in valid.iterrows():
+        scoring = prompts.loc[user]
+        assert list(example.history_item_ids) == list(scoring.history_item_ids)
+        train_prefix = render_pointwise(template, context_of(example), ["x"]).prefix
+        score_prefix = render_pointwise(template, context_of(scoring), ["x"]).prefix
+        assert train_prefix.encode() == score_prefix.encode()
+        shared = set(example.candidate_titles) & set(scoring.candidate_titles)
+        for title in shared:  # the target is in both lists: its full input text is byte-identical
+            a = render_pointwise(template, context_of(example), [title]).text(0)
+            b = render_pointwise(template, context_of(scoring), [title]).text(0)
+            assert a == b
+
+
+def test_training_lowers_validation_loss_and_adapter_round_trips(spark, protocol_cfg: Config, tiny_model_dir) -> None:
+    summary = train_job(spark, protocol_cfg)
+    manifest = json.loads((Path(summary.adapter) / "manifest.json").read_text())
+    assert manifest["val_loss"] < manifest["zero_shot_val_loss"]  # the loss fell
+    assert manifest["val_loss"] == pytest.approx(min(h["val_loss"] for h in manifest["loss_history"]))
+    assert manifest["base_model_sha256"] == BaseModel(str(tiny_model_dir), tiny_model_dir).sha256()
+    assert manifest["data_versions"]["interactions"] == 0 and manifest["template_version"] == "v1"
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch = [tokenizer("the user likes star wars", add_special_tokens=False)["input_ids"], [5, 6, 7]]
+    info = verify_adapter(summary.adapter, base_sha256=manifest["base_model_sha256"])
+    loaded = load_adapter(load_causal_lm(tiny_model_dir), info)
+    base_only = load_causal_lm(tiny_model_dir)
+    with torch.inference_mode():
+        tuned = last_logits(loaded, batch, pad_id_of(tokenizer))
+        plain = last_logits(base_only, batch, pad_id_of(tokenizer))
+        # Reloading the saved adapter twice gives identical logits, and they differ from the base model's.
+        again = last_logits(load_adapter(load_causal_lm(tiny_model_dir), info), batch, pad_id_of(tokenizer))
+    assert torch.equal(tuned, again)
+    assert not torch.allclose(tuned, plain)
+    runs = deltalake.DeltaTable(str(Path(protocol_cfg.tables_root) / "runs")).to_pandas()
+    assert runs.query("job == 'train'").status.tolist() == ["succeeded"]
+
+
+@pytest.fixture(scope="module")
+def trained_adapter(tmp_path_factory, tiny_model_dir) -> Path:
+    """A real adapter saved by peft (one step, no data) to tamper with."""
+    from peft import LoraConfig, get_peft_model
+
+    from instructrec_batch.models.adapter import save_adapter
+
+    model = get_peft_model(
+        load_causal_lm(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")
+    )
+    folder = tmp_path_factory.mktemp("adapter")
+    save_adapter(model, folder, {"base_model": "tiny", "base_model_sha256": "b" * 64})
+    return folder
+
+
+def test_tampered_adapter_is_refused(trained_adapter: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "adapter"
+    shutil.copytree(trained_adapter, copy)
+    verify_adapter(copy, base_sha256="b" * 64)  # intact: accepted
+    weights = copy / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="changed or corrupted after training"):
+        verify_adapter(copy)
+
+
+def test_adapter_for_another_base_missing_files_and_pickles_are_refused(trained_adapter: Path, tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="was trained on base model tiny"):
+        verify_adapter(trained_adapter, base_sha256="c" * 64)
+    missing = tmp_path / "missing"
+    shutil.copytree(trained_adapter, missing)
+    (missing / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match=r"missing manifest\.json"):
+        verify_adapter(missing)
+    pickled = tmp_path / "pickled"
+    shutil.copytree(trained_adapter, pickled)
+    torch.save({"x": torch.zeros(1)}, pickled / "adapter_model.bin")
+    with pytest.raises(ArtifactError, match="pickle-format weights"):
+        verify_adapter(pickled)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        verify_adapter(tmp_path / "nope")
