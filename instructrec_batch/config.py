@@ -43,6 +43,7 @@ class TablesConfig(_Section):
     (contains '/' or '://'), or a bare name resolved under `root`."""
 
     root: str | None = Field(None, description="folder for bare table names; default <workdir>/tables")
+    staging: str | None = Field(None, description="scratch folder for multi-step jobs; default <root>/_staging")
     format: TableFormat = Field(
         "delta",
         description="output format; parquet only for classic Spark without Delta jars (tests, Spark-parity checks)",
@@ -89,6 +90,9 @@ class PromptConfig(_Section):
     title_max_tokens: int = Field(32, ge=2, description="... and to this many tokens")
     text_max_chars: int = Field(300, ge=8, description="intents and reviews are cut to this many characters")
     text_max_tokens: int = Field(64, ge=2, description="... and to this many tokens")
+    users_per_slice: int = Field(
+        50_000, ge=1, description="users processed per step; bounds memory, output is still one commit"
+    )
     exclude_holdout: bool = Field(
         True, description="cut each user's history before their held-out rows (when a holdout table exists)"
     )

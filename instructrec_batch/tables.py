@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,3 +200,30 @@ def delta_version(ref: TableRef) -> int | None:
     import deltalake
 
     return int(deltalake.DeltaTable(str(local)).version())
+
+
+class Staging:
+    """Scratch tables of one job run under tables.staging (default <tables root>/_staging/<name>).
+
+    Used where a job must write in several steps but publish in one commit: steps go to staging,
+    the published table is written from staging once. Removed when the job leaves the block, also
+    on failure (local paths; remote scratch is left to the storage's lifecycle rules).
+    """
+
+    def __init__(self, cfg: Config, name: str) -> None:
+        self.cfg = cfg
+        self.root = f"{cfg.tables.staging or cfg.tables_root + '/_staging'}/{name}"
+
+    def ref(self, table: str) -> TableRef:
+        return TableRef(f"staging {table}", f"{self.root}/{table}", is_catalog=False)
+
+    def read(self, spark: SparkSession, table: str) -> DataFrame:
+        return read_table(spark, self.cfg, self.ref(table))
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        local = _local_path(self.root)
+        if local is not None:
+            shutil.rmtree(local, ignore_errors=True)

@@ -180,3 +180,24 @@ def test_mismatched_key_types_fail_naming_tables(spark, loaded: Config) -> None:
     write_input(spark, loaded, "candidates", frame, "user_id STRING, item_id BIGINT, retrieval_rank INT")
     with pytest.raises(ContractError, match=r"'user_id' has different types.*candidates\.user_id is string"):
         prompts_job(spark, loaded)
+
+
+def test_slicing_users_gives_the_same_rows(spark, loaded: Config) -> None:
+    prompts_job(spark, loaded)
+    whole = _read(loaded, "prompts").drop(columns=["created_at"]).sort_values("user_id").reset_index(drop=True)
+    whole_rejects = (
+        _read(loaded, "rejects").sort_values(["source_table", "user_id", "item_id", "reason"]).reset_index(drop=True)
+    )
+    counts = prompts_job(spark, _with(loaded, max_tokens=300, users_per_slice=2))
+    sliced = _read(loaded, "prompts").drop(columns=["created_at"]).sort_values("user_id").reset_index(drop=True)
+    sliced_rejects = (
+        _read(loaded, "rejects").sort_values(["source_table", "user_id", "item_id", "reason"]).reset_index(drop=True)
+    )
+    pd.testing.assert_frame_equal(whole, sliced)
+    pd.testing.assert_frame_equal(whole_rejects, sliced_rejects)
+    assert counts.users_emitted == 4
+    runs = _read(loaded, "runs")
+    assert '"slices": 3' in runs.counts.iloc[0]  # 5 users in slices of at most 2
+    assert not (Path(loaded.tables_root) / "_staging").exists() or not any(
+        (Path(loaded.tables_root) / "_staging").iterdir()
+    )

@@ -9,6 +9,7 @@ the cleaned instruction parts, so scoring and training render byte-identical tex
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -30,7 +31,15 @@ from instructrec_batch.prompts.text_udfs import (
     token_counter,
 )
 from instructrec_batch.runs import recorded_run
-from instructrec_batch.tables import check_output_format, read_input, resolve, table_exists, write_run_scoped
+from instructrec_batch.tables import (
+    Staging,
+    check_output_format,
+    read_input,
+    resolve,
+    table_exists,
+    write_run_scoped,
+    write_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +216,69 @@ def _optional(spark: SparkSession, cfg: Config, contract: C.TableContract) -> Da
     return read_input(spark, cfg, contract) if table_exists(spark, resolve(cfg, contract.name)) else None
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    interactions: DataFrame
+    candidates: DataFrame
+    intents: DataFrame | None
+    holdout: DataFrame | None
+
+    def slice(self, index: int, count: int) -> _Inputs:
+        """Only the users whose hash falls in slice `index` of `count` (the filter is pushed to the reads)."""
+        if count == 1:
+            return self
+
+        def part(df: DataFrame | None) -> DataFrame | None:
+            if df is None:
+                return None
+            return df.where(F.pmod(F.xxhash64(F.col(C.USER_ID)), F.lit(count)) == index)
+
+        return _Inputs(part(self.interactions), part(self.candidates), part(self.intents), part(self.holdout))
+
+
+def _build(
+    inputs: _Inputs, titles: DataFrame, cfg: Config, template: Template, tokenizer_path: str, run_id: str
+) -> tuple[DataFrame, DataFrame]:
+    """The prompts and rejects of one slice of users (lazy DataFrames)."""
+    p = cfg.prompt
+    cand_lists, rejects = _prepare_candidates(inputs.candidates, titles, run_id)
+    hist, review, hist_rejects = _prepare_history(inputs.interactions, titles, inputs.holdout, p.max_history, run_id)
+    rejects += hist_rejects
+    users = cand_lists.join(hist, C.USER_ID, "left")
+    if inputs.intents is not None:
+        intent, intent_rejects = _latest_intent(inputs.intents, run_id)
+        rejects += intent_rejects
+        users = users.join(intent, C.USER_ID, "left")
+    else:
+        users = users.withColumn(C.INTENT, F.lit(None).cast("string"))
+    if review is not None:
+        users = users.join(review, C.USER_ID, "left")
+    else:
+        users = users.withColumn("review", F.lit(None).cast("string"))
+    all_users = inputs.candidates.where(F.col(C.USER_ID).isNotNull()).select(C.USER_ID).distinct()
+    no_valid = all_users.join(cand_lists, C.USER_ID, "left_anti")
+    rejects.append(_reject(no_valid, run_id, "candidates", "no_valid_candidates", item=False))
+    render = render_prompts_fn(
+        tokenizer_path, p.template_version, template.template_id, p.max_tokens, p.text_max_chars, p.text_max_tokens
+    )
+    schema = prompt_schema(_type(inputs.candidates, C.USER_ID), _type(inputs.candidates, C.ITEM_ID))
+    prompts = users.select(C.USER_ID, "cands", "hist", "history_available", C.INTENT, "review").mapInPandas(
+        render, schema
+    )
+    prompts = prompts.select(F.lit(run_id).alias("run_id"), *PROMPT_COLUMNS, F.current_timestamp().alias("created_at"))
+    all_rejects = rejects[0]
+    for frame in rejects[1:]:
+        all_rejects = all_rejects.unionByName(frame)
+    return prompts, all_rejects
+
+
 def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
-    """Build and write the `prompts` table (and this stage's `rejects`) for the configured run."""
+    """Build and write the `prompts` table (and this stage's `rejects`) for the configured run.
+
+    Users are processed in hash slices of at most prompt.users_per_slice, each appended to a staging
+    table; the outputs are then written from staging in one commit each. Slicing bounds memory
+    on engines without backpressure into Python UDFs (Sail buffers a UDF's whole input otherwise).
+    """
     check_output_format(spark, cfg)
     p = cfg.prompt
     template = load_templates(p.template_version).get(p.inference_template_id)
@@ -229,59 +299,27 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
         "holdout": holdout,
     }
     _check_key_types({k: v for k, v in inputs.items() if v is not None})
-    user_type, item_type = _type(candidates, C.USER_ID), _type(candidates, C.ITEM_ID)
 
-    with recorded_run(spark, cfg, STAGE) as run:
+    with recorded_run(spark, cfg, STAGE) as run, Staging(cfg, f"{STAGE}-{run.identity.run_id}") as staging:
         run_id = run.identity.run_id
-        titles = titled_items(items, cfg, tokenizer_path)
-        cand_lists, rejects = _prepare_candidates(candidates, titles, run_id)
-        max_cands = 1
-        if template.task == "listwise":
-            max_cands = cand_lists.select(F.max(F.size("cands"))).first()[0] or 1
+        write_table(titled_items(items, cfg, tokenizer_path), cfg, staging.ref("titles"))
+        titles = staging.read(spark, "titles")
+        per_user = candidates.where(F.col(C.USER_ID).isNotNull()).groupBy(C.USER_ID).count()
+        stats = per_user.agg(F.count(F.lit(1)).alias("users"), F.max("count").alias("longest")).first()
+        max_cands = (stats["longest"] or 1) if template.task == "listwise" else 1
         check_budget(template, load_tokenizer(tokenizer_path), cfg, max_cands)
-        hist, review, hist_rejects = _prepare_history(interactions, titles, holdout, p.max_history, run_id)
-        rejects += hist_rejects
-        users = cand_lists.join(hist, C.USER_ID, "left")
-        if intents is not None:
-            intent, intent_rejects = _latest_intent(intents, run_id)
-            rejects += intent_rejects
-            users = users.join(intent, C.USER_ID, "left")
-        else:
-            users = users.withColumn(C.INTENT, F.lit(None).cast("string"))
-        users = (
-            users.join(review, C.USER_ID, "left")
-            if review is not None
-            else users.withColumn("review", F.lit(None).cast("string"))
+        slices = max(1, math.ceil((stats["users"] or 0) / p.users_per_slice))
+        everything = _Inputs(interactions, candidates, intents, holdout)
+        for index in range(slices):
+            prompts, rejects = _build(everything.slice(index, slices), titles, cfg, template, tokenizer_path, run_id)
+            mode = "overwrite" if index == 0 else "append"
+            write_table(prompts, cfg, staging.ref("prompts"), mode=mode)
+            write_table(rejects, cfg, staging.ref("rejects"), mode=mode)
+            log.info("prompts: slice %d/%d staged", index + 1, slices)
+        write_run_scoped(staging.read(spark, "prompts"), cfg, resolve(cfg, "prompts"), {"run_id": run_id})
+        write_run_scoped(
+            staging.read(spark, "rejects"), cfg, resolve(cfg, "rejects"), {"run_id": run_id, "stage": STAGE}
         )
-        all_users = candidates.where(F.col(C.USER_ID).isNotNull()).select(C.USER_ID).distinct()
-        rejects.append(
-            _reject(
-                all_users.join(cand_lists, C.USER_ID, "left_anti"),
-                run_id,
-                "candidates",
-                "no_valid_candidates",
-                item=False,
-            )
-        )
-        prompts = users.select(C.USER_ID, "cands", "hist", "history_available", C.INTENT, "review").mapInPandas(
-            render_prompts_fn(
-                tokenizer_path,
-                p.template_version,
-                template.template_id,
-                p.max_tokens,
-                p.text_max_chars,
-                p.text_max_tokens,
-            ),
-            prompt_schema(user_type, item_type),
-        )
-        prompts = prompts.select(
-            F.lit(run_id).alias("run_id"), *PROMPT_COLUMNS, F.current_timestamp().alias("created_at")
-        )
-        write_run_scoped(prompts, cfg, resolve(cfg, "prompts"), {"run_id": run_id})
-        all_rejects = rejects[0]
-        for frame in rejects[1:]:
-            all_rejects = all_rejects.unionByName(frame)
-        write_run_scoped(all_rejects, cfg, resolve(cfg, "rejects"), {"run_id": run_id, "stage": STAGE})
         counts = _count(spark, cfg, run_id, candidates)
         run.model_id = base.name
         run.add(
@@ -291,6 +329,7 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
                 "rejects": sum(counts.rejects.values()),
                 "users_in": counts.users_in,
                 "cold_start_users": counts.cold_start_users,
+                "slices": slices,
             }
         )
     log.info("prompts: %s", counts)
