@@ -57,6 +57,10 @@ def _config_from(args: argparse.Namespace) -> Config:
         overrides.append(f"run.run_id={args.run_id}")
     if getattr(args, "base", None):
         overrides.append(f"model.base={args.base}")
+    if getattr(args, "adapter", None):
+        overrides.append("score.adapter=null" if args.adapter.lower() == "none" else f"score.adapter={args.adapter}")
+    if getattr(args, "k", None):
+        overrides.append(f"score.k={args.k}")
     if getattr(args, "output", None):
         overrides.append(f"train.output={args.output}")
     if getattr(args, "run_date", None):
@@ -111,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     from instructrec_batch.data.job import movielens_job, protocol_job
     from instructrec_batch.models.base import KNOWN_MODELS
     from instructrec_batch.prompts.job import prompts_job
+    from instructrec_batch.scoring.job import score_job
     from instructrec_batch.training.job import train_job
 
     common = _common_options()
@@ -144,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", help="shortcut for --set train.output=DIR")
     train.add_argument("--run-id", help="shortcut for --set run.run_id=ID")
     train.set_defaults(func=_run_spark_job(train_job))
+
+    score = commands.add_parser("score", parents=[common], help="score prompts → top-k per user in recommendations")
+    score.add_argument("--adapter", help="shortcut for --set score.adapter=DIR ('none' = base model alone)")
+    score.add_argument("--k", type=int, help="shortcut for --set score.k=K")
+    score.add_argument("--base", help="shortcut for --set model.base=ALIAS_OR_PATH")
+    score.add_argument("--run-id", help="shortcut for --set run.run_id=ID")
+    score.add_argument("--run-date", help="shortcut for --set run.run_date=YYYY-MM-DD")
+    score.set_defaults(func=_run_spark_job(score_job))
 
     model = commands.add_parser("model", help="base models")
     model_commands = model.add_subparsers(dest="model_command", required=True)

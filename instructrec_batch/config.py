@@ -11,11 +11,12 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from instructrec_batch.errors import ConfigError
 
@@ -56,6 +57,7 @@ class TablesConfig(_Section):
     prompts: str = "prompts"
     rejects: str = "rejects"
     runs: str = "runs"
+    recommendations: str = "recommendations"
 
 
 class DataConfig(_Section):
@@ -130,6 +132,25 @@ class TrainConfig(_Section):
     output: str | None = Field(None, description="adapter folder; None = <workdir>/adapters/<run_id>")
 
 
+class ScoreConfig(_Section):
+    """Batch scoring on executors (DESIGN §6)."""
+
+    adapter: str | None = Field(None, description="LoRA adapter folder; None scores with the base model alone")
+    k: int = Field(10, ge=1, description="recommendations kept per user")
+    method: Literal["shared_prefix", "naive"] = Field(
+        "shared_prefix", description="pointwise implementation; naive is the per-pair reference"
+    )
+    batch_size: int = Field(32, ge=1, description="sequences per forward pass (halved on CUDA out-of-memory)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    merge_adapter: bool = Field(True, description="merge LoRA weights into the base for faster inference")
+    prompts_run_id: str | None = Field(None, description="score the prompts of this run; None = this run_id")
+    users_per_slice: int = Field(50_000, ge=1, description="users per scoring step (bounds memory)")
+    partitions: int | None = Field(
+        None, ge=1, description="repartition prompts by user before scoring (e.g. a multiple of the GPU count)"
+    )
+
+
 class RunConfig(_Section):
     """Identity of one nightly run; outputs are replaced per run_id, so reruns are idempotent."""
 
@@ -137,6 +158,12 @@ class RunConfig(_Section):
     run_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="None = '<run_date>-<config fingerprint>'"
     )
+
+    @field_validator("run_date", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: object) -> object:
+        """YAML reads 2026-11-22 as a date: accept it as the same text."""
+        return value.isoformat() if isinstance(value, date) else value
 
 
 class Config(_Section):
@@ -152,6 +179,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
     @property

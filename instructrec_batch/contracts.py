@@ -108,3 +108,18 @@ REJECTS = TableContract(
         "reason": TEXT_TYPES,
     },
 )
+RECOMMENDATIONS = TableContract(
+    "recommendations",
+    required={
+        RUN_ID: TEXT_TYPES,
+        "run_date": frozenset({"date"}),
+        USER_ID: ID_TYPES,
+        "rank": INT_TYPES,
+        ITEM_ID: ID_TYPES,
+        "score": frozenset({"double"}),
+        "model_id": TEXT_TYPES,
+        "template_id": TEXT_TYPES,
+        "ranked_by": TEXT_TYPES,
+    },
+    optional={"scored_at": frozenset({"timestamp", "timestamp_ntz"}), "prompts_run_id": TEXT_TYPES},
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -63,6 +64,11 @@ def _classic(cfg: EngineConfig) -> Iterator[SparkSession]:
     builder = SparkSession.builder.appName("instructrec_batch")
     if cfg.master:
         builder = builder.master(cfg.master)
+    if (cfg.master or "").startswith("local"):
+        # A local master runs its Python workers on this machine: give them this interpreter (and so
+        # this venv's pandas/torch), not whatever `python3` is first on PATH. PySpark reads the
+        # worker interpreter from this variable when the SparkContext starts; an explicit one wins.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in _session_conf(cfg).items():
         builder = builder.config(key, value)
     # Under spark-submit/Databricks the platform owns the session; we neither create nor stop it

@@ -18,11 +18,13 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _cache: dict[Hashable, Any] = {}
 _loads: Counter[Hashable] = Counter()
+_requests: Counter[Hashable] = Counter()
 
 
 def get_or_load(key: Hashable, loader: Callable[[], T]) -> T:
     """Return the object cached under `key`, calling `loader` only on the first request in this process."""
     with _lock:
+        _requests[key] += 1
         if key not in _cache:
             _cache[key] = loader()
             _loads[key] += 1
@@ -35,8 +37,15 @@ def load_count(key: Hashable) -> int:
         return _loads[key]
 
 
+def request_count(key: Hashable) -> int:
+    """How many times `key` was asked for in this process (once per batch that needed it)."""
+    with _lock:
+        return _requests[key]
+
+
 def clear() -> None:
     """Drop every cached object (tests; freeing memory between unrelated jobs)."""
     with _lock:
         _cache.clear()
         _loads.clear()
+        _requests.clear()

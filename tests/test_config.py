@@ -64,3 +64,11 @@ def test_missing_file_and_bad_override_are_config_errors(tmp_path: Path) -> None
 def test_fingerprint_changes_with_config() -> None:
     assert Config().fingerprint() == Config().fingerprint()
     assert load_config(overrides=["data.seed=7"]).fingerprint() != Config().fingerprint()
+
+
+def test_run_date_accepts_yaml_dates_and_rejects_bad_ones() -> None:
+    assert load_config(overrides=["run.run_date=2026-01-02"]).run.run_date == "2026-01-02"
+    with pytest.raises(ConfigError, match=r"run\.run_date"):
+        load_config(overrides=["run.run_date=tomorrow"])
+    with pytest.raises(ConfigError, match=r"run\.run_id"):
+        load_config(overrides=["run.run_id=x' OR 1=1"])

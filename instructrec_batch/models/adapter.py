@@ -9,7 +9,9 @@ any model is loaded or any task is scheduled.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +26,38 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 def adapter_sha256(folder: Path) -> str:
     """sha256 over the adapter files' names and contents (the manifest is not part of it)."""
-    import hashlib
+    return _combine({name: sha256_file(folder / name) for name in ADAPTER_FILES})
 
+
+def blob_sha256(files: Mapping[str, bytes]) -> str:
+    """The same digest as `adapter_sha256`, from file contents held in memory (executor side)."""
+    return _combine({name: hashlib.sha256(files[name]).hexdigest() for name in ADAPTER_FILES})
+
+
+def _combine(digests: Mapping[str, str]) -> str:
     digest = hashlib.sha256()
     for name in ADAPTER_FILES:
-        digest.update(name.encode() + b"\0" + sha256_file(folder / name).encode() + b"\n")
+        digest.update(name.encode() + b"\0" + digests[name].encode() + b"\n")
     return digest.hexdigest()
+
+
+def read_blob(info: AdapterInfo) -> dict[str, bytes]:
+    """The adapter's files as bytes, to ship to executors (broadcast or UDF closure)."""
+    return {name: (info.path / name).read_bytes() for name in (*ADAPTER_FILES, MANIFEST)}
+
+
+def materialize_blob(files: Mapping[str, bytes], expected_sha256: str, folder: Path) -> AdapterInfo:
+    """Check shipped adapter bytes against the driver's sha256, write them to `folder`, verify again."""
+    actual = blob_sha256(files)
+    if actual != expected_sha256:
+        raise ArtifactError(
+            f"adapter bytes received on this executor have sha256 {actual}, expected {expected_sha256}: "
+            "they were altered in transit; re-run the job"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return verify_adapter(folder)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Batch scoring: scorers (torch), the executor-side UDF, and the score job (Spark)."""

@@ -1,0 +1,143 @@
+"""The score job: prompts → scores on executors → top-k per user → `recommendations` (one commit)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from instructrec_batch import contracts as C
+from instructrec_batch.config import Config
+from instructrec_batch.engine import is_connect
+from instructrec_batch.errors import ContractError
+from instructrec_batch.models.adapter import AdapterInfo, read_blob, verify_adapter
+from instructrec_batch.models.base import resolve_base
+from instructrec_batch.runs import recorded_run, run_identity
+from instructrec_batch.scoring.udf import AdapterPayload, ScoringSpec, score_fn, scored_schema
+from instructrec_batch.tables import Staging, check_output_format, read_input, resolve, write_run_scoped, write_table
+
+log = logging.getLogger(__name__)
+
+STAGE = "score"
+_PROMPT_INPUT = [
+    "user_id",
+    "template_id",
+    "history_titles",
+    "preference_text",
+    "intention_text",
+    "candidate_ids",
+    "candidate_titles",
+    "cold_start",
+]
+
+
+@dataclass(frozen=True)
+class ScoreCounts:
+    run_id: str
+    users: int
+    rows: int
+    cold_start_users: int
+    model_id: str
+
+
+def top_k(scored: DataFrame, k: int) -> DataFrame:
+    """Best k per user: score descending, then item_id ascending (deterministic ties)."""
+    order = Window.partitionBy(C.USER_ID).orderBy(F.col("score").desc(), F.col(C.ITEM_ID).asc())
+    return scored.withColumn("rank", F.row_number().over(order).cast("int")).where(F.col("rank") <= k)
+
+
+def _payload(spark: SparkSession, adapter: AdapterInfo | None) -> AdapterPayload:
+    if adapter is None:
+        return AdapterPayload()
+    files = read_blob(adapter)
+    if is_connect(spark):  # no SparkContext over Connect: the bytes travel in the UDF closure
+        return AdapterPayload(files=files)
+    return AdapterPayload(broadcast=spark.sparkContext.broadcast(files))
+
+
+def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
+    """Score the run's prompts and write top-k recommendations; reruns replace the run exactly.
+
+    Everything that can be checked is checked on the driver before any task runs: the output format,
+    the base model folder, the adapter's files, sha256 and base model, and that prompts exist.
+    """
+    check_output_format(spark, cfg)
+    s = cfg.score
+    identity = run_identity(cfg)
+    base = resolve_base(cfg)
+    base_sha = base.sha256()
+    adapter = verify_adapter(s.adapter, base_sha256=base_sha) if s.adapter else None
+    model_id = f"{base.name}@{base_sha[:12]}" + (f"+lora@{adapter.sha256[:12]}" if adapter else "")
+    prompts_run = s.prompts_run_id or identity.run_id
+    prompts = read_input(spark, cfg, C.PROMPTS).where(F.col(C.RUN_ID) == prompts_run)
+    n_users = prompts.count()
+    if n_users == 0:
+        raise ContractError(
+            f"table 'prompts' has no rows for run_id '{prompts_run}'; run `instructrec-batch prompts` for that "
+            "run first, or set score.prompts_run_id"
+        )
+    spec = ScoringSpec(
+        str(base.path),
+        s.dtype,
+        s.device,
+        s.method,
+        s.batch_size,
+        cfg.prompt.template_version,
+        s.merge_adapter,
+        adapter.sha256 if adapter else None,
+    )
+    payload = _payload(spark, adapter)
+    schema = scored_schema(
+        prompts.schema[C.USER_ID].dataType.simpleString(),
+        prompts.schema["candidate_ids"].dataType.elementType.simpleString(),
+    )
+    slices = max(1, math.ceil(n_users / s.users_per_slice))
+    with recorded_run(spark, cfg, STAGE) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
+        run.model_id = model_id
+        for index in range(slices):
+            part = (
+                prompts if slices == 1 else prompts.where(F.pmod(F.xxhash64(F.col(C.USER_ID)), F.lit(slices)) == index)
+            )
+            if s.partitions:
+                part = part.repartition(s.partitions, C.USER_ID)
+            scored = part.select(*_PROMPT_INPUT).mapInPandas(score_fn(spec, payload), schema)
+            write_table(top_k(scored, s.k), cfg, staging.ref("top_k"), mode="overwrite" if index == 0 else "append")
+            log.info("score: slice %d/%d staged", index + 1, slices)
+        recs = staging.read(spark, "top_k").select(
+            F.lit(identity.run_id).alias(C.RUN_ID),
+            F.to_date(F.lit(identity.run_date)).alias("run_date"),
+            C.USER_ID,
+            "rank",
+            C.ITEM_ID,
+            "score",
+            F.lit(model_id).alias("model_id"),
+            "template_id",
+            "ranked_by",
+            F.current_timestamp().alias("scored_at"),
+            F.lit(prompts_run).alias("prompts_run_id"),
+        )
+        write_run_scoped(
+            recs, cfg, resolve(cfg, "recommendations"), {C.RUN_ID: identity.run_id}, partition_by=["run_date"]
+        )
+        written = read_input(spark, cfg, C.RECOMMENDATIONS).where(F.col(C.RUN_ID) == identity.run_id)
+        stats = written.agg(
+            F.countDistinct(C.USER_ID).alias("users"),
+            F.count(F.lit(1)).alias("rows"),
+            F.countDistinct(F.when(F.col("ranked_by") == "retrieval_order", F.col(C.USER_ID))).alias("cold"),
+        ).first()
+        counts = ScoreCounts(identity.run_id, stats["users"], stats["rows"], stats["cold"], model_id)
+        run.add(
+            {
+                "users": counts.users,
+                "candidates": counts.rows,
+                "rejects": n_users - counts.users,
+                "prompts_users": n_users,
+                "cold_start_users": counts.cold_start_users,
+                "slices": slices,
+            }
+        )
+    log.info("score: %s", counts)
+    return counts

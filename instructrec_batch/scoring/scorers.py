@@ -1,0 +1,194 @@
+"""Scorers: candidates' scores for rendered prompts, behind one interface (DESIGN §6).
+
+- `NaivePointwise`: every (user, candidate) pair encoded in full: the reference.
+- `SharedPrefixPointwise`: each user's prefix encoded once; its KV cache is repeated across the
+  user's candidates and only the candidate suffixes are run, as one batch. Same scores as the naive
+  path (a test holds them within 1e-4 in fp32), far fewer tokens.
+- `Listwise`: one forward per user; a candidate's score is the logit of its index label.
+
+Pointwise score = logit(" Yes") - logit(" No") at the answer position; token ids come from the
+tokenizer. On CUDA out-of-memory a batch is halved and retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import torch
+
+from instructrec_batch.models.forward import last_logits, left_pad
+from instructrec_batch.models.inputs import label_ids, listwise_inputs, pointwise_inputs, yes_no_ids
+from instructrec_batch.prompts.render import UserContext, render_listwise, render_pointwise
+from instructrec_batch.prompts.templates import Template
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ScoringPrompt:
+    """One user's instruction parts, as stored in the `prompts` table."""
+
+    template: Template
+    context: UserContext
+    candidates: tuple[str, ...]
+
+
+@dataclass
+class ModelHandle:
+    model: Any
+    tokenizer: Any
+    pad_id: int
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+class Scorer(Protocol):
+    def score(self, prompts: Sequence[ScoringPrompt]) -> list[np.ndarray]:
+        """One float array per prompt, one score per candidate (higher = better)."""
+        ...
+
+
+def _batched(items: Sequence[T], size: int, run: Callable[[Sequence[T]], list[Any]]) -> list[Any]:
+    """Run `run` over batches of `items`; halve the batch and retry on CUDA out-of-memory."""
+    out: list[Any] = []
+    start = 0
+    while start < len(items):
+        chunk = items[start : start + size]
+        try:
+            out.extend(run(chunk))
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            size = max(1, size // 2)
+            torch.cuda.empty_cache()
+            continue
+        start += len(chunk)
+    return out
+
+
+class NaivePointwise:
+    """Reference scorer: each pair encoded alone (length-bucketed, left-padded batches)."""
+
+    def __init__(self, handle: ModelHandle, batch_size: int = 32) -> None:
+        self.handle, self.batch_size = handle, batch_size
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[ScoringPrompt]) -> list[np.ndarray]:
+        pairs: list[tuple[int, int, list[int], int, int]] = []  # (prompt, candidate, ids, yes, no)
+        for p_idx, prompt in enumerate(prompts):
+            yes, no = yes_no_ids(self.handle.tokenizer, prompt.template)
+            prefix, suffixes = pointwise_inputs(
+                self.handle.tokenizer, render_pointwise(prompt.template, prompt.context, prompt.candidates)
+            )
+            pairs += [(p_idx, c_idx, prefix + s, yes, no) for c_idx, s in enumerate(suffixes)]
+        pairs.sort(key=lambda pair: len(pair[2]))
+
+        def run(chunk: Sequence[tuple[int, int, list[int], int, int]]) -> list[float]:
+            logits = last_logits(self.handle.model, [p[2] for p in chunk], self.handle.pad_id).float()
+            rows = torch.arange(len(chunk), device=logits.device)
+            yes = torch.tensor([p[3] for p in chunk], device=logits.device)
+            no = torch.tensor([p[4] for p in chunk], device=logits.device)
+            return (logits[rows, yes] - logits[rows, no]).cpu().tolist()
+
+        values = _batched(pairs, self.batch_size, run)
+        scores = [np.zeros(len(p.candidates)) for p in prompts]
+        for (p_idx, c_idx, *_), value in zip(pairs, values, strict=True):
+            scores[p_idx][c_idx] = value
+        return scores
+
+
+class SharedPrefixPointwise:
+    """Prefix once per user, candidate suffixes as a batch against its KV cache."""
+
+    def __init__(self, handle: ModelHandle, batch_size: int = 32) -> None:
+        self.handle, self.batch_size = handle, batch_size
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[ScoringPrompt]) -> list[np.ndarray]:
+        return [self._score_user(prompt) for prompt in prompts]
+
+    def _score_user(self, prompt: ScoringPrompt) -> np.ndarray:
+        handle = self.handle
+        yes, no = yes_no_ids(handle.tokenizer, prompt.template)
+        prefix, suffixes = pointwise_inputs(
+            handle.tokenizer, render_pointwise(prompt.template, prompt.context, prompt.candidates)
+        )
+        device = handle.device
+        out = handle.model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
+        prefix_cache = out.past_key_values
+        order = sorted(range(len(suffixes)), key=lambda i: len(suffixes[i]))
+
+        def run(chunk: Sequence[int]) -> list[float]:
+            cache = _repeat_cache(prefix_cache, len(chunk))
+            block = left_pad([suffixes[i] for i in chunk], handle.pad_id, device)
+            n = block["input_ids"].shape[0]
+            mask = torch.cat(
+                [torch.ones((n, len(prefix)), dtype=torch.long, device=device), block["attention_mask"]], dim=1
+            )
+            positions = block["position_ids"] + len(prefix)
+            logits = (
+                handle.model(
+                    input_ids=block["input_ids"],
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                .logits[:, -1, :]
+                .float()
+            )
+            return (logits[:, yes] - logits[:, no]).cpu().tolist()
+
+        values = _batched(order, self.batch_size, run)
+        scores = np.zeros(len(suffixes))
+        scores[order] = values
+        return scores
+
+
+def _repeat_cache(cache: Any, n: int) -> Any:
+    """A fresh cache holding the prefix `n` times (the forward appends to it, so never reuse one)."""
+    import copy
+
+    fresh = copy.deepcopy(cache)
+    fresh.batch_repeat_interleave(n)
+    return fresh
+
+
+class Listwise:
+    """One forward per user; candidate i's score is the logit of label i at the answer position."""
+
+    def __init__(self, handle: ModelHandle, batch_size: int = 8) -> None:
+        self.handle, self.batch_size = handle, batch_size
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[ScoringPrompt]) -> list[np.ndarray]:
+        items = []
+        for p_idx, prompt in enumerate(prompts):
+            rendered = render_listwise(prompt.template, prompt.context, prompt.candidates)
+            ids = listwise_inputs(self.handle.tokenizer, rendered)
+            items.append((p_idx, ids, label_ids(self.handle.tokenizer, rendered.labels)))
+        items.sort(key=lambda item: len(item[1]))
+
+        def run(chunk: Sequence[tuple[int, list[int], list[int]]]) -> list[np.ndarray]:
+            logits = last_logits(self.handle.model, [c[1] for c in chunk], self.handle.pad_id).float().cpu()
+            return [logits[row, labels].numpy().astype(np.float64) for row, (_, _, labels) in enumerate(chunk)]
+
+        values = _batched(items, self.batch_size, run)
+        scores: list[np.ndarray] = [np.zeros(0)] * len(prompts)
+        for (p_idx, _, _), value in zip(items, values, strict=True):
+            scores[p_idx] = value
+        return scores
+
+
+SCORERS: dict[str, type] = {"naive": NaivePointwise, "shared_prefix": SharedPrefixPointwise, "listwise": Listwise}
+
+
+def make_scorer(task: str, method: str, handle: ModelHandle, batch_size: int) -> Scorer:
+    """The scorer for a task form: listwise, or pointwise with the `naive`/`shared_prefix` method."""
+    return SCORERS["listwise" if task == "listwise" else method](handle, batch_size)

@@ -1,0 +1,182 @@
+"""The score job: top-k, idempotent reruns, one model load per process, adapter checks, engine parity."""
+
+import shutil
+from pathlib import Path
+
+import deltalake
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from instructrec_batch import executor_cache
+from instructrec_batch.config import Config
+from instructrec_batch.data.job import protocol_job
+from instructrec_batch.errors import ArtifactError
+from instructrec_batch.models.adapter import save_adapter
+from instructrec_batch.models.base import BaseModel, load_causal_lm
+from instructrec_batch.prompts.job import prompts_job
+from instructrec_batch.scoring.job import score_job
+from instructrec_batch.scoring.udf import ScoringSpec, model_cache_key
+from tests.helpers import REPO, run_cli, write_input
+from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A LoRA adapter for the tiny model, with non-zero weights so it changes scores."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    model = get_peft_model(
+        load_causal_lm(tiny_model_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False),
+    )
+    folder = tmp_path_factory.mktemp("adapter")
+    save_adapter(
+        model,
+        folder,
+        {
+            "base_model": str(tiny_model_dir),
+            "base_model_sha256": BaseModel(str(tiny_model_dir), tiny_model_dir).sha256(),
+        },
+    )
+    return folder
+
+
+def _with(cfg: Config, **score: object) -> Config:
+    return cfg.model_copy(
+        update={
+            "score": cfg.score.model_copy(update=score),
+            "run": cfg.run.model_copy(update={"run_id": "score-test", "run_date": "2026-01-02"}),
+        }
+    )
+
+
+@pytest.fixture
+def prompted(spark, tiny_cfg: Config, adapter_dir: Path) -> Config:
+    inter, items = synthetic(n_users=24, n_items=80, per_user=12)
+    write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
+    write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
+    protocol_job(spark, tiny_cfg)
+    cfg = _with(tiny_cfg, adapter=str(adapter_dir), k=5, batch_size=7, partitions=6)
+    prompts_job(spark, cfg)
+    return cfg
+
+
+def _recs(cfg: Config) -> pd.DataFrame:
+    return deltalake.DeltaTable(str(Path(cfg.tables_root) / "recommendations")).to_pandas()
+
+
+def test_top_k_per_user_and_rerun_replaces_in_one_commit(spark, prompted: Config) -> None:
+    counts = score_job(spark, prompted)
+    recs = _recs(prompted)
+    assert (counts.users, counts.rows) == (24, 24 * 5) and len(recs) == 120
+    for _, group in recs.groupby("user_id"):
+        assert sorted(group["rank"]) == [1, 2, 3, 4, 5]
+        assert group["item_id"].is_unique
+        ordered = group.sort_values("rank")
+        assert ordered["score"].is_monotonic_decreasing
+    assert recs["model_id"].str.contains(r"\+lora@").all() and set(recs["ranked_by"]) == {"model"}
+    assert str(recs["run_date"].iloc[0]) == "2026-01-02"
+
+    table = deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations"))
+    version = table.version()
+    score_job(spark, prompted)
+    table = deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations"))
+    assert table.version() == version + 1
+    again = table.to_pandas()
+    assert len(again) == 120 and again["run_id"].eq("score-test").all()
+    pd.testing.assert_frame_equal(
+        recs.drop(columns="scored_at").sort_values(["user_id", "rank"]).reset_index(drop=True),
+        again.drop(columns="scored_at").sort_values(["user_id", "rank"]).reset_index(drop=True),
+    )
+
+
+def test_model_loaded_once_per_process_across_partitions(spark, prompted: Config, tiny_model_dir) -> None:
+    executor_cache.clear()
+    score_job(spark, prompted)
+    from instructrec_batch.models.adapter import verify_adapter
+
+    sha = verify_adapter(prompted.score.adapter).sha256
+    spec = ScoringSpec(str(tiny_model_dir), "auto", "auto", "shared_prefix", 7, "v1", True, sha)
+    key = model_cache_key(spec, "cpu", "float32")
+    assert executor_cache.request_count(key) >= 4  # many partitions/batches asked for the model...
+    assert executor_cache.load_count(key) == 1  # ...and it was loaded once in this process
+
+
+def test_tampered_adapter_fails_on_the_driver_before_any_task(spark, prompted: Config, tmp_path: Path) -> None:
+    tampered = tmp_path / "tampered"
+    shutil.copytree(prompted.score.adapter, tampered)
+    weights = tampered / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    executor_cache.clear()
+    with pytest.raises(ArtifactError, match="changed or corrupted"):
+        score_job(spark, _with(prompted, adapter=str(tampered)))
+    assert not (Path(prompted.tables_root) / "recommendations").exists()
+    assert executor_cache.request_count(("anything",)) == 0
+    runs_path = Path(prompted.tables_root) / "runs"
+    runs = deltalake.DeltaTable(str(runs_path)).to_pandas()
+    assert "score" not in set(runs["job"])  # refused before the run even started
+
+
+def test_cold_start_users_keep_retrieval_order(spark, prompted: Config) -> None:
+    path = str(Path(prompted.tables_root) / "prompts")
+    frame = spark.read.format("delta").load(path)
+    from pyspark.sql import functions as F
+
+    frame.withColumn("cold_start", F.col("user_id") == 1).write.format("delta").mode("overwrite").save(path + "_c")
+    shutil.rmtree(path)
+    Path(path + "_c").rename(path)
+    score_job(spark, prompted)
+    recs = _recs(prompted)
+    prompts = deltalake.DeltaTable(path).to_pandas().set_index("user_id")
+    cold = recs[recs.user_id == 1].sort_values("rank")
+    assert set(cold["ranked_by"]) == {"retrieval_order"}
+    assert list(cold["item_id"]) == list(prompts.loc[1, "candidate_ids"])[:5]
+    assert set(recs[recs.user_id != 1]["ranked_by"]) == {"model"}
+
+
+@pytest.mark.classic
+def test_same_top_k_on_local_delta_and_classic_parquet(spark, prompted: Config, tmp_path: Path, tiny_model_dir) -> None:
+    score_job(spark, prompted)
+    local = _recs(prompted)
+    classic_tables = tmp_path / "classic" / "tables"
+    prompts = deltalake.DeltaTable(str(Path(prompted.tables_root) / "prompts")).to_pyarrow_table()
+    (classic_tables / "prompts").mkdir(parents=True)
+    pq.write_table(prompts, classic_tables / "prompts" / "part-0.parquet", coerce_timestamps="us")
+    proc = run_cli(
+        [
+            "score",
+            "--config",
+            str(REPO / "conf" / "local-classic.yaml"),
+            "--workdir",
+            str(tmp_path / "classic"),
+            "--set",
+            "engine.master=local[2]",
+            "--set",
+            f"model.base={tiny_model_dir}",
+            "--adapter",
+            prompted.score.adapter,
+            "--k",
+            "5",
+            "--run-id",
+            "score-test",
+            "--run-date",
+            "2026-01-02",
+            "--set",
+            "score.batch_size=7",
+        ],
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    classic = pq.read_table(classic_tables / "recommendations").to_pandas()
+    keys = ["user_id", "rank"]
+    local = local.sort_values(keys).reset_index(drop=True)
+    classic = classic.sort_values(keys).reset_index(drop=True)
+    assert len(local) == len(classic) == 120
+    assert local["item_id"].tolist() == classic["item_id"].tolist()
+    pd.testing.assert_series_equal(local["score"], classic["score"], atol=1e-5, check_names=False)
+    assert (local["model_id"] == classic["model_id"]).all()
