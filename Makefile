@@ -7,6 +7,7 @@ WORKDIR ?= work
 # torch goes in first and pinned: a bare requirement would pull several GB of CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+DEMO_FLAGS ?=
 
 .PHONY: install test test-slow quality style demo clean
 
@@ -34,10 +35,7 @@ test-slow: install
 	$(BIN)/python -m pytest --runslow $(PYTEST_ARGS)
 
 demo: install
-	$(BIN)/instructrec-batch data movielens --workdir $(WORKDIR)
-	@echo
-	@echo "Input tables (Delta) are under $(abspath $(WORKDIR))/tables:"
-	@ls -1 $(WORKDIR)/tables | sed 's/^/  /'
+	$(BIN)/instructrec-batch demo --config conf/demo.yaml --workdir $(WORKDIR) $(DEMO_FLAGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -65,6 +65,10 @@ def _config_from(args: argparse.Namespace) -> Config:
         overrides.append(f"train.output={args.output}")
     if getattr(args, "run_date", None):
         overrides.append(f"run.run_date={args.run_date}")
+    if getattr(args, "max_users", None):
+        overrides.append(f"evaluate.max_users={args.max_users}")
+    if getattr(args, "full", False):
+        overrides += ["prompt.sample_users=null", "evaluate.max_users=null"]
     return load_config(args.config, overrides)
 
 
@@ -77,6 +81,13 @@ def _run_spark_job(job: SparkJob) -> Callable[[argparse.Namespace], int]:
         return 0
 
     return run
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from instructrec_batch.demo import run_demo
+
+    print(run_demo(_config_from(args)))
+    return 0
 
 
 def _pull_model(args: argparse.Namespace) -> int:
@@ -111,8 +122,26 @@ def _bench_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_scoring(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from instructrec_batch.bench.scoring import bench_scoring, report
+
+    with tempfile.TemporaryDirectory(prefix="bench-scoring-") as scratch:
+        if not args.workdir:
+            args.workdir = scratch
+        cfg = _config_from(args)
+        with spark_session(cfg.engine) as spark:
+            result = bench_scoring(
+                spark, cfg, users=args.users, candidates=args.candidates, history=args.interactions_per_user
+            )
+    print(report(result, args.json))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from instructrec_batch.data.job import movielens_job, protocol_job
+    from instructrec_batch.evaluation.job import evaluate_job
     from instructrec_batch.models.base import KNOWN_MODELS
     from instructrec_batch.prompts.job import prompts_job
     from instructrec_batch.scoring.job import score_job
@@ -158,6 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--run-date", help="shortcut for --set run.run_date=YYYY-MM-DD")
     score.set_defaults(func=_run_spark_job(score_job))
 
+    evaluate = commands.add_parser(
+        "evaluate", parents=[common], help="HR/NDCG/MRR of the model and baselines → metrics table + report"
+    )
+    evaluate.add_argument("--adapter", help="adapter of the lora method (shortcut for --set score.adapter=DIR)")
+    evaluate.add_argument("--max-users", type=int, help="shortcut for --set evaluate.max_users=N")
+    evaluate.add_argument("--base", help="shortcut for --set model.base=ALIAS_OR_PATH")
+    evaluate.add_argument("--run-id", help="shortcut for --set run.run_id=ID")
+    evaluate.add_argument("--run-date", help="shortcut for --set run.run_date=YYYY-MM-DD")
+    evaluate.set_defaults(func=_run_spark_job(evaluate_job))
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="the whole pipeline on MovieLens-100K: data, prompts, train, score, evaluate"
+    )
+    demo.add_argument("--full", action="store_true", help="all 943 users instead of the configured sample")
+    demo.set_defaults(func=_demo)
+
     model = commands.add_parser("model", help="base models")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     pull = model_commands.add_parser(
@@ -177,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--candidates", type=int, default=20, help="candidates per user")
     bp.add_argument("--json", action="store_true", help="print one JSON object")
     bp.set_defaults(func=_bench_prompts)
+    bs = bench_commands.add_parser(
+        "scoring",
+        parents=[common],
+        help="naive vs shared-prefix vs listwise scorers and the full score job on the same prompts",
+    )
+    bs.add_argument("--base", help="shortcut for --set model.base=ALIAS_OR_PATH")
+    bs.add_argument("--users", type=int, default=32)
+    bs.add_argument("--candidates", type=int, default=20, help="candidates per user")
+    bs.add_argument("--interactions-per-user", type=int, default=30, help="history length before the token budget")
+    bs.add_argument("--json", action="store_true", help="print one JSON object")
+    bs.set_defaults(func=_bench_scoring)
     return parser
 
 

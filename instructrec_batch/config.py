@@ -58,6 +58,7 @@ class TablesConfig(_Section):
     rejects: str = "rejects"
     runs: str = "runs"
     recommendations: str = "recommendations"
+    metrics: str = "metrics"
 
 
 class DataConfig(_Section):
@@ -94,6 +95,9 @@ class PromptConfig(_Section):
     text_max_tokens: int = Field(64, ge=2, description="... and to this many tokens")
     users_per_slice: int = Field(
         50_000, ge=1, description="users processed per step; bounds memory, output is still one commit"
+    )
+    sample_users: int | None = Field(
+        None, ge=1, description="build prompts for a seeded sample of this many users (demo, dev); None = all"
     )
     exclude_holdout: bool = Field(
         True, description="cut each user's history before their held-out rows (when a holdout table exists)"
@@ -151,12 +155,32 @@ class ScoreConfig(_Section):
     )
 
 
+EvalMethod = Literal["random", "popularity", "itemknn", "zero_shot", "lora"]
+
+
+class EvaluateConfig(_Section):
+    """Offline evaluation against baselines on the protocol's candidate lists (DESIGN §8)."""
+
+    methods: list[EvalMethod] = Field(
+        default_factory=lambda: ["random", "popularity", "itemknn", "zero_shot", "lora"],
+        description="rankers compared on the same candidates; zero_shot/lora use the model",
+    )
+    tasks: list[TaskFormName] = Field(
+        default_factory=lambda: ["pointwise"], description="task forms the model methods are reported for"
+    )
+    adapter: str | None = Field(None, description="adapter of the lora method; None = score.adapter")
+    max_users: int | None = Field(None, ge=1, description="evaluate a seeded sample of this many users; None = all")
+    seed: int = Field(42, description="seed of the user sample and of the random baseline")
+    dataset: str | None = Field(None, description="label in the metrics table; None = the candidates table location")
+    report_dir: str | None = Field(None, description="markdown report and PNG charts; None = <workdir>/report")
+
+
 class RunConfig(_Section):
     """Identity of one nightly run; outputs are replaced per run_id, so reruns are idempotent."""
 
     run_date: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-MM-DD; None = today (UTC)")
     run_id: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="None = '<run_date>-<config fingerprint>'"
+        None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="None = '<run_date>-<hash of tables, data, prompt>'"
     )
 
     @field_validator("run_date", mode="before")
@@ -180,6 +204,7 @@ class Config(_Section):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
     @property
@@ -196,6 +221,16 @@ class Config(_Section):
     def fingerprint(self) -> str:
         """A short stable hash of what determines results (not the run's own identity or folders)."""
         canonical = json.dumps(self.model_dump(mode="json", exclude={"run", "workdir", "cache_dir"}), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def run_fingerprint(self) -> str:
+        """Hash of what defines a night's run: its tables, data protocol and instruction format.
+
+        The default run_id uses it, so every job of one nightly flow (prompts, train, score, evaluate)
+        lands on the same run_id even though each sets its own options (an adapter, a k), and a rerun
+        with a fixed model or scorer replaces that night's output instead of adding a second copy.
+        """
+        canonical = json.dumps(self.model_dump(mode="json", include={"tables", "data", "prompt"}), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

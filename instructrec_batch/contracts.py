@@ -123,3 +123,15 @@ RECOMMENDATIONS = TableContract(
     },
     optional={"scored_at": frozenset({"timestamp", "timestamp_ntz"}), "prompts_run_id": TEXT_TYPES},
 )
+METRICS = TableContract(
+    "metrics",
+    required={
+        RUN_ID: TEXT_TYPES,
+        "method": TEXT_TYPES,
+        "metric": TEXT_TYPES,
+        "k": INT_TYPES,
+        "value": frozenset({"double"}),
+        "n_users": INT_TYPES,
+        "dataset": TEXT_TYPES,
+    },
+)

@@ -30,9 +30,9 @@ class RunIdentity:
 
 
 def run_identity(cfg: Config, today: datetime | None = None) -> RunIdentity:
-    """run_date defaults to today (UTC); run_id to '<run_date>-<config fingerprint>' so reruns collide."""
+    """run_date defaults to today (UTC); run_id to '<run_date>-<run fingerprint>' so reruns collide."""
     run_date = cfg.run.run_date or (today or datetime.now(timezone.utc)).strftime("%Y-%m-%d")
-    return RunIdentity(run_id=cfg.run.run_id or f"{run_date}-{cfg.fingerprint()[:8]}", run_date=run_date)
+    return RunIdentity(run_id=cfg.run.run_id or f"{run_date}-{cfg.run_fingerprint()[:8]}", run_date=run_date)
 
 
 @dataclass

@@ -47,3 +47,29 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_cfg(cfg: Config, tiny_model_dir: Path) -> Config:
     """A per-test config whose base model is the tiny offline model."""
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"base": str(tiny_model_dir)})})
+
+
+@pytest.fixture(scope="session")
+def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A LoRA adapter for the tiny model, with non-zero weights so it changes scores."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from instructrec_batch.models.adapter import save_adapter
+    from instructrec_batch.models.base import BaseModel, load_causal_lm
+
+    torch.manual_seed(1)
+    model = get_peft_model(
+        load_causal_lm(tiny_model_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False),
+    )
+    folder = tmp_path_factory.mktemp("adapter")
+    save_adapter(
+        model,
+        folder,
+        {
+            "base_model": str(tiny_model_dir),
+            "base_model_sha256": BaseModel(str(tiny_model_dir), tiny_model_dir).sha256(),
+        },
+    )
+    return folder

@@ -5,6 +5,7 @@ import yaml
 
 from instructrec_batch.config import Config, load_config
 from instructrec_batch.errors import ConfigError
+from instructrec_batch.runs import run_identity
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,3 +73,12 @@ def test_run_date_accepts_yaml_dates_and_rejects_bad_ones() -> None:
         load_config(overrides=["run.run_date=tomorrow"])
     with pytest.raises(ConfigError, match=r"run\.run_id"):
         load_config(overrides=["run.run_id=x' OR 1=1"])
+
+
+def test_jobs_of_one_night_share_the_default_run_id() -> None:
+    night = ["run.run_date=2026-03-01"]
+    prompts = run_identity(load_config(overrides=night))
+    score = run_identity(load_config(overrides=[*night, "score.adapter=/a", "score.k=5", "engine.kind=spark"]))
+    assert prompts.run_id == score.run_id and prompts.run_id.startswith("2026-03-01-")
+    assert run_identity(load_config(overrides=[*night, "prompt.max_history=5"])).run_id != prompts.run_id
+    assert run_identity(load_config(overrides=["run.run_date=2026-03-02"])).run_id != prompts.run_id

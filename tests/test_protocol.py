@@ -118,3 +118,16 @@ def test_same_pipeline_on_local_delta_and_classic_parquet(spark, cfg, tmp_path) 
             classic["event_ts"] = classic["event_ts"].dt.tz_localize(None).astype("datetime64[us]")
         pd.testing.assert_frame_equal(local, classic, check_dtype=False)
         assert len(local) > 0
+
+
+def test_user_sample_is_seeded_and_keeps_whole_users(spark) -> None:
+    from instructrec_batch.data.protocol import sample_users
+
+    inter, _ = synthetic(n_users=30, per_user=6)
+    frame = spark.createDataFrame(inter)
+    picked = sample_users(frame, 7, seed=5).toPandas()
+    again = sample_users(frame, 7, seed=5).toPandas()
+    other = sample_users(frame, 7, seed=6).toPandas()
+    assert picked["user_id"].nunique() == 7 and len(picked) == 7 * 6
+    assert set(picked["user_id"]) == set(again["user_id"]) != set(other["user_id"])
+    assert sample_users(frame, None, seed=5).count() == len(inter)

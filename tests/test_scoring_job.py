@@ -12,36 +12,11 @@ from instructrec_batch import executor_cache
 from instructrec_batch.config import Config
 from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ArtifactError
-from instructrec_batch.models.adapter import save_adapter
-from instructrec_batch.models.base import BaseModel, load_causal_lm
 from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.scoring.job import score_job
 from instructrec_batch.scoring.udf import ScoringSpec, model_cache_key
 from tests.helpers import REPO, run_cli, write_input
 from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
-
-
-@pytest.fixture(scope="module")
-def adapter_dir(tmp_path_factory, tiny_model_dir) -> Path:
-    """A LoRA adapter for the tiny model, with non-zero weights so it changes scores."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(1)
-    model = get_peft_model(
-        load_causal_lm(tiny_model_dir),
-        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False),
-    )
-    folder = tmp_path_factory.mktemp("adapter")
-    save_adapter(
-        model,
-        folder,
-        {
-            "base_model": str(tiny_model_dir),
-            "base_model_sha256": BaseModel(str(tiny_model_dir), tiny_model_dir).sha256(),
-        },
-    )
-    return folder
 
 
 def _with(cfg: Config, **score: object) -> Config:

@@ -55,3 +55,17 @@ def sample_candidates(
     )
     shuffle = Window.partitionBy(C.USER_ID).orderBy(*_seeded_order(seed + 1))
     return sampled.unionByName(targets).withColumn(C.RETRIEVAL_RANK, F.row_number().over(shuffle).cast("int"))
+
+
+def sample_users(frame: DataFrame, n: int | None, seed: int) -> DataFrame:
+    """The rows of `frame` whose user is among a seeded sample of n of its users (all when n is None).
+
+    The same seed and n pick the same users on every engine (xxhash64 order, user_id tie-break), so a
+    demo's prompts and its evaluation cover the same people.
+    """
+    if n is None:
+        return frame
+    users = (
+        frame.select(C.USER_ID).distinct().orderBy(F.xxhash64(F.lit(seed), F.col(C.USER_ID)), F.col(C.USER_ID)).limit(n)
+    )
+    return frame.join(users, C.USER_ID, "left_semi")

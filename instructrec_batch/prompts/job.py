@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
+from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.errors import ConfigError, ContractError
 from instructrec_batch.models.base import load_tokenizer, resolve_base
 from instructrec_batch.prompts.budget import prompt_tokens
@@ -288,7 +289,7 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
     tokenizer_path = str(base.path)
     interactions = read_input(spark, cfg, C.INTERACTIONS)
     items = read_input(spark, cfg, C.ITEMS)
-    candidates = read_input(spark, cfg, C.CANDIDATES)
+    candidates = sample_users(read_input(spark, cfg, C.CANDIDATES), p.sample_users, cfg.data.seed)
     intents = _optional(spark, cfg, C.INTENTS)
     holdout = _optional(spark, cfg, C.HOLDOUT) if p.exclude_holdout else None
     inputs = {

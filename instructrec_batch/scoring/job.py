@@ -58,27 +58,24 @@ def _payload(spark: SparkSession, adapter: AdapterInfo | None) -> AdapterPayload
     return AdapterPayload(broadcast=spark.sparkContext.broadcast(files))
 
 
-def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
-    """Score the run's prompts and write top-k recommendations; reruns replace the run exactly.
+@dataclass(frozen=True)
+class ModelScoring:
+    """A checked model (+ adapter) ready to ship to executors, and its lineage id."""
 
-    Everything that can be checked is checked on the driver before any task runs: the output format,
-    the base model folder, the adapter's files, sha256 and base model, and that prompts exist.
-    """
-    check_output_format(spark, cfg)
+    spec: ScoringSpec
+    payload: AdapterPayload
+    model_id: str
+
+
+def prepare_model_scoring(
+    spark: SparkSession, cfg: Config, adapter_path: str | None, template_id: str | None = None
+) -> ModelScoring:
+    """Check the base model and the adapter (files, sha256, base model) on the driver, before any task."""
     s = cfg.score
-    identity = run_identity(cfg)
     base = resolve_base(cfg)
     base_sha = base.sha256()
-    adapter = verify_adapter(s.adapter, base_sha256=base_sha) if s.adapter else None
+    adapter = verify_adapter(adapter_path, base_sha256=base_sha) if adapter_path else None
     model_id = f"{base.name}@{base_sha[:12]}" + (f"+lora@{adapter.sha256[:12]}" if adapter else "")
-    prompts_run = s.prompts_run_id or identity.run_id
-    prompts = read_input(spark, cfg, C.PROMPTS).where(F.col(C.RUN_ID) == prompts_run)
-    n_users = prompts.count()
-    if n_users == 0:
-        raise ContractError(
-            f"table 'prompts' has no rows for run_id '{prompts_run}'; run `instructrec-batch prompts` for that "
-            "run first, or set score.prompts_run_id"
-        )
     spec = ScoringSpec(
         str(base.path),
         s.dtype,
@@ -88,12 +85,47 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
         cfg.prompt.template_version,
         s.merge_adapter,
         adapter.sha256 if adapter else None,
+        template_id,
     )
-    payload = _payload(spark, adapter)
+    return ModelScoring(spec, _payload(spark, adapter), model_id)
+
+
+def score_candidates(prompts: DataFrame, scoring: ModelScoring, partitions: int | None = None) -> DataFrame:
+    """One row per candidate: user_id, item_id, score, position, ranked_by, template_id (lazy)."""
     schema = scored_schema(
         prompts.schema[C.USER_ID].dataType.simpleString(),
         prompts.schema["candidate_ids"].dataType.elementType.simpleString(),
     )
+    if partitions:
+        prompts = prompts.repartition(partitions, C.USER_ID)
+    return prompts.select(*_PROMPT_INPUT).mapInPandas(score_fn(scoring.spec, scoring.payload), schema)
+
+
+def read_run_prompts(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame:
+    """The prompts of `run_id`; an empty selection is an error that says which job to run."""
+    prompts = read_input(spark, cfg, C.PROMPTS).where(F.col(C.RUN_ID) == run_id)
+    if prompts.limit(1).count() == 0:
+        raise ContractError(
+            f"table 'prompts' has no rows for run_id '{run_id}'; run `instructrec-batch prompts` for that "
+            "run first, or set score.prompts_run_id"
+        )
+    return prompts
+
+
+def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
+    """Score the run's prompts and write top-k recommendations; reruns replace the run exactly.
+
+    Everything that can be checked is checked on the driver before any task runs: the output format,
+    the base model folder, the adapter's files, sha256 and base model, and that prompts exist.
+    """
+    check_output_format(spark, cfg)
+    s = cfg.score
+    identity = run_identity(cfg)
+    scoring = prepare_model_scoring(spark, cfg, s.adapter)
+    model_id = scoring.model_id
+    prompts_run = s.prompts_run_id or identity.run_id
+    prompts = read_run_prompts(spark, cfg, prompts_run)
+    n_users = prompts.count()
     slices = max(1, math.ceil(n_users / s.users_per_slice))
     with recorded_run(spark, cfg, STAGE) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         run.model_id = model_id
@@ -101,9 +133,7 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
             part = (
                 prompts if slices == 1 else prompts.where(F.pmod(F.xxhash64(F.col(C.USER_ID)), F.lit(slices)) == index)
             )
-            if s.partitions:
-                part = part.repartition(s.partitions, C.USER_ID)
-            scored = part.select(*_PROMPT_INPUT).mapInPandas(score_fn(spec, payload), schema)
+            scored = score_candidates(part, scoring, s.partitions)
             write_table(top_k(scored, s.k), cfg, staging.ref("top_k"), mode="overwrite" if index == 0 else "append")
             log.info("score: slice %d/%d staged", index + 1, slices)
         recs = staging.read(spark, "top_k").select(

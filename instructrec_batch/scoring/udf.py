@@ -41,6 +41,7 @@ class ScoringSpec:
     template_version: str
     merge_adapter: bool
     adapter_sha256: str | None
+    template_id: str | None = None  # render every warm user with this template (evaluation of a task form)
 
 
 class AdapterPayload:
@@ -128,7 +129,7 @@ def score_fn(spec: ScoringSpec, payload: AdapterPayload) -> Callable[[Iterator[p
             warm = frame[~frame["cold_start"].astype(bool)]
             scores: dict[int, Any] = {}
             for template_id, group in warm.groupby("template_id"):
-                template = templates.get(str(template_id))
+                template = templates.get(spec.template_id or str(template_id))
                 if template.task not in scorers:
                     scorers[template.task] = make_scorer(
                         template.task, spec.method, load_handle(spec, payload), spec.batch_size
@@ -146,8 +147,9 @@ def score_fn(spec: ScoringSpec, payload: AdapterPayload) -> Callable[[Iterator[p
                     values, how = [float(v) for v in scores[index]], MODEL
                 else:  # cold start: nothing to personalise on, keep the upstream order
                     values, how = [-float(p) for p in positions], RETRIEVAL_ORDER
+                used = spec.template_id or row.template_id
                 rows += [
-                    (row.user_id, item, value, pos, how, row.template_id)
+                    (row.user_id, item, value, pos, how, used)
                     for item, value, pos in zip(ids, values, positions, strict=True)
                 ]
             yield pd.DataFrame(rows, columns=SCORED_COLUMNS)

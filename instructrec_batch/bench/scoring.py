@@ -1,0 +1,137 @@
+"""`bench scoring`: the three scorers and the full score job on the same prompts, with their figures.
+
+Synthetic MovieLens-like tables of the requested size go through the real prompts job; the resulting
+prompts are then scored (a) pair by pair (naive reference), (b) with the shared prefix KV cache,
+(c) listwise, in this process, and (d) by the score job on the configured engine. The Spark overhead
+ratio is (d) divided by the in-process time of the same method, model load included on both sides.
+Device and dtype are auto-detected exactly as on an executor, so the command runs unchanged on GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from instructrec_batch import contracts as C
+from instructrec_batch.bench.memory import peak_rss
+from instructrec_batch.bench.prompts import synthetic_tables
+from instructrec_batch.config import Config
+from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
+from instructrec_batch.models.forward import pad_id_of
+from instructrec_batch.models.inputs import encode
+from instructrec_batch.prompts.job import prompts_job
+from instructrec_batch.prompts.render import render_listwise, render_pointwise
+from instructrec_batch.prompts.templates import Template, load_templates
+from instructrec_batch.scoring.job import score_job
+from instructrec_batch.scoring.scorers import ModelHandle, Scorer, ScoringPrompt, make_scorer
+from instructrec_batch.scoring.udf import pick_device, resolve_dtype
+from instructrec_batch.tables import read_input
+from instructrec_batch.training.sequences import context_of
+
+
+@dataclass(frozen=True)
+class ScoringBench:
+    users: int
+    candidates: int
+    device: str
+    dtype: str
+    threads: int
+    prefix_tokens_mean: float
+    naive_cands_per_s: float
+    naive_tokens_per_s: float
+    shared_prefix_cands_per_s: float
+    shared_prefix_tokens_per_s: float
+    listwise_cands_per_s: float
+    listwise_tokens_per_s: float
+    shared_prefix_speedup: float
+    max_abs_diff: float
+    in_process_seconds: float
+    job_seconds: float
+    spark_overhead_ratio: float
+    peak_rss_mb: float
+
+
+def _timed(scorer: Scorer, prompts: list[ScoringPrompt]) -> tuple[list[np.ndarray], float]:
+    start = time.perf_counter()
+    scores = scorer.score(prompts)
+    return scores, time.perf_counter() - start
+
+
+def bench_scoring(
+    spark: SparkSession, cfg: Config, *, users: int, candidates: int, history: int, items: int = 2000
+) -> ScoringBench:
+    """Build `users` prompts of `candidates` items each, then time every scorer and the score job."""
+    import torch
+
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_id": "bench-scoring"})})
+    synthetic_tables(spark, cfg, users, items, history, candidates)
+    prompts_job(spark, cfg)
+    rows = read_input(spark, cfg, C.PROMPTS).where(F.col(C.RUN_ID) == "bench-scoring").toPandas()
+    base = resolve_base(cfg)
+    device = pick_device(cfg.score.device)
+    dtype = resolve_dtype(cfg.score.dtype, device)
+    templates = load_templates(cfg.prompt.template_version)
+    pointwise = templates.get(cfg.prompt.inference_template_id if cfg.prompt.task == "pointwise" else "pointwise-0")
+    listwise = templates.get("listwise-0")
+
+    def prompts_for(template: Template) -> list[ScoringPrompt]:
+        return [ScoringPrompt(template, context_of(r), tuple(r.candidate_titles)) for r in rows.itertuples()]
+
+    point_prompts, list_prompts = prompts_for(pointwise), prompts_for(listwise)
+    n_cands = sum(len(p.candidates) for p in point_prompts)
+    with peak_rss() as memory:
+        load_start = time.perf_counter()
+        tokenizer = load_tokenizer(base.path)
+        handle = ModelHandle(load_causal_lm(base.path, dtype, device), tokenizer, pad_id_of(tokenizer))
+        load_seconds = time.perf_counter() - load_start
+        prefix_lens, naive_tokens, shared_tokens, listwise_tokens = [], 0, 0, 0
+        for p, q in zip(point_prompts, list_prompts, strict=True):
+            rendered = render_pointwise(p.template, p.context, p.candidates)
+            prefix, *suffixes = encode(tokenizer, [rendered.prefix, *rendered.suffixes])
+            prefix_lens.append(len(prefix))
+            naive_tokens += len(prefix) * len(suffixes) + sum(map(len, suffixes))
+            shared_tokens += len(prefix) + sum(map(len, suffixes))
+            listwise_tokens += len(encode(tokenizer, [render_listwise(q.template, q.context, q.candidates).text])[0])
+        batch = cfg.score.batch_size
+        make_scorer("pointwise", "shared_prefix", handle, batch).score(point_prompts[:1])  # warm-up
+        naive, naive_s = _timed(make_scorer("pointwise", "naive", handle, batch), point_prompts)
+        shared, shared_s = _timed(make_scorer("pointwise", "shared_prefix", handle, batch), point_prompts)
+        _, list_s = _timed(make_scorer("listwise", "-", handle, batch), list_prompts)
+        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(naive, shared, strict=True))
+        del handle  # the job loads its own copy, as an executor would
+        job_cfg = cfg.model_copy(update={"score": cfg.score.model_copy(update={"method": "shared_prefix"})})
+        job_start = time.perf_counter()
+        score_job(spark, job_cfg)
+        job_s = time.perf_counter() - job_start
+    in_process = load_seconds + shared_s
+    return ScoringBench(
+        users=len(point_prompts),
+        candidates=candidates,
+        device=device,
+        dtype=dtype,
+        threads=torch.get_num_threads(),
+        prefix_tokens_mean=round(float(np.mean(prefix_lens)), 1),
+        naive_cands_per_s=round(n_cands / naive_s, 2),
+        naive_tokens_per_s=round(naive_tokens / naive_s, 1),
+        shared_prefix_cands_per_s=round(n_cands / shared_s, 2),
+        shared_prefix_tokens_per_s=round(shared_tokens / shared_s, 1),
+        listwise_cands_per_s=round(n_cands / list_s, 2),
+        listwise_tokens_per_s=round(listwise_tokens / list_s, 1),
+        shared_prefix_speedup=round(naive_s / shared_s, 2),
+        max_abs_diff=float(f"{diff:.3g}"),
+        in_process_seconds=round(in_process, 2),
+        job_seconds=round(job_s, 2),
+        spark_overhead_ratio=round(job_s / in_process, 3),
+        peak_rss_mb=round(memory.peak_mb, 1),
+    )
+
+
+def report(result: ScoringBench, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(asdict(result))
+    return "\n".join(f"{key:>28}: {value}" for key, value in asdict(result).items())

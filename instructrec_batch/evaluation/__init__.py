@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics, baselines, the evaluate job and its report."""

@@ -1,0 +1,70 @@
+"""Non-LLM rankers scored on exactly the candidate lists the model sees (DESIGN §8).
+
+Each returns user_id, item_id, score for every candidate row. Popularity and item-kNN learn only
+from training interactions (held-out rows removed), so they see nothing the model cannot.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from instructrec_batch import contracts as C
+from instructrec_batch.evaluation.metrics import SCORE
+
+
+def training_interactions(interactions: DataFrame, holdout: DataFrame) -> DataFrame:
+    """Interactions minus every held-out (user, item) pair, validation and test alike."""
+    return interactions.join(holdout.select(C.USER_ID, C.ITEM_ID).distinct(), [C.USER_ID, C.ITEM_ID], "left_anti")
+
+
+def random_scores(candidates: DataFrame, seed: int) -> DataFrame:
+    """A seeded random order that every engine computes identically (xxhash64, not rand())."""
+    return candidates.select(
+        C.USER_ID, C.ITEM_ID, F.xxhash64(F.lit(seed), F.col(C.USER_ID), F.col(C.ITEM_ID)).cast("double").alias(SCORE)
+    )
+
+
+def popularity_scores(candidates: DataFrame, train: DataFrame) -> DataFrame:
+    """Training interaction count of each candidate item (0 for items never seen in training)."""
+    counts = train.groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_n"))
+    return candidates.join(counts, C.ITEM_ID, "left").select(
+        C.USER_ID, C.ITEM_ID, F.coalesce(F.col("_n"), F.lit(0)).cast("double").alias(SCORE)
+    )
+
+
+def itemknn_scores(candidates: DataFrame, train: DataFrame) -> DataFrame:
+    """Item co-occurrence kNN: sum over the user's training items h of cosine(h, candidate).
+
+    cosine(h, c) = users(h ∧ c) / sqrt(users(h) · users(c)), counted on distinct (user, item) pairs
+    of the training interactions. Only pairs whose second item is some candidate are counted.
+    """
+    seen = train.select(C.USER_ID, C.ITEM_ID).distinct()
+    users_per_item = seen.groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_n"))
+    history = seen.select(C.USER_ID, F.col(C.ITEM_ID).alias("_h"))
+    wanted = seen.join(candidates.select(C.ITEM_ID).distinct(), C.ITEM_ID).select(
+        C.USER_ID, F.col(C.ITEM_ID).alias("_c")
+    )
+    cooc = (
+        history.join(wanted, C.USER_ID)
+        .where(F.col("_h") != F.col("_c"))
+        .groupBy("_h", "_c")
+        .agg(F.count(F.lit(1)).alias("_co"))
+    )
+    similarity = (
+        cooc.join(users_per_item.select(F.col(C.ITEM_ID).alias("_h"), F.col("_n").alias("_nh")), "_h")
+        .join(users_per_item.select(F.col(C.ITEM_ID).alias("_c"), F.col("_n").alias("_nc")), "_c")
+        .select("_h", "_c", (F.col("_co") / F.sqrt(F.col("_nh") * F.col("_nc"))).alias("_sim"))
+    )
+    per_pair = (
+        candidates.select(C.USER_ID, F.col(C.ITEM_ID).alias("_c"))
+        .join(history, C.USER_ID)
+        .join(similarity, ["_h", "_c"])
+        .groupBy(C.USER_ID, "_c")
+        .agg(F.sum("_sim").alias("_s"))
+    )
+    return (
+        candidates.select(C.USER_ID, C.ITEM_ID)
+        .join(per_pair.withColumnRenamed("_c", C.ITEM_ID), [C.USER_ID, C.ITEM_ID], "left")
+        .select(C.USER_ID, C.ITEM_ID, F.coalesce(F.col("_s"), F.lit(0.0)).cast("double").alias(SCORE))
+    )

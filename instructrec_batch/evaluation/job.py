@@ -1,0 +1,142 @@
+"""The evaluate job: every method ranks the same candidate lists → `metrics` table + report.
+
+Baselines are Spark DataFrame rankers; the model methods run the scoring job's own executor path
+(score_candidates) on the run's prompts, once per task form, with the base model alone (zero_shot)
+and with the adapter (lora). All scores are staged, then ranked and averaged in one Spark pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from instructrec_batch import contracts as C
+from instructrec_batch.config import Config
+from instructrec_batch.data.protocol import sample_users
+from instructrec_batch.errors import ConfigError
+from instructrec_batch.evaluation.baselines import (
+    itemknn_scores,
+    popularity_scores,
+    random_scores,
+    training_interactions,
+)
+from instructrec_batch.evaluation.metrics import METHOD, SCORE
+from instructrec_batch.evaluation.report import ReportPaths, markdown_table, wide_table, write_report
+from instructrec_batch.evaluation.spark_metrics import metrics_frame
+from instructrec_batch.runs import recorded_run, run_identity
+from instructrec_batch.scoring.job import ModelScoring, prepare_model_scoring, read_run_prompts, score_candidates
+from instructrec_batch.tables import Staging, check_output_format, read_input, resolve, write_run_scoped, write_table
+
+log = logging.getLogger(__name__)
+
+STAGE = "evaluate"
+MODEL_METHODS = ("zero_shot", "lora")
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    run_id: str
+    metrics: pd.DataFrame  # method, metric, k, value, n_users
+    report: ReportPaths
+
+    def table(self) -> str:
+        return markdown_table(wide_table(self.metrics))
+
+    def __str__(self) -> str:
+        return f"{self.table()}\n\nreport: {self.report.markdown}\nchart:  {self.report.chart}"
+
+
+def _model_methods(spark: SparkSession, cfg: Config) -> dict[str, ModelScoring]:
+    """Checked model scorings per reported name ('lora/pointwise' ...), before any data is read."""
+    e = cfg.evaluate
+    adapter = e.adapter or cfg.score.adapter
+    if "lora" in e.methods and not adapter:
+        raise ConfigError(
+            "evaluate.methods includes 'lora' but neither evaluate.adapter nor score.adapter is set; "
+            "pass --adapter DIR (an adapter folder from `instructrec-batch train`) or drop lora from evaluate.methods"
+        )
+    scorings = {}
+    for task in e.tasks:
+        template = cfg.prompt.inference_template_id if task == cfg.prompt.task else f"{task}-0"
+        for method in MODEL_METHODS:
+            if method in e.methods:
+                path = adapter if method == "lora" else None
+                scorings[f"{method}/{task}"] = prepare_model_scoring(spark, cfg, path, template)
+    return scorings
+
+
+def _candidate_rows(prompts: DataFrame) -> DataFrame:
+    """The lists as the model sees them (after the prompts job's rejects), one row per candidate."""
+    return prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
+
+
+def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
+    """Rank the run's candidate lists with every configured method; write `metrics` and the report."""
+    check_output_format(spark, cfg)
+    e = cfg.evaluate
+    identity = run_identity(cfg)
+    scorings = _model_methods(spark, cfg)
+    prompts_run = cfg.score.prompts_run_id or identity.run_id
+    prompts = sample_users(read_run_prompts(spark, cfg, prompts_run), e.max_users, e.seed)
+    candidates = _candidate_rows(prompts)
+    holdout = read_input(spark, cfg, C.HOLDOUT)
+    targets = (
+        holdout.where(F.col(C.SPLIT) == C.SPLIT_TEST)
+        .select(C.USER_ID, C.ITEM_ID)
+        .join(prompts.select(C.USER_ID), C.USER_ID, "left_semi")
+    )
+    train = training_interactions(read_input(spark, cfg, C.INTERACTIONS), holdout)
+    baselines = {
+        "random": lambda: random_scores(candidates, e.seed),
+        "popularity": lambda: popularity_scores(candidates, train),
+        "itemknn": lambda: itemknn_scores(candidates, train),
+    }
+    dataset = e.dataset or resolve(cfg, "candidates").location
+    with recorded_run(spark, cfg, STAGE) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
+        mode = "overwrite"
+        for name, build in baselines.items():
+            if name in e.methods:
+                write_table(build().withColumn(METHOD, F.lit(name)), cfg, staging.ref("scores"), mode=mode)
+                mode = "append"
+                log.info("evaluate: %s scored", name)
+        for name, scoring in scorings.items():
+            scored = score_candidates(prompts, scoring, cfg.score.partitions).select(C.USER_ID, C.ITEM_ID, SCORE)
+            write_table(scored.withColumn(METHOD, F.lit(name)), cfg, staging.ref("scores"), mode=mode)
+            mode = "append"
+            log.info("evaluate: %s scored (%s)", name, scoring.model_id)
+        figures = metrics_frame(staging.read(spark, "scores"), targets).select(
+            F.lit(identity.run_id).alias(C.RUN_ID),
+            METHOD,
+            "metric",
+            "k",
+            "value",
+            "n_users",
+            F.lit(dataset).alias("dataset"),
+        )
+        write_run_scoped(figures, cfg, resolve(cfg, "metrics"), {C.RUN_ID: identity.run_id})
+        table = (
+            read_input(spark, cfg, C.METRICS)
+            .where(F.col(C.RUN_ID) == identity.run_id)
+            .select(METHOD, "metric", "k", "value", "n_users")
+            .toPandas()
+        )
+        users = int(table["n_users"].max()) if len(table) else 0
+        run.model_id = ", ".join(sorted({s.model_id for s in scorings.values()})) or None
+        run.add({"users": users, "methods": table[METHOD].nunique(), "prompts_users": prompts.count()})
+        report = write_report(
+            table,
+            Path(e.report_dir or Path(cfg.workdir) / "report"),
+            {
+                "run_id": identity.run_id,
+                "dataset": dataset,
+                "users evaluated": str(users),
+                "models": run.model_id or "none",
+            },
+        )
+    log.info("evaluate: report at %s", report.markdown)
+    return EvaluationResult(identity.run_id, table, report)

@@ -1,0 +1,30 @@
+"""`bench scoring` on the tiny model: every figure is produced and the scorers agree."""
+
+import json
+from dataclasses import asdict
+
+from instructrec_batch.bench.scoring import bench_scoring, report
+from instructrec_batch.config import Config
+
+KEYS = {
+    "naive_cands_per_s",
+    "shared_prefix_cands_per_s",
+    "listwise_cands_per_s",
+    "shared_prefix_speedup",
+    "max_abs_diff",
+    "spark_overhead_ratio",
+    "peak_rss_mb",
+    "device",
+    "dtype",
+}
+
+
+def test_bench_scoring_reports_every_figure(spark, tiny_cfg: Config) -> None:
+    result = bench_scoring(spark, tiny_cfg, users=6, candidates=5, history=8, items=300)
+    figures = json.loads(report(result, as_json=True))
+    assert set(figures) >= KEYS and figures == asdict(result)
+    assert result.users == 6 and (result.device, result.dtype) == ("cpu", "float32")
+    assert result.max_abs_diff <= 1e-4  # shared prefix == naive in fp32
+    assert min(result.naive_cands_per_s, result.shared_prefix_cands_per_s, result.listwise_cands_per_s) > 0
+    assert result.job_seconds > 0 and result.spark_overhead_ratio > 0 and result.peak_rss_mb > 100
+    assert "shared_prefix_speedup" in report(result, as_json=False)

@@ -1,0 +1,125 @@
+"""Baselines on toy tables, and the evaluate job end to end on the tiny model."""
+
+import math
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import deltalake
+import pandas as pd
+import pytest
+
+from instructrec_batch.config import Config
+from instructrec_batch.data.job import protocol_job
+from instructrec_batch.errors import ConfigError
+from instructrec_batch.evaluation.baselines import (
+    itemknn_scores,
+    popularity_scores,
+    random_scores,
+    training_interactions,
+)
+from instructrec_batch.evaluation.job import evaluate_job
+from instructrec_batch.prompts.job import prompts_job
+from tests.helpers import write_input
+from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
+
+T0 = datetime(2024, 1, 1)
+# user → items in time order; the last one is held out (test) below.
+HISTORIES = {1: [1, 2, 3, 9], 2: [1, 2, 4, 9], 3: [2, 3, 4, 8], 4: [1, 5, 7]}
+
+
+def _toy(spark):
+    inter = spark.createDataFrame(
+        [(u, i, T0 + timedelta(hours=n)) for u, items in HISTORIES.items() for n, i in enumerate(items)],
+        "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP",
+    )
+    holdout = spark.createDataFrame(
+        [(u, items[-1], T0, "test") for u, items in HISTORIES.items()],
+        "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP, split STRING",
+    )
+    cands = spark.createDataFrame(
+        [(4, 2), (4, 3), (4, 4), (4, 6), (1, 4), (1, 5), (1, 6)], "user_id BIGINT, item_id BIGINT"
+    )
+    return training_interactions(inter, holdout), cands
+
+
+def _by_pair(df) -> dict[tuple[int, int], float]:
+    return {(r.user_id, r.item_id): r.score for r in df.collect()}
+
+
+def test_popularity_counts_training_rows_only(spark) -> None:
+    train, cands = _toy(spark)
+    got = _by_pair(popularity_scores(cands, train))
+    # item 9 is held out for users 1 and 2; item 4 is trained on by users 2 and 3 only.
+    assert got == {(4, 2): 3.0, (4, 3): 2.0, (4, 4): 2.0, (4, 6): 0.0, (1, 4): 2.0, (1, 5): 1.0, (1, 6): 0.0}
+
+
+def test_itemknn_is_the_cosine_cooccurrence_sum(spark) -> None:
+    train, cands = _toy(spark)
+    users_of: dict[int, set[int]] = {}
+    for user, items in HISTORIES.items():
+        for item in items[:-1]:
+            users_of.setdefault(item, set()).add(user)
+
+    def cosine(a: int, b: int) -> float:
+        if a == b or a not in users_of or b not in users_of:
+            return 0.0
+        return len(users_of[a] & users_of[b]) / math.sqrt(len(users_of[a]) * len(users_of[b]))
+
+    got = _by_pair(itemknn_scores(cands, train))
+    for (user, item), value in got.items():
+        expected = sum(cosine(h, item) for h in HISTORIES[user][:-1])
+        assert value == pytest.approx(expected, abs=1e-12), (user, item)
+    assert got[(4, 2)] > 0 and got[(4, 6)] == 0.0  # item 6 was never trained on
+
+
+def test_random_is_seeded_and_engine_stable(spark) -> None:
+    _, cands = _toy(spark)
+    first, again, other = (_by_pair(random_scores(cands, s)) for s in (1, 1, 2))
+    assert first == again and first != other and len(set(first.values())) == len(first)
+
+
+@pytest.fixture
+def evaluated_inputs(spark, tiny_cfg: Config, adapter_dir: Path) -> Config:
+    inter, items = synthetic(n_users=20, n_items=70, per_user=12)
+    write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
+    write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
+    protocol_job(spark, tiny_cfg)
+    cfg = tiny_cfg.model_copy(
+        update={
+            "score": tiny_cfg.score.model_copy(update={"adapter": str(adapter_dir), "batch_size": 16}),
+            "evaluate": tiny_cfg.evaluate.model_copy(update={"tasks": ["pointwise", "listwise"], "max_users": 15}),
+            "run": tiny_cfg.run.model_copy(update={"run_id": "eval-test", "run_date": "2026-01-03"}),
+        }
+    )
+    prompts_job(spark, cfg)
+    return cfg
+
+
+def test_evaluate_writes_metrics_for_every_method_and_a_report(spark, evaluated_inputs: Config) -> None:
+    cfg = evaluated_inputs
+    result = evaluate_job(spark, cfg)
+    table = deltalake.DeltaTable(str(Path(cfg.tables_root) / "metrics")).to_pandas()
+    methods = {"random", "popularity", "itemknn", "zero_shot/pointwise", "lora/pointwise"}
+    methods |= {"zero_shot/listwise", "lora/listwise"}
+    assert set(table["method"]) == methods and set(table["run_id"]) == {"eval-test"}
+    assert len(table) == len(methods) * 6 and set(table["n_users"]) == {15}
+    assert table["value"].between(0, 1).all()
+    mrr = table[table.metric == "MRR"].set_index("method")["value"]
+    assert mrr["lora/pointwise"] != mrr["zero_shot/pointwise"]  # the adapter changes the ranking
+    markdown = result.report.markdown.read_text()
+    assert all(f"| {m} |" in markdown for m in methods) and "HR@1" in markdown
+    assert result.report.chart.stat().st_size > 10_000 and result.report.chart.read_bytes()[:4] == b"\x89PNG"
+
+    evaluate_job(spark, cfg)  # a rerun replaces the run's figures
+    again = deltalake.DeltaTable(str(Path(cfg.tables_root) / "metrics")).to_pandas()
+    assert len(again) == len(table)
+    pd.testing.assert_frame_equal(
+        again.sort_values(["method", "metric", "k"]).reset_index(drop=True)[["method", "metric", "value"]],
+        table.sort_values(["method", "metric", "k"]).reset_index(drop=True)[["method", "metric", "value"]],
+    )
+
+
+def test_lora_without_an_adapter_fails_before_reading_data(spark, tiny_cfg: Config) -> None:
+    with pytest.raises(ConfigError, match=r"evaluate\.methods includes 'lora'.*--adapter"):
+        evaluate_job(spark, tiny_cfg)
+    assert not (Path(tiny_cfg.tables_root) / "metrics").exists()

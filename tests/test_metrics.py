@@ -1,0 +1,92 @@
+"""Ranking metrics: exact values on hand-computed cases, and pandas/Spark parity."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from instructrec_batch.evaluation.metrics import METRICS, metrics_table, target_ranks
+from instructrec_batch.evaluation.spark_metrics import metrics_frame
+
+SCORES_SCHEMA = "method STRING, user_id BIGINT, item_id BIGINT, score DOUBLE"
+
+
+def _lists(ranks: dict[int, int], size: int = 20) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Users whose target (item 1000+u) sits at a chosen rank among `size` candidates."""
+    rows, targets = [], []
+    for user, rank in ranks.items():
+        target = 1000 + user
+        targets.append((user, target))
+        others = [user * 100 + j for j in range(size - 1)]
+        order = [*others[: rank - 1], target, *others[rank - 1 :]]
+        rows += [("m", user, item, float(size - pos)) for pos, item in enumerate(order)]
+    scores = pd.DataFrame(rows, columns=["method", "user_id", "item_id", "score"])
+    return scores, pd.DataFrame(targets, columns=["user_id", "item_id"])
+
+
+def _as_dict(table: pd.DataFrame) -> dict[str, float]:
+    return {(r.metric if pd.isna(r.k) else f"{r.metric}@{int(r.k)}"): r.value for r in table.itertuples()}
+
+
+def test_hand_computed_metrics_are_exact() -> None:
+    scores, targets = _lists({1: 1, 2: 3, 3: 12})
+    got = _as_dict(metrics_table(scores, targets))
+    assert got == {
+        "HR@1": 1 / 3,
+        "HR@5": 2 / 3,
+        "HR@10": 2 / 3,
+        "NDCG@5": (1 + 1 / math.log2(4)) / 3,
+        "NDCG@10": (1 + 1 / math.log2(4)) / 3,
+        "MRR": (1 + 1 / 3 + 1 / 12) / 3,
+    }
+    assert set(metrics_table(scores, targets)["n_users"]) == {3}
+
+
+def test_ties_rank_lower_item_id_first() -> None:
+    scores = pd.DataFrame(
+        {"method": "m", "user_id": 1, "item_id": [5, 7, 9, 3], "score": [0.5, 0.5, 0.5, 0.9]},
+    )
+    ranks = target_ranks(scores, pd.DataFrame({"user_id": [1], "item_id": [7]}))
+    assert ranks.loc[1] == 3  # below item 3 (higher score) and item 5 (same score, lower id)
+    ranks = target_ranks(scores, pd.DataFrame({"user_id": [1], "item_id": [5]}))
+    assert ranks.loc[1] == 2
+
+
+def test_user_without_scored_target_is_left_out() -> None:
+    scores, targets = _lists({1: 2, 2: 4})
+    targets.loc[1, "item_id"] = 999_999  # user 2's target was never scored
+    table = metrics_table(scores, targets)
+    assert set(table["n_users"]) == {1} and _as_dict(table)["MRR"] == 0.5
+
+
+def test_spark_metrics_agree_with_the_pandas_reference(spark) -> None:
+    rng = np.random.default_rng(3)
+    lists = {user: rng.choice(np.arange(1, 500), size=20, replace=False) for user in range(1, 61)}
+    rows = []
+    for method in ("a", "b", "c"):
+        for user, items in lists.items():
+            scores = np.round(rng.normal(size=20), 1)  # coarse values: many ties to break by item_id
+            rows += [(method, user, int(i), float(s)) for i, s in zip(items, scores, strict=True)]
+    scores = pd.DataFrame(rows, columns=["method", "user_id", "item_id", "score"])
+    targets = pd.DataFrame({"user_id": list(lists), "item_id": [int(items[7]) for items in lists.values()]})
+    expected = metrics_table(scores, targets).sort_values(["method", "metric", "k"]).reset_index(drop=True)
+    got = (
+        metrics_frame(spark.createDataFrame(scores, SCORES_SCHEMA), spark.createDataFrame(targets))
+        .toPandas()
+        .sort_values(["method", "metric", "k"])
+        .reset_index(drop=True)
+    )
+    assert len(got) == 3 * len(METRICS)
+    assert set(got["n_users"]) == {60}
+    assert list(got["k"].fillna(-1)) == list(expected["k"].fillna(-1))
+    assert np.allclose(got["value"], expected["value"], rtol=0, atol=1e-12)
+    assert got["value"].nunique() > 3  # the methods really differ, so agreement means something
+
+
+@pytest.mark.parametrize("rank", [1, 5, 6, 10, 11, 20])
+def test_cutoffs_are_inclusive(rank: int) -> None:
+    got = _as_dict(metrics_table(*_lists({1: rank})))
+    assert got["HR@5"] == float(rank <= 5) and got["HR@10"] == float(rank <= 10)
+    assert got["NDCG@10"] == (1 / math.log2(rank + 1) if rank <= 10 else 0.0)
+    assert got["MRR"] == 1 / rank
