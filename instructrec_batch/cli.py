@@ -130,6 +130,7 @@ def _bench_scoring(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-scoring-") as scratch:
         if not args.workdir:
             args.workdir = scratch
+        args.overrides.append(f"score.dtype={args.dtype}")
         cfg = _config_from(args)
         with spark_session(cfg.engine) as spark:
             result = bench_scoring(
@@ -231,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--users", type=int, default=32)
     bs.add_argument("--candidates", type=int, default=20, help="candidates per user")
     bs.add_argument("--interactions-per-user", type=int, default=30, help="history length before the token budget")
+    bs.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "auto"],
+        help="model dtype (default float32, where the naive/shared-prefix difference is meaningful; "
+        "auto = what a score job picks: bf16 on GPUs and AMX CPUs)",
+    )
     bs.add_argument("--json", action="store_true", help="print one JSON object")
     bs.set_defaults(func=_bench_scoring)
     return parser

@@ -131,7 +131,9 @@ class TrainConfig(_Section):
     max_length: int = Field(512, ge=32, description="longest training sequence in tokens (longer are dropped)")
     eval_every: int = Field(50, ge=1, description="steps between validation losses")
     patience: int = Field(2, ge=1, description="stop after this many evaluations without improvement")
-    max_minutes: float = Field(12.0, gt=0, description="wall-clock budget; training stops when it is spent")
+    max_minutes: float = Field(
+        12.0, gt=0, description="wall-clock budget of the loop, validations included; training stops to fit it"
+    )
     seed: int = 42
     output: str | None = Field(None, description="adapter folder; None = <workdir>/adapters/<run_id>")
 

@@ -20,7 +20,8 @@ KEYS = {
 
 
 def test_bench_scoring_reports_every_figure(spark, tiny_cfg: Config) -> None:
-    result = bench_scoring(spark, tiny_cfg, users=6, candidates=5, history=8, items=300)
+    cfg = tiny_cfg.model_copy(update={"score": tiny_cfg.score.model_copy(update={"dtype": "float32"})})
+    result = bench_scoring(spark, cfg, users=6, candidates=5, history=8, items=300)
     figures = json.loads(report(result, as_json=True))
     assert set(figures) >= KEYS and figures == asdict(result)
     assert result.users == 6 and (result.device, result.dtype) == ("cpu", "float32")

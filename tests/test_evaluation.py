@@ -18,6 +18,7 @@ from instructrec_batch.evaluation.baselines import (
     training_interactions,
 )
 from instructrec_batch.evaluation.job import evaluate_job
+from instructrec_batch.evaluation.metrics import target_ranks
 from instructrec_batch.prompts.job import prompts_job
 from tests.helpers import write_input
 from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
@@ -123,3 +124,19 @@ def test_lora_without_an_adapter_fails_before_reading_data(spark, tiny_cfg: Conf
     with pytest.raises(ConfigError, match=r"evaluate\.methods includes 'lora'.*--adapter"):
         evaluate_job(spark, tiny_cfg)
     assert not (Path(tiny_cfg.tables_root) / "metrics").exists()
+
+
+def test_random_baseline_is_independent_of_the_negative_sampling(spark, cfg: Config) -> None:
+    """Targets must sit at a uniformly random rank (mean 10.5 of 20), not first (the sampling hash)."""
+    inter, items = synthetic(n_users=300, n_items=120, per_user=6)
+    write_input(spark, cfg, "interactions", inter, INTERACTIONS_SCHEMA)
+    write_input(spark, cfg, "items", items, ITEMS_SCHEMA)
+    protocol_job(spark, cfg)
+    tables = Path(cfg.tables_root)
+    cands = spark.createDataFrame(deltalake.DeltaTable(str(tables / "candidates")).to_pandas()[["user_id", "item_id"]])
+    holdout = deltalake.DeltaTable(str(tables / "holdout")).to_pandas()
+    targets = holdout[holdout.split == "test"][["user_id", "item_id"]]
+    scores = random_scores(cands, cfg.data.seed).toPandas()
+    ranks = target_ranks(scores, targets)
+    assert len(ranks) == 300 and 8.5 < ranks.mean() < 12.5
+    assert 0.01 < (ranks == 1).mean() < 0.12

@@ -14,7 +14,7 @@ from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ArtifactError
 from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.scoring.job import score_job
-from instructrec_batch.scoring.udf import ScoringSpec, model_cache_key
+from instructrec_batch.scoring.udf import ScoringSpec, model_cache_key, resolve_dtype
 from tests.helpers import REPO, run_cli, write_input
 from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
 
@@ -75,7 +75,7 @@ def test_model_loaded_once_per_process_across_partitions(spark, prompted: Config
 
     sha = verify_adapter(prompted.score.adapter).sha256
     spec = ScoringSpec(str(tiny_model_dir), "auto", "auto", "shared_prefix", 7, "v1", True, sha)
-    key = model_cache_key(spec, "cpu", "float32")
+    key = model_cache_key(spec, "cpu", resolve_dtype("auto", "cpu"))
     assert executor_cache.request_count(key) >= 4  # many partitions/batches asked for the model...
     assert executor_cache.load_count(key) == 1  # ...and it was loaded once in this process
 

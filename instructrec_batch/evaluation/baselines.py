@@ -18,11 +18,17 @@ def training_interactions(interactions: DataFrame, holdout: DataFrame) -> DataFr
     return interactions.join(holdout.select(C.USER_ID, C.ITEM_ID).distinct(), [C.USER_ID, C.ITEM_ID], "left_anti")
 
 
+RANDOM_SALT = "random-baseline"
+
+
 def random_scores(candidates: DataFrame, seed: int) -> DataFrame:
-    """A seeded random order that every engine computes identically (xxhash64, not rand())."""
-    return candidates.select(
-        C.USER_ID, C.ITEM_ID, F.xxhash64(F.lit(seed), F.col(C.USER_ID), F.col(C.ITEM_ID)).cast("double").alias(SCORE)
-    )
+    """A seeded random order that every engine computes identically (xxhash64, not rand()).
+
+    Salted: the protocol samples negatives by xxhash64(seed, user, item) (the smallest hashes win),
+    so an unsalted hash with the same seed would rank the target first almost always.
+    """
+    noise = F.xxhash64(F.lit(RANDOM_SALT), F.lit(seed), F.col(C.USER_ID), F.col(C.ITEM_ID))
+    return candidates.select(C.USER_ID, C.ITEM_ID, noise.cast("double").alias(SCORE))
 
 
 def popularity_scores(candidates: DataFrame, train: DataFrame) -> DataFrame:

@@ -34,7 +34,7 @@ def markdown_table(wide: pd.DataFrame) -> str:
     header = ["method", *wide.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, row in wide.iterrows():
-        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.tolist()]
+        cells = [str(int(v)) if column == "n_users" else f"{v:.4f}" for column, v in row.items()]
         lines.append("| " + " | ".join([str(method), *cells]) + " |")
     return "\n".join(lines)
 

@@ -37,3 +37,24 @@ def pad_id_of(tokenizer: Any) -> int:
     """Padding id: the tokenizer's pad, else eos (masked out either way)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return 0 if pad is None else int(pad)
+
+
+def last_hidden(model: Any, batch: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """[batch, hidden] final hidden states at each sequence's last position (no vocabulary projection)."""
+    inputs = left_pad(batch, pad_id, next(model.parameters()).device)
+    return model.get_decoder()(**inputs, use_cache=False).last_hidden_state[:, -1, :]
+
+
+def answer_logits(model: Any, hidden: torch.Tensor, token_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """[batch, len(token_ids)] logits of the answer tokens only, computed in float32.
+
+    Scoring needs two (pointwise) or up to 26 (listwise) vocabulary rows, not all of them; and in
+    float32 the scores keep their resolution when the model runs in bfloat16 (bf16 logits near 16
+    are 0.125 apart, which would turn close candidates into ties).
+    """
+    head = model.get_output_embeddings()
+    ids = torch.as_tensor(token_ids, device=hidden.device)
+    logits = hidden.float() @ head.weight[ids].float().T
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias[ids].float()
+    return logits

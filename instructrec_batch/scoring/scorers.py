@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch
 
-from instructrec_batch.models.forward import last_logits, left_pad
+from instructrec_batch.models.forward import answer_logits, last_hidden, left_pad
 from instructrec_batch.models.inputs import label_ids, listwise_inputs, pointwise_inputs, yes_no_ids
 from instructrec_batch.prompts.render import UserContext, render_listwise, render_pointwise
 from instructrec_batch.prompts.templates import Template
@@ -89,11 +89,12 @@ class NaivePointwise:
         pairs.sort(key=lambda pair: len(pair[2]))
 
         def run(chunk: Sequence[tuple[int, int, list[int], int, int]]) -> list[float]:
-            logits = last_logits(self.handle.model, [p[2] for p in chunk], self.handle.pad_id).float()
-            rows = torch.arange(len(chunk), device=logits.device)
-            yes = torch.tensor([p[3] for p in chunk], device=logits.device)
-            no = torch.tensor([p[4] for p in chunk], device=logits.device)
-            return (logits[rows, yes] - logits[rows, no]).cpu().tolist()
+            model = self.handle.model
+            hidden = last_hidden(model, [p[2] for p in chunk], self.handle.pad_id)
+            yes = answer_logits(model, hidden, [p[3] for p in chunk])
+            no = answer_logits(model, hidden, [p[4] for p in chunk])
+            rows = torch.arange(len(chunk), device=hidden.device)
+            return (yes[rows, rows] - no[rows, rows]).cpu().tolist()
 
         values = _batched(pairs, self.batch_size, run)
         scores = [np.zeros(len(p.candidates)) for p in prompts]
@@ -119,8 +120,8 @@ class SharedPrefixPointwise:
             handle.tokenizer, render_pointwise(prompt.template, prompt.context, prompt.candidates)
         )
         device = handle.device
-        out = handle.model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
-        prefix_cache = out.past_key_values
+        decoder = handle.model.get_decoder()
+        prefix_cache = decoder(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
         order = sorted(range(len(suffixes)), key=lambda i: len(suffixes[i]))
 
         def run(chunk: Sequence[int]) -> list[float]:
@@ -131,19 +132,15 @@ class SharedPrefixPointwise:
                 [torch.ones((n, len(prefix)), dtype=torch.long, device=device), block["attention_mask"]], dim=1
             )
             positions = block["position_ids"] + len(prefix)
-            logits = (
-                handle.model(
-                    input_ids=block["input_ids"],
-                    attention_mask=mask,
-                    position_ids=positions,
-                    past_key_values=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-                .logits[:, -1, :]
-                .float()
-            )
-            return (logits[:, yes] - logits[:, no]).cpu().tolist()
+            hidden = decoder(
+                input_ids=block["input_ids"],
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state[:, -1, :]
+            logits = answer_logits(handle.model, hidden, [yes, no])
+            return (logits[:, 0] - logits[:, 1]).cpu().tolist()
 
         values = _batched(order, self.batch_size, run)
         scores = np.zeros(len(suffixes))
@@ -176,8 +173,11 @@ class Listwise:
         items.sort(key=lambda item: len(item[1]))
 
         def run(chunk: Sequence[tuple[int, list[int], list[int]]]) -> list[np.ndarray]:
-            logits = last_logits(self.handle.model, [c[1] for c in chunk], self.handle.pad_id).float().cpu()
-            return [logits[row, labels].numpy().astype(np.float64) for row, (_, _, labels) in enumerate(chunk)]
+            model = self.handle.model
+            hidden = last_hidden(model, [c[1] for c in chunk], self.handle.pad_id)
+            longest = max((c[2] for c in chunk), key=len)  # label ids are a prefix of the longest set
+            logits = answer_logits(model, hidden, longest).cpu()
+            return [logits[row, : len(labels)].numpy().astype(np.float64) for row, (_, _, labels) in enumerate(chunk)]
 
         values = _batched(items, self.batch_size, run)
         scores: list[np.ndarray] = [np.zeros(0)] * len(prompts)

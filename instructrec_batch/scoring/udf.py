@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from instructrec_batch import contracts as C
+from instructrec_batch.hardware import cpu_has_amx_bf16
 
 RETRIEVAL_ORDER = "retrieval_order"
 MODEL = "model"
@@ -75,14 +76,17 @@ def pick_device(preference: str) -> str:
 
 
 def resolve_dtype(preference: str, device: str) -> str:
-    """bf16 on GPUs that support it, fp32 on CPU (CPU bf16 matmuls are slow on most CPUs)."""
+    """bf16 on GPUs and on AMX CPUs (~1.6x faster there), fp32 on other CPUs, where bf16 is slow.
+
+    Answer logits are computed in fp32 either way (models/forward.answer_logits).
+    """
     if preference != "auto":
         return preference
     if device.startswith("cuda"):
         import torch
 
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    return "float32"
+    return "bfloat16" if cpu_has_amx_bf16() else "float32"
 
 
 def model_cache_key(spec: ScoringSpec, device: str, dtype: str) -> tuple[str, ...]:

@@ -1,0 +1,13 @@
+"""What the local hardware can do fast, for choosing dtypes in training and scoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX); Linux only, else False."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
