@@ -58,6 +58,7 @@ class TablesConfig(_Section):
     rejects: str = "rejects"
     runs: str = "runs"
     recommendations: str = "recommendations"
+    candidate_scores: str = "candidate_scores"
     metrics: str = "metrics"
 
 
@@ -118,6 +119,9 @@ class TrainConfig(_Section):
     max_history: int = Field(10, ge=0, description="history items in training prompts (shorter = faster steps)")
     max_users: int | None = Field(None, ge=1, description="train on a seeded sample of this many users")
     val_users: int = Field(100, ge=1, description="validation examples (one per user, their valid item)")
+    pairwise_weight: float = Field(
+        1.0, ge=0, description="weight of the pointwise ranking loss (target above its negatives); 0 = CE only"
+    )
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
@@ -152,6 +156,9 @@ class ScoreConfig(_Section):
     merge_adapter: bool = Field(True, description="merge LoRA weights into the base for faster inference")
     prompts_run_id: str | None = Field(None, description="score the prompts of this run; None = this run_id")
     users_per_slice: int = Field(50_000, ge=1, description="users per scoring step (bounds memory)")
+    write_scores: bool = Field(
+        False, description="also write every candidate's score to candidate_scores (evaluate reuses them)"
+    )
     partitions: int | None = Field(
         None, ge=1, description="repartition prompts by user before scoring (e.g. a multiple of the GPU count)"
     )

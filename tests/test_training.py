@@ -1,6 +1,7 @@
 """Training examples (leakage, identity with scoring prompts), the LoRA loop, adapter artifacts."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -182,3 +183,41 @@ def test_adapter_for_another_base_missing_files_and_pickles_are_refused(trained_
         verify_adapter(pickled)
     with pytest.raises(ArtifactError, match="does not exist"):
         verify_adapter(tmp_path / "nope")
+
+
+def test_pairwise_term_rewards_ranking_the_target_first_and_batches_keep_examples_whole() -> None:
+    import random
+
+    import torch
+
+    from instructrec_batch.training.sequences import TrainSequence
+    from instructrec_batch.training.trainer import _batches, _pairwise
+
+    yes, no = 5, 7
+    batch = [
+        TrainSequence([1, 2], yes, group=0, positive=True, yes_no=(yes, no)),
+        TrainSequence([1, 3], no, group=0, positive=False, yes_no=(yes, no)),
+        TrainSequence([1, 4], no, group=1, positive=False, yes_no=(yes, no)),  # no target in its group here
+    ]
+    logits = torch.zeros(3, 10)
+    logits[0, yes] = 2.0  # target scored above the negative of its own example
+    good = _pairwise(logits, batch)
+    logits[0, yes], logits[1, yes] = 0.0, 2.0  # now the negative is on top
+    bad = _pairwise(logits, batch)
+    assert good is not None and bad is not None
+    assert float(good) == pytest.approx(-math.log(1 / (1 + math.exp(-2.0))))  # one pair: group 0 only
+    assert float(bad) > float(good)
+    assert _pairwise(logits, batch[2:]) is None
+
+    seqs = [
+        TrainSequence([1] * (3 + g), no, group=g, positive=j == 0, yes_no=(yes, no))
+        for g in range(30)
+        for j in range(4)
+    ]
+    batches = _batches(seqs, 8, random.Random(0))
+    assert sum(len(b) for b in batches) == len(seqs)
+    where = {}
+    for n, b in enumerate(batches):
+        for s in b:
+            where.setdefault(s.group, set()).add(n)
+    assert all(len(found) == 1 for found in where.values())  # each example's sequences share a batch

@@ -30,7 +30,15 @@ from instructrec_batch.evaluation.report import ReportPaths, markdown_table, wid
 from instructrec_batch.evaluation.spark_metrics import metrics_frame
 from instructrec_batch.runs import recorded_run, run_identity
 from instructrec_batch.scoring.job import ModelScoring, prepare_model_scoring, read_run_prompts, score_candidates
-from instructrec_batch.tables import Staging, check_output_format, read_input, resolve, write_run_scoped, write_table
+from instructrec_batch.tables import (
+    Staging,
+    check_output_format,
+    read_input,
+    resolve,
+    table_exists,
+    write_run_scoped,
+    write_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,30 @@ def _model_methods(spark: SparkSession, cfg: Config) -> dict[str, ModelScoring]:
     return scorings
 
 
+def _stored_scores(
+    spark: SparkSession, cfg: Config, run_id: str, scoring: ModelScoring, prompts: DataFrame
+) -> DataFrame | None:
+    """This run's candidate_scores of the same model and template, if they cover every evaluated user.
+
+    A score job run with score.write_scores keeps every candidate's score; evaluating that model
+    again would recompute exactly those numbers, so they are read back instead.
+    """
+    if not table_exists(spark, resolve(cfg, "candidate_scores")):
+        return None
+    stored = (
+        read_input(spark, cfg, C.CANDIDATE_SCORES)
+        .where(
+            (F.col(C.RUN_ID) == run_id)
+            & (F.col("model_id") == scoring.model_id)
+            & (F.col("template_id") == scoring.spec.template_id)
+        )
+        .join(prompts.select(C.USER_ID), C.USER_ID, "left_semi")
+    )
+    if stored.select(C.USER_ID).distinct().count() != prompts.count():
+        return None
+    return stored.select(C.USER_ID, C.ITEM_ID, SCORE)
+
+
 def _candidate_rows(prompts: DataFrame) -> DataFrame:
     """The lists as the model sees them (after the prompts job's rejects), one row per candidate."""
     return prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
@@ -105,10 +137,13 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
                 mode = "append"
                 log.info("evaluate: %s scored", name)
         for name, scoring in scorings.items():
-            scored = score_candidates(prompts, scoring, cfg.score.partitions).select(C.USER_ID, C.ITEM_ID, SCORE)
+            scored = _stored_scores(spark, cfg, identity.run_id, scoring, prompts)
+            how = "read from candidate_scores" if scored is not None else "scored"
+            if scored is None:
+                scored = score_candidates(prompts, scoring, cfg.score.partitions).select(C.USER_ID, C.ITEM_ID, SCORE)
             write_table(scored.withColumn(METHOD, F.lit(name)), cfg, staging.ref("scores"), mode=mode)
             mode = "append"
-            log.info("evaluate: %s scored (%s)", name, scoring.model_id)
+            log.info("evaluate: %s %s (%s)", name, how, scoring.model_id)
         figures = metrics_frame(staging.read(spark, "scores"), targets).select(
             F.lit(identity.run_id).alias(C.RUN_ID),
             METHOD,

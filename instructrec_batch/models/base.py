@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ConfigError, DataSourceError
@@ -120,6 +121,7 @@ def pull(alias: str, cache_dir: Path, dtype: str = "float32") -> BaseModel:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype))
     model.hf_quantizer = None  # weights are dequantized; saving must not try to re-quantize
+    _drop_gguf_quantization(model.config)  # nor may the saved folder claim GGUF-packed weights
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=out.parent))
     try:
@@ -165,13 +167,27 @@ def load_tokenizer(path: Path | str):
     return tokenizer
 
 
+def _drop_gguf_quantization(config: Any) -> None:
+    """Remove a GGUF `quantization_config`: a safetensors folder holds plain dense weights.
+
+    Folders converted from GGUF by earlier versions kept it, which made transformers route loading
+    through its GGUF quantizer (and warn about packed weights) although nothing there is packed.
+    """
+    quant = getattr(config, "quantization_config", None)
+    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    if str(method).lower().endswith("gguf"):
+        del config.quantization_config
+
+
 def load_causal_lm(path: Path | str, dtype: str = "float32", device: str = "cpu"):
     """A causal LM from a checked local folder: safetensors only, never remote code."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     check_model_folder(Path(path))
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    _drop_gguf_quantization(config)
     model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=getattr(torch, dtype), trust_remote_code=False, use_safetensors=True
+        str(path), config=config, dtype=getattr(torch, dtype), trust_remote_code=False, use_safetensors=True
     )
     return model.to(device).eval()

@@ -134,9 +134,21 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
                 prompts if slices == 1 else prompts.where(F.pmod(F.xxhash64(F.col(C.USER_ID)), F.lit(slices)) == index)
             )
             scored = score_candidates(part, scoring, s.partitions)
-            write_table(top_k(scored, s.k), cfg, staging.ref("top_k"), mode="overwrite" if index == 0 else "append")
+            write_table(scored, cfg, staging.ref("scored"), mode="overwrite" if index == 0 else "append")
             log.info("score: slice %d/%d staged", index + 1, slices)
-        recs = staging.read(spark, "top_k").select(
+        scored = staging.read(spark, "scored")
+        if s.write_scores:
+            all_scores = scored.select(
+                F.lit(identity.run_id).alias(C.RUN_ID),
+                C.USER_ID,
+                C.ITEM_ID,
+                "score",
+                F.lit(model_id).alias("model_id"),
+                "template_id",
+                "ranked_by",
+            )
+            write_run_scoped(all_scores, cfg, resolve(cfg, "candidate_scores"), {C.RUN_ID: identity.run_id})
+        recs = top_k(scored, s.k).select(
             F.lit(identity.run_id).alias(C.RUN_ID),
             F.to_date(F.lit(identity.run_date)).alias("run_date"),
             C.USER_ID,

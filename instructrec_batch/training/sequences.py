@@ -14,8 +14,17 @@ from instructrec_batch.prompts.templates import TemplateSet
 
 @dataclass(frozen=True)
 class TrainSequence:
+    """Input ids and the answer token after them; pointwise sequences also carry their example.
+
+    The sequences of one pointwise example (the target and its sampled negatives for one user
+    history) share a `group`, so the trainer can rank the target above the negatives.
+    """
+
     input_ids: list[int]
     answer_id: int
+    group: int = -1  # pointwise example index; -1 for listwise sequences
+    positive: bool = True
+    yes_no: tuple[int, int] | None = None  # pointwise answer token ids
 
 
 def context_of(row: Any) -> UserContext:
@@ -28,14 +37,16 @@ def sequences(frame: pd.DataFrame, tokenizer: Any, templates: TemplateSet, max_l
     """Pointwise rows give one sequence per candidate (Yes for the target, No otherwise); listwise rows
     one sequence whose answer is the target's label. Sequences longer than `max_length` are dropped."""
     out: list[TrainSequence] = []
-    for row in frame.itertuples(index=False):
+    for group, row in enumerate(frame.itertuples(index=False)):
         template = templates.get(row.template_id)
         ctx, titles, ids = context_of(row), list(row.candidate_titles), list(row.candidate_ids)
         if template.task == "pointwise":
             yes, no = yes_no_ids(tokenizer, template)
             prefix, suffixes = pointwise_inputs(tokenizer, render_pointwise(template, ctx, titles))
             out += [
-                TrainSequence(prefix + s, yes if c == row.target_item_id else no)
+                TrainSequence(
+                    prefix + s, yes if c == row.target_item_id else no, group, c == row.target_item_id, (yes, no)
+                )
                 for c, s in zip(ids, suffixes, strict=True)
             ]
         else:

@@ -38,24 +38,85 @@ class TrainResult:
 
 
 def _batches(seqs: Sequence[TrainSequence], size: int, rng: random.Random) -> list[list[TrainSequence]]:
-    """Length-bucketed batches in random order: shuffle, sort within chunks of 50 batches, cut, shuffle."""
-    order = list(seqs)
-    rng.shuffle(order)
+    """Length-bucketed batches in random order, keeping each pointwise example's sequences together.
+
+    Examples are shuffled, sorted by length within chunks of about 50 batches, packed whole into
+    batches of at least `size` sequences, and the batches shuffled.
+    """
+    groups: dict[int, list[TrainSequence]] = {}
+    units: list[list[TrainSequence]] = []
+    for seq in seqs:
+        if seq.group < 0:
+            units.append([seq])
+        else:
+            groups.setdefault(seq.group, []).append(seq)
+    units += list(groups.values())
+    rng.shuffle(units)
     chunk = size * 50
-    batches = []
-    for start in range(0, len(order), chunk):
-        block = sorted(order[start : start + chunk], key=lambda s: len(s.input_ids))
-        batches += [block[i : i + size] for i in range(0, len(block), size)]
+    batches: list[list[TrainSequence]] = []
+    block: list[list[TrainSequence]] = []
+
+    def flush() -> None:
+        current: list[TrainSequence] = []
+        for unit in sorted(block, key=lambda u: max(len(s.input_ids) for s in u)):
+            current += unit
+            if len(current) >= size:
+                batches.append(current)
+                current = []
+        if current:
+            batches.append(current)
+        block.clear()
+
+    count = 0
+    for unit in units:
+        block.append(unit)
+        count += len(unit)
+        if count >= chunk:
+            flush()
+            count = 0
+    flush()
     rng.shuffle(batches)
     return batches
 
 
-def _loss(model: Any, batch: Sequence[TrainSequence], pad_id: int, autocast: bool) -> torch.Tensor:
+def _pairwise(logits: torch.Tensor, batch: Sequence[TrainSequence]) -> torch.Tensor | None:
+    """Mean -log sigmoid(score(target) - score(negative)) over the batch's pointwise pairs.
+
+    score = logit(Yes) - logit(No), exactly what the scorer ranks by. Cross-entropy alone lets the
+    model lower its loss by learning the Yes/No ratio of the data; this term only rewards ordering
+    each user's target above their negatives.
+    """
+    rows = [i for i, s in enumerate(batch) if s.yes_no is not None]
+    if not rows:
+        return None
+    device = logits.device
+    index = torch.tensor(rows, device=device)
+    yes = torch.tensor([batch[i].yes_no[0] for i in rows], device=device)  # type: ignore[index]
+    no = torch.tensor([batch[i].yes_no[1] for i in rows], device=device)  # type: ignore[index]
+    score = logits[index, yes].float() - logits[index, no].float()
+    group = torch.tensor([batch[i].group for i in rows], device=device)
+    positive = torch.tensor([batch[i].positive for i in rows], device=device)
+    pairs = (group[:, None] == group[None, :]) & positive[:, None] & ~positive[None, :]
+    if not bool(pairs.any()):
+        return None
+    margins = score[:, None] - score[None, :]
+    return -(F.logsigmoid(margins) * pairs).sum() / pairs.sum()
+
+
+def _loss(
+    model: Any, batch: Sequence[TrainSequence], pad_id: int, autocast: bool, pairwise_weight: float = 0.0
+) -> torch.Tensor:
+    """Answer-token cross-entropy, plus the weighted pairwise ranking term when asked for."""
     device = next(model.parameters()).device
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
         logits = last_logits(model, [s.input_ids for s in batch], pad_id)
     answers = torch.tensor([s.answer_id for s in batch], device=logits.device)
-    return F.cross_entropy(logits.float(), answers)
+    loss = F.cross_entropy(logits.float(), answers)
+    if pairwise_weight > 0:
+        ranking = _pairwise(logits, batch)
+        if ranking is not None:
+            loss = loss + pairwise_weight * ranking
+    return loss
 
 
 @torch.inference_mode()
@@ -117,7 +178,7 @@ def train_lora(
         for _ in range(cfg.grad_accum):
             if not batches:
                 batches = _batches(train, cfg.batch_size, rng)
-            loss = _loss(model, batches.pop(), pad_id, autocast) / cfg.grad_accum
+            loss = _loss(model, batches.pop(), pad_id, autocast, cfg.pairwise_weight) / cfg.grad_accum
             loss.backward()
             running += loss.item()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
