@@ -121,7 +121,9 @@ def test_training_lowers_validation_loss_and_adapter_round_trips(spark, protocol
     summary = train_job(spark, protocol_cfg)
     manifest = json.loads((Path(summary.adapter) / "manifest.json").read_text())
     assert manifest["val_loss"] < manifest["zero_shot_val_loss"]  # the loss fell
-    assert manifest["val_loss"] == pytest.approx(min(h["val_loss"] for h in manifest["loss_history"]))
+    # The kept adapter is the best evaluated one (improvements under 1e-4 do not replace it).
+    history = [h["val_loss"] for h in manifest["loss_history"]]
+    assert manifest["val_loss"] in history and manifest["val_loss"] <= min(history) + 1e-4
     assert manifest["base_model_sha256"] == BaseModel(str(tiny_model_dir), tiny_model_dir).sha256()
     assert manifest["data_versions"]["interactions"] == 0 and manifest["template_version"] == "v1"
 
