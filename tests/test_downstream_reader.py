@@ -1,0 +1,39 @@
+"""The README's downstream-reader snippet runs as written against a score job's output table."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from instructrec_batch.config import Config
+from instructrec_batch.data.job import protocol_job
+from instructrec_batch.prompts.job import prompts_job
+from instructrec_batch.scoring.job import score_job
+from tests.helpers import REPO, write_input
+from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
+
+
+def _snippet() -> str:
+    readme = (REPO / "README.md").read_text()
+    found = re.search(r"<!-- downstream-reader[^>]*-->\s*```python\n(.*?)```", readme, re.S)
+    assert found, "README.md lost its downstream-reader snippet"
+    return found.group(1)
+
+
+def test_readme_reader_snippet_reads_one_night(spark, tiny_cfg: Config, capsys: pytest.CaptureFixture) -> None:
+    inter, items = synthetic(n_users=10, n_items=60, per_user=10)
+    write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
+    write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
+    protocol_job(spark, tiny_cfg)
+    for run_id, date in (("night-1", "2026-11-21"), ("night-2", "2026-11-22")):
+        cfg = tiny_cfg.model_copy(update={"run": tiny_cfg.run.model_copy(update={"run_id": run_id, "run_date": date})})
+        prompts_job(spark, cfg)
+        score_job(spark, cfg)
+    table = Path(tiny_cfg.tables_root) / "recommendations"
+    code = _snippet().replace('"work/tables/recommendations"', repr(str(table)))
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), scope)  # the documented code, unchanged but for the path
+    top3 = scope["top3"]
+    assert set(top3.run_id) == {"night-2"} and top3.user_id.nunique() == 10
+    assert sorted(top3["rank"].unique()) == [1, 2, 3] and len(top3) == 30
+    assert "night-2" in capsys.readouterr().out
