@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 DEMO_FLAGS ?=
 
-.PHONY: install test test-slow quality style demo clean
+.PHONY: install test test-slow quality style demo wheel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,5 +37,10 @@ test-slow: install
 demo: install
 	$(BIN)/instructrec-batch demo --config conf/demo.yaml --workdir $(WORKDIR) $(DEMO_FLAGS)
 
+# The package as a wheel for spark-submit (--py-files) and Databricks tasks (conf/databricks).
+wheel: install
+	rm -rf dist
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info dist build

@@ -43,7 +43,7 @@ class TablesConfig(_Section):
     """Where tables live. A value is a catalog name (`cat.schema.table` or `schema.table`), a path
     (contains '/' or '://'), or a bare name resolved under `root`."""
 
-    root: str | None = Field(None, description="folder for bare table names; default <workdir>/tables")
+    root: str | None = Field(None, description="folder or catalog.schema of bare table names; default <workdir>/tables")
     staging: str | None = Field(None, description="scratch folder for multi-step jobs; default <root>/_staging")
     format: TableFormat = Field(
         "delta",

@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from instructrec_batch.config import Config
 from instructrec_batch.contracts import TableContract
 from instructrec_batch.engine import is_connect
-from instructrec_batch.errors import ContractError, EngineError
+from instructrec_batch.errors import ConfigError, ContractError, EngineError
 
 _CATALOG_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*){1,2}$")
 
@@ -45,7 +45,15 @@ def resolve(cfg: Config, logical: str) -> TableRef:
         return TableRef(logical, value, is_catalog=False)
     if _CATALOG_NAME.match(value):
         return TableRef(logical, value, is_catalog=True)
+    if catalog_schema(cfg):  # root names a schema (catalog.schema): bare names are its tables
+        return TableRef(logical, f"{cfg.tables.root}.{value}", is_catalog=True)
     return TableRef(logical, str(Path(cfg.tables_root) / value), is_catalog=False)
+
+
+def catalog_schema(cfg: Config) -> bool:
+    """Whether tables.root is a `catalog.schema` name rather than a folder."""
+    root = cfg.tables.root or ""
+    return "/" not in root and _CATALOG_NAME.match(root) is not None and root.count(".") == 1
 
 
 def _local_path(location: str) -> Path | None:
@@ -211,6 +219,11 @@ class Staging:
     """
 
     def __init__(self, cfg: Config, name: str) -> None:
+        if cfg.tables.staging is None and catalog_schema(cfg):
+            raise ConfigError(
+                f"tables.root is the schema '{cfg.tables.root}', so staging has no default folder: set "
+                "tables.staging to a folder every executor can reach (e.g. /Volumes/<catalog>/<schema>/staging)"
+            )
         self.cfg = cfg
         self.root = f"{cfg.tables.staging or cfg.tables_root + '/_staging'}/{name}"
 

@@ -7,7 +7,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import build_config
 from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ContractError
-from instructrec_batch.tables import read_input, resolve
+from instructrec_batch.tables import read_input, resolve, write_table
 from tests.helpers import write_input
 
 ITEMS = pd.DataFrame({"item_id": [1, 2, 3], "title": ["A", "B", "C"]})
@@ -63,3 +63,36 @@ def test_extra_columns_are_dropped_and_optional_ones_kept(spark, cfg) -> None:
     frame = pd.DataFrame({"item_id": [1], "title": ["A"], "category": ["x"], "noise": [1]})
     write_input(spark, cfg, "items", frame, "item_id BIGINT, title STRING, category STRING, noise INT")
     assert read_input(spark, cfg, C.ITEMS).columns == ["item_id", "title", "category"]
+
+
+def test_catalog_names_and_paths_go_through_the_same_io(spark, tiny_cfg) -> None:
+    """Items in a catalog table, interactions/candidates at paths, prompts written to a catalog table."""
+    import uuid
+
+    from instructrec_batch.prompts.job import prompts_job
+    from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
+
+    suffix = uuid.uuid4().hex[:8]
+    items_name, prompts_name = f"default.items_{suffix}", f"default.prompts_{suffix}"
+    inter, items = synthetic(n_users=6, n_items=40, per_user=8)
+    write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
+    write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
+    protocol_job(spark, tiny_cfg)
+    cfg = tiny_cfg.model_copy(
+        update={
+            "tables": tiny_cfg.tables.model_copy(update={"items": items_name, "prompts": prompts_name}),
+            "run": tiny_cfg.run.model_copy(update={"run_id": "catalog"}),
+        }
+    )
+    assert resolve(cfg, "items").is_catalog and not resolve(cfg, "interactions").is_catalog
+    with pytest.raises(ContractError, match=rf"table 'items' \(catalog table {items_name}\) does not exist"):
+        prompts_job(spark, cfg)
+    write_table(spark.createDataFrame(items, ITEMS_SCHEMA), cfg, resolve(cfg, "items"))
+    try:
+        counts = prompts_job(spark, cfg)
+        written = spark.read.table(prompts_name)
+        assert counts.users_emitted == 6 and written.count() == 6
+        assert not (Path(cfg.tables_root) / "prompts").exists()  # it went to the catalog, not to a path
+    finally:
+        for name in (items_name, prompts_name):
+            spark.sql(f"DROP TABLE IF EXISTS {name}")

@@ -1,0 +1,72 @@
+"""The Databricks Asset Bundle: every task points at an entry point whose parameters parse."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from instructrec_batch.cli import build_parser
+from tests.helpers import REPO
+
+BUNDLE = REPO / "conf" / "databricks"
+
+
+def _jobs() -> dict:
+    root = yaml.safe_load((BUNDLE / "databricks.yml").read_text())
+    jobs: dict = {}
+    for pattern in root["include"]:
+        for path in sorted(BUNDLE.glob(pattern)):
+            jobs.update(yaml.safe_load(path.read_text())["resources"]["jobs"])
+    return jobs
+
+
+def _fill(argument: str, job: dict, variables: dict) -> str:
+    """Substitute ${var.x} and {{job.parameters.x}} the way the bundle and the job run would."""
+    argument = re.sub(r"\$\{var\.(\w+)\}", lambda m: str(variables[m.group(1)]["default"]), argument)
+    defaults = {p["name"]: p["default"] for p in job["parameters"]}
+    defaults["run_date"] = "2026-11-22"  # {{job.start_time.iso_date}} at run time
+    return re.sub(r"\{\{job\.parameters\.(\w+)\}\}", lambda m: str(defaults[m.group(1)]), argument)
+
+
+def test_every_task_runs_an_existing_entry_point_with_parsable_parameters() -> None:
+    variables = yaml.safe_load((BUNDLE / "databricks.yml").read_text())["variables"]
+    jobs = _jobs()
+    tasks = jobs["nightly"]["tasks"]
+    assert [t["task_key"] for t in tasks] == ["prompts", "score", "evaluate"]
+    assert tasks[1]["depends_on"] == [{"task_key": "prompts"}] and tasks[2]["depends_on"] == [{"task_key": "score"}]
+    parser = build_parser()
+    for task in tasks:
+        script = (BUNDLE / task["spark_python_task"]["python_file"]).resolve()
+        assert script.is_file() and script.parent == REPO / "jobs", script
+        subcommand = {"build_prompts.py": "prompts", "score.py": "score", "evaluate.py": "evaluate"}[script.name]
+        args = [_fill(a, jobs["nightly"], variables) for a in task["spark_python_task"]["parameters"]]
+        parsed = parser.parse_args([subcommand, *args])  # exits (fails the test) on a bad parameter
+        assert parsed.engine == "spark" and parsed.run_date == "2026-11-22"
+        help_text = subprocess.run(
+            [sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120, cwd=REPO
+        )
+        assert help_text.returncode == 0 and "--config" in help_text.stdout
+
+
+def test_gpu_cluster_carries_gpu_scheduling() -> None:
+    clusters = {c["job_cluster_key"]: c["new_cluster"] for c in _jobs()["nightly"]["job_clusters"]}
+    gpu = clusters["gpu"]
+    assert "gpu" in gpu["spark_version"] and gpu["node_type_id"]
+    conf = gpu["spark_conf"]
+    assert conf["spark.executor.resource.gpu.amount"] == "1" and conf["spark.task.resource.gpu.amount"] == "1"
+    assert conf["spark.python.worker.reuse"] == "true"
+    assert gpu["spark_env_vars"]["TOKENIZERS_PARALLELISM"] == "false"
+    score = next(t for t in _jobs()["nightly"]["tasks"] if t["task_key"] == "score")
+    assert score["job_cluster_key"] == "gpu"
+
+
+def test_bundle_settings_resolve_catalog_tables(tmp_path: Path) -> None:
+    from instructrec_batch.config import load_config
+    from instructrec_batch.tables import resolve
+
+    cfg = load_config(overrides=["tables.root=main.recsys", "tables.items=/mnt/items", "tables.staging=/tmp/s"])
+    assert (resolve(cfg, "prompts").location, resolve(cfg, "prompts").is_catalog) == ("main.recsys.prompts", True)
+    assert (resolve(cfg, "items").location, resolve(cfg, "items").is_catalog) == ("/mnt/items", False)
+    assert resolve(load_config(overrides=["tables.root=folder"]), "items").location == "folder/items"
