@@ -156,6 +156,9 @@ class ScoreConfig(_Section):
     merge_adapter: bool = Field(True, description="merge LoRA weights into the base for faster inference")
     prompts_run_id: str | None = Field(None, description="score the prompts of this run; None = this run_id")
     users_per_slice: int = Field(50_000, ge=1, description="users per scoring step (bounds memory)")
+    fail_after_batches: int | None = Field(
+        None, ge=0, description="fault injection for tests: fail once this many batches were scored in a process"
+    )
     write_scores: bool = Field(
         False, description="also write every candidate's score to candidate_scores (evaluate reuses them)"
     )

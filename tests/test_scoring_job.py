@@ -155,3 +155,25 @@ def test_same_top_k_on_local_delta_and_classic_parquet(spark, prompted: Config, 
     assert local["item_id"].tolist() == classic["item_id"].tolist()
     pd.testing.assert_series_equal(local["score"], classic["score"], atol=1e-5, check_names=False)
     assert (local["model_id"] == classic["model_id"]).all()
+
+
+def test_a_run_killed_mid_scoring_leaves_the_table_and_a_rerun_lands_once(spark, prompted: Config) -> None:
+    from instructrec_batch.scoring import udf
+
+    score_job(spark, prompted)
+    table = deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations"))
+    version, before = table.version(), _recs(prompted)
+
+    faulty = _with(prompted, fail_after_batches=udf._batches_scored + 3, users_per_slice=8)
+    with pytest.raises(Exception, match="injected fault"):
+        score_job(spark, faulty)
+    table = deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations"))
+    assert table.version() == version  # nothing published: slices only ever reached staging
+    pd.testing.assert_frame_equal(_recs(prompted), before)
+    runs = deltalake.DeltaTable(str(Path(prompted.tables_root) / "runs")).to_pandas()
+    assert runs.query("job == 'score'").status.tolist().count("failed") == 1
+
+    score_job(spark, _with(prompted, users_per_slice=8))
+    after = _recs(prompted)
+    assert len(after) == 24 * 5 and not after.duplicated(["run_id", "user_id", "rank"]).any()
+    assert deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations")).version() == version + 1

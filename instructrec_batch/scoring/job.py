@@ -86,6 +86,7 @@ def prepare_model_scoring(
         s.merge_adapter,
         adapter.sha256 if adapter else None,
         template_id,
+        s.fail_after_batches,
     )
     return ModelScoring(spec, _payload(spark, adapter), model_id)
 
