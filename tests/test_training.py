@@ -223,3 +223,25 @@ def test_pairwise_term_rewards_ranking_the_target_first_and_batches_keep_example
         for s in b:
             where.setdefault(s.group, set()).add(n)
     assert all(len(found) == 1 for found in where.values())  # each example's sequences share a batch
+
+
+def test_unsafe_base_model_folders_and_remote_code_are_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from instructrec_batch.config import load_config
+    from instructrec_batch.errors import ConfigError
+    from instructrec_batch.models.base import check_model_folder
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(ConfigError, match=r"pickle-format weights \(pytorch_model\.bin\)"):
+        check_model_folder(pickled)
+
+    remote = tmp_path / "remote"
+    shutil.copytree(tiny_model_dir, remote)
+    config = json.loads((remote / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "evil.EvilModel"}
+    (remote / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"auto_map.*trust_remote_code stays off"):
+        check_model_folder(remote)
+    with pytest.raises(ConfigError, match=r"model\.trust_remote_code"):
+        load_config(overrides=["model.trust_remote_code=true"])

@@ -78,6 +78,12 @@ def check_model_folder(path: Path) -> None:
         )
     if not any(path.glob("*.safetensors")):
         raise ConfigError(f"model.base folder {path} has no *.safetensors weights")
+    config = json.loads((path / "config.json").read_text())
+    if "auto_map" in config:
+        raise ConfigError(
+            f"model.base folder {path} needs custom code (config.json has auto_map), and remote code is never "
+            "run here (trust_remote_code stays off); use a model whose architecture ships with transformers"
+        )
 
 
 def _gguf_path(spec: GgufWheel, cache_dir: Path) -> Path:
