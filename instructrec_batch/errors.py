@@ -27,3 +27,7 @@ class EngineError(InstructRecError, RuntimeError):
 
 class ArtifactError(InstructRecError, ValueError):
     """A model or adapter artifact is missing, unsafe (pickle weights), tampered with, or for another base."""
+
+
+class ConcurrentWriteError(InstructRecError, RuntimeError):
+    """A write kept losing the Delta commit race to other runs; nothing of it was written."""

@@ -8,9 +8,13 @@ with the table, the column, the expected and the found type, and nothing has bee
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 import re
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +24,9 @@ from pyspark.sql import DataFrame, SparkSession
 from instructrec_batch.config import Config
 from instructrec_batch.contracts import TableContract
 from instructrec_batch.engine import is_connect
-from instructrec_batch.errors import ConfigError, ContractError, EngineError
+from instructrec_batch.errors import ConcurrentWriteError, ConfigError, ContractError, EngineError
+
+log = logging.getLogger(__name__)
 
 _CATALOG_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*){1,2}$")
 
@@ -149,6 +155,35 @@ def check_output_format(spark: SparkSession, cfg: Config) -> None:
         )
 
 
+# Messages of a Delta commit that lost a race with another writer (Sail, delta-spark, delta-rs).
+_CONFLICT_MARKERS = ("Failed to commit transaction", "Concurrent", "conflict")
+COMMIT_ATTEMPTS = 4
+
+
+def _save_committed(ref: TableRef, save: Callable[[], None]) -> None:
+    """Run one write; if its Delta commit lost a race with another run's, retry it from scratch.
+
+    A failed commit wrote nothing (Delta commits are atomic), and every write here replaces only its
+    own run's rows, so re-running it against the newer table version is safe. After the last attempt
+    the error says what happened and what to do.
+    """
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            save()
+            return
+        except Exception as exc:
+            if not any(marker.lower() in str(exc).lower() for marker in _CONFLICT_MARKERS):
+                raise
+            if attempt == COMMIT_ATTEMPTS:
+                raise ConcurrentWriteError(
+                    f"{ref}: another job kept committing to this table at the same time ({COMMIT_ATTEMPTS} "
+                    f"attempts, last: {str(exc).splitlines()[0]}); nothing of this run was written: rerun the job, "
+                    "which replaces its own run exactly"
+                ) from exc
+            log.warning("%s: commit lost a race with another writer (attempt %d), retrying", ref, attempt)
+            time.sleep(0.2 * 2**attempt + random.random() * 0.2)
+
+
 def write_table(
     df: DataFrame,
     cfg: Config,
@@ -164,9 +199,9 @@ def write_table(
     if mode == "overwrite" and cfg.tables.format == "delta":
         writer = writer.option("overwriteSchema", "true")
     if ref.is_catalog:
-        writer.saveAsTable(ref.location)
+        _save_committed(ref, lambda: writer.saveAsTable(ref.location))
     else:
-        writer.save(ref.location)
+        _save_committed(ref, lambda: writer.save(ref.location))
 
 
 def write_run_scoped(
@@ -195,9 +230,9 @@ def write_run_scoped(
         predicate = " AND ".join(f"{column} = '{value}'" for column, value in keys.items())
         writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
     if ref.is_catalog:
-        writer.saveAsTable(ref.location)
+        _save_committed(ref, lambda: writer.saveAsTable(ref.location))
     else:
-        writer.save(ref.location)
+        _save_committed(ref, lambda: writer.save(ref.location))
 
 
 def delta_version(ref: TableRef) -> int | None:
