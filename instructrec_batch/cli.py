@@ -47,6 +47,19 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+_SHORTCUTS = {
+    "--base": "shortcut for --set model.base=ALIAS_OR_PATH",
+    "--run-id": "shortcut for --set run.run_id=ID",
+    "--run-date": "shortcut for --set run.run_date=YYYY-MM-DD",
+}
+
+
+def _add_shortcuts(parser: argparse.ArgumentParser, *flags: str) -> None:
+    """The shortcut options several subcommands share (see _config_from for what they set)."""
+    for flag in flags:
+        parser.add_argument(flag, help=_SHORTCUTS[flag])
+
+
 def _config_from(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides)
     if args.workdir:
@@ -170,22 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     prompts = commands.add_parser(
         "prompts", parents=[common], help="one InstructRec instruction per user → the prompts table (+ rejects)"
     )
-    prompts.add_argument("--run-id", help="shortcut for --set run.run_id=ID")
-    prompts.add_argument("--run-date", help="shortcut for --set run.run_date=YYYY-MM-DD")
+    _add_shortcuts(prompts, "--run-id", "--run-date")
     prompts.set_defaults(func=_run_spark_job(prompts_job))
 
     train = commands.add_parser("train", parents=[common], help="LoRA instruction tuning → adapter folder + manifest")
-    train.add_argument("--base", help="shortcut for --set model.base=ALIAS_OR_PATH")
     train.add_argument("--output", help="shortcut for --set train.output=DIR")
-    train.add_argument("--run-id", help="shortcut for --set run.run_id=ID")
+    _add_shortcuts(train, "--base", "--run-id")
     train.set_defaults(func=_run_spark_job(train_job))
 
     score = commands.add_parser("score", parents=[common], help="score prompts → top-k per user in recommendations")
     score.add_argument("--adapter", help="shortcut for --set score.adapter=DIR ('none' = base model alone)")
     score.add_argument("--k", type=int, help="shortcut for --set score.k=K")
-    score.add_argument("--base", help="shortcut for --set model.base=ALIAS_OR_PATH")
-    score.add_argument("--run-id", help="shortcut for --set run.run_id=ID")
-    score.add_argument("--run-date", help="shortcut for --set run.run_date=YYYY-MM-DD")
+    _add_shortcuts(score, "--base", "--run-id", "--run-date")
     score.set_defaults(func=_run_spark_job(score_job))
 
     evaluate = commands.add_parser(
@@ -193,9 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--adapter", help="adapter of the lora method (shortcut for --set score.adapter=DIR)")
     evaluate.add_argument("--max-users", type=int, help="shortcut for --set evaluate.max_users=N")
-    evaluate.add_argument("--base", help="shortcut for --set model.base=ALIAS_OR_PATH")
-    evaluate.add_argument("--run-id", help="shortcut for --set run.run_id=ID")
-    evaluate.add_argument("--run-date", help="shortcut for --set run.run_date=YYYY-MM-DD")
+    _add_shortcuts(evaluate, "--base", "--run-id", "--run-date")
     evaluate.set_defaults(func=_run_spark_job(evaluate_job))
 
     demo = commands.add_parser(
@@ -228,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="naive vs shared-prefix vs listwise scorers and the full score job on the same prompts",
     )
-    bs.add_argument("--base", help="shortcut for --set model.base=ALIAS_OR_PATH")
+    _add_shortcuts(bs, "--base")
     bs.add_argument("--users", type=int, default=32)
     bs.add_argument("--candidates", type=int, default=20, help="candidates per user")
     bs.add_argument("--interactions-per-user", type=int, default=30, help="history length before the token budget")

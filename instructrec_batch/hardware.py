@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 
+@cache
 def cpu_has_amx_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX); Linux only, else False."""
     try:

@@ -1,4 +1,4 @@
-"""Helpers shared by tests: writing small input tables, running the CLI in a fresh process."""
+"""Helpers shared by tests: synthetic input tables, writing them, running the CLI in a fresh process."""
 
 from __future__ import annotations
 
@@ -6,14 +6,31 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import SparkSession
 
 from instructrec_batch.config import Config
+from instructrec_batch.data.job import protocol_job
 
 REPO = Path(__file__).resolve().parents[1]
+INTERACTIONS_SCHEMA = "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP, rating DOUBLE"
+ITEMS_SCHEMA = "item_id BIGINT, title STRING"
+
+
+def synthetic(n_users: int = 12, n_items: int = 60, per_user: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Small tables with deliberate timestamp ties (as MovieLens has) to exercise the tie-break."""
+    t0 = datetime(2024, 1, 1)
+    rows = []
+    for u in range(1, n_users + 1):
+        for j in range(per_user):
+            item = (u * 7 + j * 5) % n_items + 1
+            rows.append((u, item, t0 + timedelta(minutes=(j // 2)), float(j % 5 + 1)))
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "event_ts", "rating"])
+    items = pd.DataFrame({"item_id": range(1, n_items + 1), "title": [f"Item {i}" for i in range(1, n_items + 1)]})
+    return inter, items
 
 
 def write_input(spark: SparkSession, cfg: Config, name: str, frame: pd.DataFrame, schema: str) -> None:
@@ -38,3 +55,14 @@ def run_cli(args: Sequence[str], **kwargs: object) -> subprocess.CompletedProces
         cwd=REPO,
         **kwargs,
     )
+
+
+def load_synthetic(
+    spark: SparkSession, cfg: Config, n_users: int, n_items: int, per_user: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write synthetic interactions and items where `cfg` expects them, run the protocol job; return them."""
+    inter, items = synthetic(n_users=n_users, n_items=n_items, per_user=per_user)
+    write_input(spark, cfg, "interactions", inter, INTERACTIONS_SCHEMA)
+    write_input(spark, cfg, "items", items, ITEMS_SCHEMA)
+    protocol_job(spark, cfg)
+    return inter, items

@@ -6,11 +6,9 @@ from pathlib import Path
 import deltalake
 
 from instructrec_batch.config import Config
-from instructrec_batch.data.job import protocol_job
 from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.scoring.job import score_job
-from tests.helpers import write_input
-from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
+from tests.helpers import load_synthetic
 
 
 def _run(cfg: Config, run_id: str) -> Config:
@@ -23,10 +21,7 @@ def _run(cfg: Config, run_id: str) -> Config:
 
 
 def test_concurrent_runs_into_one_table_both_land(spark, tiny_cfg: Config) -> None:
-    inter, items = synthetic(n_users=12, n_items=60, per_user=10)
-    write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
-    write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
-    protocol_job(spark, tiny_cfg)
+    load_synthetic(spark, tiny_cfg, n_users=12, n_items=60, per_user=10)
     prompts_job(spark, _run(tiny_cfg, "prompts"))
     score_job(spark, _run(tiny_cfg, "first"))  # the table exists before the race
 

@@ -6,11 +6,9 @@ from pathlib import Path
 import pytest
 
 from instructrec_batch.config import Config
-from instructrec_batch.data.job import protocol_job
 from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.scoring.job import score_job
-from tests.helpers import REPO, write_input
-from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
+from tests.helpers import REPO, load_synthetic
 
 
 def _snippet() -> str:
@@ -21,10 +19,7 @@ def _snippet() -> str:
 
 
 def test_readme_reader_snippet_reads_one_night(spark, tiny_cfg: Config, capsys: pytest.CaptureFixture) -> None:
-    inter, items = synthetic(n_users=10, n_items=60, per_user=10)
-    write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
-    write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
-    protocol_job(spark, tiny_cfg)
+    load_synthetic(spark, tiny_cfg, n_users=10, n_items=60, per_user=10)
     for run_id, date in (("night-1", "2026-11-21"), ("night-2", "2026-11-22")):
         cfg = tiny_cfg.model_copy(update={"run": tiny_cfg.run.model_copy(update={"run_id": run_id, "run_date": date})})
         prompts_job(spark, cfg)

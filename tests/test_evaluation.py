@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from instructrec_batch.config import Config
-from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.evaluation.baselines import (
     itemknn_scores,
@@ -20,8 +19,7 @@ from instructrec_batch.evaluation.baselines import (
 from instructrec_batch.evaluation.job import evaluate_job
 from instructrec_batch.evaluation.metrics import metrics_table, target_ranks
 from instructrec_batch.prompts.job import prompts_job
-from tests.helpers import write_input
-from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
+from tests.helpers import load_synthetic
 
 T0 = datetime(2024, 1, 1)
 # user → items in time order; the last one is held out (test) below.
@@ -81,10 +79,7 @@ def test_random_is_seeded_and_engine_stable(spark) -> None:
 
 @pytest.fixture
 def evaluated_inputs(spark, tiny_cfg: Config, adapter_dir: Path) -> Config:
-    inter, items = synthetic(n_users=20, n_items=70, per_user=12)
-    write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
-    write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
-    protocol_job(spark, tiny_cfg)
+    load_synthetic(spark, tiny_cfg, n_users=20, n_items=70, per_user=12)
     cfg = tiny_cfg.model_copy(
         update={
             "score": tiny_cfg.score.model_copy(update={"adapter": str(adapter_dir), "batch_size": 16}),
@@ -128,10 +123,7 @@ def test_lora_without_an_adapter_fails_before_reading_data(spark, tiny_cfg: Conf
 
 def test_random_baseline_is_independent_of_the_negative_sampling(spark, cfg: Config) -> None:
     """Targets must sit at a uniformly random rank (mean 10.5 of 20), not first (the sampling hash)."""
-    inter, items = synthetic(n_users=300, n_items=120, per_user=6)
-    write_input(spark, cfg, "interactions", inter, INTERACTIONS_SCHEMA)
-    write_input(spark, cfg, "items", items, ITEMS_SCHEMA)
-    protocol_job(spark, cfg)
+    load_synthetic(spark, cfg, n_users=300, n_items=120, per_user=6)
     tables = Path(cfg.tables_root)
     cands = spark.createDataFrame(deltalake.DeltaTable(str(tables / "candidates")).to_pandas()[["user_id", "item_id"]])
     holdout = deltalake.DeltaTable(str(tables / "holdout")).to_pandas()

@@ -1,6 +1,5 @@
 """The evaluation protocol: leave-one-out split, sampled candidates, and engine parity."""
 
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import deltalake
@@ -10,23 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from instructrec_batch.data.job import protocol_job
-from tests.helpers import REPO, run_cli, write_input
-
-INTERACTIONS_SCHEMA = "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP, rating DOUBLE"
-ITEMS_SCHEMA = "item_id BIGINT, title STRING"
-
-
-def synthetic(n_users: int = 12, n_items: int = 60, per_user: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Small tables with deliberate timestamp ties (as MovieLens has) to exercise the tie-break."""
-    t0 = datetime(2024, 1, 1)
-    rows = []
-    for u in range(1, n_users + 1):
-        for j in range(per_user):
-            item = (u * 7 + j * 5) % n_items + 1
-            rows.append((u, item, t0 + timedelta(minutes=(j // 2)), float(j % 5 + 1)))
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "event_ts", "rating"])
-    items = pd.DataFrame({"item_id": range(1, n_items + 1), "title": [f"Item {i}" for i in range(1, n_items + 1)]})
-    return inter, items
+from tests.helpers import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, REPO, load_synthetic, run_cli, synthetic, write_input
 
 
 def expected_holdout(inter: pd.DataFrame) -> pd.DataFrame:
@@ -80,10 +63,7 @@ def test_protocol_is_deterministic_and_seeded(spark, cfg, tmp_path) -> None:
 @pytest.mark.classic
 def test_same_pipeline_on_local_delta_and_classic_parquet(spark, cfg, tmp_path) -> None:
     """The same protocol job on the embedded Sail engine (Delta) and on classic local Spark (Parquet)."""
-    inter, items = synthetic(n_users=20, n_items=80, per_user=10)
-    write_input(spark, cfg, "interactions", inter, INTERACTIONS_SCHEMA)
-    write_input(spark, cfg, "items", items, ITEMS_SCHEMA)
-    protocol_job(spark, cfg)
+    inter, items = load_synthetic(spark, cfg, n_users=20, n_items=80, per_user=10)
 
     classic_root = tmp_path / "classic" / "tables"
     for name, frame in {"interactions": inter, "items": items}.items():

@@ -10,13 +10,11 @@ import pytest
 
 from instructrec_batch import executor_cache
 from instructrec_batch.config import Config
-from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ArtifactError
 from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.scoring.job import score_job
 from instructrec_batch.scoring.udf import ScoringSpec, model_cache_key, resolve_dtype
-from tests.helpers import REPO, run_cli, write_input
-from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
+from tests.helpers import REPO, load_synthetic, run_cli
 
 
 def _with(cfg: Config, **score: object) -> Config:
@@ -30,10 +28,7 @@ def _with(cfg: Config, **score: object) -> Config:
 
 @pytest.fixture
 def prompted(spark, tiny_cfg: Config, adapter_dir: Path) -> Config:
-    inter, items = synthetic(n_users=24, n_items=80, per_user=12)
-    write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
-    write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
-    protocol_job(spark, tiny_cfg)
+    load_synthetic(spark, tiny_cfg, n_users=24, n_items=80, per_user=12)
     cfg = _with(tiny_cfg, adapter=str(adapter_dir), k=5, batch_size=7, partitions=6)
     prompts_job(spark, cfg)
     return cfg

@@ -11,10 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from instructrec_batch.config import Config
-from instructrec_batch.data.job import protocol_job
 from instructrec_batch.prompts.job import prompts_job
-from tests.helpers import REPO, write_input
-from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
+from tests.helpers import REPO, load_synthetic
 
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 
@@ -32,10 +30,7 @@ def _submit(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_spark_submit_score_job_writes_parquet_and_fails_non_zero(
     spark, tiny_cfg: Config, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    inter, items = synthetic(n_users=8, n_items=50, per_user=10)
-    write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
-    write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
-    protocol_job(spark, tiny_cfg)
+    load_synthetic(spark, tiny_cfg, n_users=8, n_items=50, per_user=10)
     cfg = tiny_cfg.model_copy(
         update={"run": tiny_cfg.run.model_copy(update={"run_id": "submit", "run_date": "2026-11-22"})}
     )

@@ -8,7 +8,7 @@ from instructrec_batch.config import build_config
 from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ContractError
 from instructrec_batch.tables import read_input, resolve, write_table
-from tests.helpers import write_input
+from tests.helpers import load_synthetic, write_input
 
 ITEMS = pd.DataFrame({"item_id": [1, 2, 3], "title": ["A", "B", "C"]})
 
@@ -70,14 +70,11 @@ def test_catalog_names_and_paths_go_through_the_same_io(spark, tiny_cfg) -> None
     import uuid
 
     from instructrec_batch.prompts.job import prompts_job
-    from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
+    from tests.helpers import ITEMS_SCHEMA
 
     suffix = uuid.uuid4().hex[:8]
     items_name, prompts_name = f"default.items_{suffix}", f"default.prompts_{suffix}"
-    inter, items = synthetic(n_users=6, n_items=40, per_user=8)
-    write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
-    write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
-    protocol_job(spark, tiny_cfg)
+    _, items = load_synthetic(spark, tiny_cfg, n_users=6, n_items=40, per_user=8)
     cfg = tiny_cfg.model_copy(
         update={
             "tables": tiny_cfg.tables.model_copy(update={"items": items_name, "prompts": prompts_name}),

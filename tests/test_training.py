@@ -13,7 +13,6 @@ from transformers import AutoTokenizer
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
-from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ArtifactError
 from instructrec_batch.models.adapter import load_adapter, verify_adapter
 from instructrec_batch.models.base import BaseModel, load_causal_lm, resolve_base
@@ -25,8 +24,7 @@ from instructrec_batch.tables import read_input
 from instructrec_batch.training.examples import build_examples
 from instructrec_batch.training.job import train_job
 from instructrec_batch.training.sequences import context_of
-from tests.helpers import write_input
-from tests.test_protocol import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, synthetic
+from tests.helpers import load_synthetic
 
 
 def _configure(cfg: Config, **train: object) -> Config:
@@ -51,10 +49,7 @@ def _configure(cfg: Config, **train: object) -> Config:
 
 @pytest.fixture
 def protocol_cfg(spark, tiny_cfg: Config) -> Config:
-    inter, items = synthetic(n_users=30, n_items=80, per_user=14)
-    write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
-    write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
-    protocol_job(spark, tiny_cfg)
+    load_synthetic(spark, tiny_cfg, n_users=30, n_items=80, per_user=14)
     return _configure(tiny_cfg)
 
 

@@ -79,7 +79,7 @@ def _model_methods(spark: SparkSession, cfg: Config) -> dict[str, ModelScoring]:
 
 
 def _stored_scores(
-    spark: SparkSession, cfg: Config, run_id: str, scoring: ModelScoring, prompts: DataFrame
+    spark: SparkSession, cfg: Config, run_id: str, scoring: ModelScoring, prompts: DataFrame, n_users: int
 ) -> DataFrame | None:
     """This run's candidate_scores of the same model and template, if they cover every evaluated user.
 
@@ -97,7 +97,7 @@ def _stored_scores(
         )
         .join(prompts.select(C.USER_ID), C.USER_ID, "left_semi")
     )
-    if stored.select(C.USER_ID).distinct().count() != prompts.count():
+    if stored.select(C.USER_ID).distinct().count() != n_users:
         return None
     return stored.select(C.USER_ID, C.ITEM_ID, SCORE)
 
@@ -114,7 +114,9 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
     identity = run_identity(cfg)
     scorings = _model_methods(spark, cfg)
     prompts_run = cfg.score.prompts_run_id or identity.run_id
-    prompts = sample_users(read_run_prompts(spark, cfg, prompts_run), e.max_users, e.seed)
+    run_prompts, n_run_users = read_run_prompts(spark, cfg, prompts_run)
+    prompts = sample_users(run_prompts, e.max_users, e.seed)
+    n_users = n_run_users if e.max_users is None else prompts.count()
     candidates = _candidate_rows(prompts)
     holdout = read_input(spark, cfg, C.HOLDOUT)
     targets = (
@@ -137,7 +139,7 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
                 mode = "append"
                 log.info("evaluate: %s scored", name)
         for name, scoring in scorings.items():
-            scored = _stored_scores(spark, cfg, identity.run_id, scoring, prompts)
+            scored = _stored_scores(spark, cfg, identity.run_id, scoring, prompts, n_users)
             how = "read from candidate_scores" if scored is not None else "scored"
             if scored is None:
                 scored = score_candidates(prompts, scoring, cfg.score.partitions).select(C.USER_ID, C.ITEM_ID, SCORE)
@@ -162,7 +164,7 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
         )
         users = int(table["n_users"].max()) if len(table) else 0
         run.model_id = ", ".join(sorted({s.model_id for s in scorings.values()})) or None
-        run.add({"users": users, "methods": table[METHOD].nunique(), "prompts_users": prompts.count()})
+        run.add({"users": users, "methods": table[METHOD].nunique(), "prompts_users": n_users})
         report = write_report(
             table,
             Path(e.report_dir or Path(cfg.workdir) / "report"),

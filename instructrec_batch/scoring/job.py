@@ -102,15 +102,20 @@ def score_candidates(prompts: DataFrame, scoring: ModelScoring, partitions: int 
     return prompts.select(*_PROMPT_INPUT).mapInPandas(score_fn(scoring.spec, scoring.payload), schema)
 
 
-def read_run_prompts(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame:
-    """The prompts of `run_id`; an empty selection is an error that says which job to run."""
+def read_run_prompts(spark: SparkSession, cfg: Config, run_id: str) -> tuple[DataFrame, int]:
+    """The prompts of `run_id` and their row count; an empty selection is an error naming the job to run.
+
+    The count is returned because every caller needs it (slicing, coverage checks) and each count is a
+    full scan of the prompts table.
+    """
     prompts = read_input(spark, cfg, C.PROMPTS).where(F.col(C.RUN_ID) == run_id)
-    if prompts.limit(1).count() == 0:
+    n_rows = prompts.count()
+    if n_rows == 0:
         raise ContractError(
             f"table 'prompts' has no rows for run_id '{run_id}'; run `instructrec-batch prompts` for that "
             "run first, or set score.prompts_run_id"
         )
-    return prompts
+    return prompts, n_rows
 
 
 def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
@@ -125,8 +130,7 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
     scoring = prepare_model_scoring(spark, cfg, s.adapter)
     model_id = scoring.model_id
     prompts_run = s.prompts_run_id or identity.run_id
-    prompts = read_run_prompts(spark, cfg, prompts_run)
-    n_users = prompts.count()
+    prompts, n_users = read_run_prompts(spark, cfg, prompts_run)
     slices = max(1, math.ceil(n_users / s.users_per_slice))
     with recorded_run(spark, cfg, STAGE) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         run.model_id = model_id
