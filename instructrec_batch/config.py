@@ -159,6 +159,9 @@ class ScoreConfig(_Section):
     fail_after_batches: int | None = Field(
         None, ge=0, description="fault injection for tests: fail once this many batches were scored in a process"
     )
+    fail_during_write: bool = Field(
+        False, description="fault injection for tests: fail inside the tasks that write recommendations"
+    )
     write_scores: bool = Field(
         False, description="also write every candidate's score to candidate_scores (evaluate reuses them)"
     )

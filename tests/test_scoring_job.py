@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from instructrec_batch import executor_cache
+from instructrec_batch import executor_cache, faults
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ArtifactError
 from instructrec_batch.prompts.job import prompts_job
@@ -153,13 +153,11 @@ def test_same_top_k_on_local_delta_and_classic_parquet(spark, prompted: Config, 
 
 
 def test_a_run_killed_mid_scoring_leaves_the_table_and_a_rerun_lands_once(spark, prompted: Config) -> None:
-    from instructrec_batch.scoring import udf
-
     score_job(spark, prompted)
     table = deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations"))
     version, before = table.version(), _recs(prompted)
 
-    faulty = _with(prompted, fail_after_batches=udf._batches_scored + 3, users_per_slice=8)
+    faulty = _with(prompted, fail_after_batches=faults.batches_scored() + 3, users_per_slice=8)
     with pytest.raises(Exception, match="injected fault"):
         score_job(spark, faulty)
     table = deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations"))
@@ -172,3 +170,22 @@ def test_a_run_killed_mid_scoring_leaves_the_table_and_a_rerun_lands_once(spark,
     after = _recs(prompted)
     assert len(after) == 24 * 5 and not after.duplicated(["run_id", "user_id", "rank"]).any()
     assert deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations")).version() == version + 1
+
+
+def test_a_failure_inside_the_write_leaves_the_table_and_a_rerun_lands_once(spark, prompted: Config) -> None:
+    """score.fail_during_write raises in the tasks producing the recommendations files: no commit."""
+    score_job(spark, prompted)
+    path = Path(prompted.tables_root) / "recommendations"
+    version, before = deltalake.DeltaTable(str(path)).version(), _recs(prompted)
+    files_before = deltalake.DeltaTable(str(path)).file_uris()
+
+    with pytest.raises(Exception, match="injected fault during the write"):
+        score_job(spark, _with(prompted, fail_during_write=True, k=3))
+    table = deltalake.DeltaTable(str(path))
+    assert table.version() == version and table.file_uris() == files_before
+    pd.testing.assert_frame_equal(_recs(prompted), before)  # still k=5, the failed k=3 run is invisible
+
+    score_job(spark, _with(prompted, k=3))
+    after = _recs(prompted)
+    assert len(after) == 24 * 3 and not after.duplicated(["run_id", "user_id", "rank"]).any()
+    assert deltalake.DeltaTable(str(path)).version() == version + 1

@@ -13,6 +13,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.engine import is_connect
 from instructrec_batch.errors import ContractError
+from instructrec_batch.faults import failing_write
 from instructrec_batch.models.adapter import AdapterInfo, read_blob, verify_adapter
 from instructrec_batch.models.base import resolve_base
 from instructrec_batch.runs import recorded_run, run_identity
@@ -167,7 +168,11 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
             F.lit(prompts_run).alias("prompts_run_id"),
         )
         write_run_scoped(
-            recs, cfg, resolve(cfg, "recommendations"), {C.RUN_ID: identity.run_id}, partition_by=["run_date"]
+            failing_write(recs, "score", s.fail_during_write),
+            cfg,
+            resolve(cfg, "recommendations"),
+            {C.RUN_ID: identity.run_id},
+            partition_by=["run_date"],
         )
         written = read_input(spark, cfg, C.RECOMMENDATIONS).where(F.col(C.RUN_ID) == identity.run_id)
         stats = written.agg(

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from instructrec_batch import contracts as C
+from instructrec_batch.faults import note_batch
 from instructrec_batch.hardware import cpu_has_amx_bf16
 
 RETRIEVAL_ORDER = "retrieval_order"
@@ -44,25 +45,6 @@ class ScoringSpec:
     adapter_sha256: str | None
     template_id: str | None = None  # render every warm user with this template (evaluation of a task form)
     fail_after_batches: int | None = None  # fault injection: raise once this many batches were scored
-
-
-_batches_scored = 0  # batches scored by this process; read by the fault-injection hook
-
-
-class InjectedFault(RuntimeError):
-    """Raised by score.fail_after_batches, so tests can kill a score job mid-run."""
-
-
-def note_batch(fail_after: int | None) -> None:
-    """Count a scored batch in this process; raise InjectedFault once `fail_after` were counted.
-
-    A module-level function (pickled by reference), so the count lives in the executor's module,
-    not in a copy of it inside the pickled UDF closure.
-    """
-    global _batches_scored
-    if fail_after is not None and _batches_scored >= fail_after:
-        raise InjectedFault(f"injected fault after {_batches_scored} scored batches (score.fail_after_batches)")
-    _batches_scored += 1
 
 
 class AdapterPayload:
