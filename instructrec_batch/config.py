@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from instructrec_batch.errors import ConfigError
+from instructrec_batch.paths import BARE_NAME, CATALOG_NAME, is_catalog_schema, is_path, outside_roots
 
 
 class _Section(BaseModel):
@@ -60,6 +61,39 @@ class TablesConfig(_Section):
     recommendations: str = "recommendations"
     candidate_scores: str = "candidate_scores"
     metrics: str = "metrics"
+
+    @field_validator(
+        "interactions",
+        "items",
+        "candidates",
+        "intents",
+        "holdout",
+        "prompts",
+        "rejects",
+        "runs",
+        "recommendations",
+        "candidate_scores",
+        "metrics",
+    )
+    @classmethod
+    def _table_name(cls, value: str) -> str:
+        """A bare name becomes a folder under the root: it must not be '..' or anything but a plain name."""
+        if is_path(value) or CATALOG_NAME.match(value) or BARE_NAME.match(value):
+            return value
+        raise ValueError("expected a plain table name (letters, digits, '_', '-'), a catalog name or a path")
+
+    def locations(self, root: str) -> dict[str, str]:
+        """tables.<name> → the path it resolves to, for the tables that are paths (not catalog tables)."""
+        found = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in ("root", "staging", "format") or value is None:
+                continue
+            if is_path(value):
+                found[f"tables.{name}"] = value
+            elif not CATALOG_NAME.match(value) and not is_catalog_schema(root):
+                found[f"tables.{name}"] = str(Path(root) / value)
+        return found
 
 
 class DataConfig(_Section):
@@ -221,6 +255,10 @@ class Config(_Section):
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    allowed_roots: list[str] = Field(
+        default_factory=list,
+        description="folders or storage URIs that every configured path must stay inside; empty = unrestricted",
+    )
 
     @property
     def tables_root(self) -> str:
@@ -233,9 +271,31 @@ class Config(_Section):
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         return Path(base) / "instructrec_batch"
 
+    def path_settings(self) -> dict[str, str]:
+        """Every location this configuration reads or writes through a path, keyed by its setting."""
+        found = {"workdir": self.workdir}
+        if not is_catalog_schema(self.tables.root):
+            found["tables.root"] = self.tables_root
+        found.update(self.tables.locations(self.tables_root))
+        optional = {
+            "cache_dir": self.cache_dir,
+            "tables.staging": self.tables.staging,
+            "train.output": self.train.output,
+            "score.adapter": self.score.adapter,
+            "evaluate.adapter": self.evaluate.adapter,
+            "evaluate.report_dir": self.evaluate.report_dir,
+        }
+        found.update({key: value for key, value in optional.items() if value})
+        base = self.model.base
+        if is_path(base) or base.startswith((".", "~")) or Path(base).is_dir():  # else a model alias
+            found["model.base"] = base
+        return found
+
     def fingerprint(self) -> str:
         """A short stable hash of what determines results (not the run's own identity or folders)."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"run", "workdir", "cache_dir"}), sort_keys=True)
+        canonical = json.dumps(
+            self.model_dump(mode="json", exclude={"run", "workdir", "cache_dir", "allowed_roots"}), sort_keys=True
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def run_fingerprint(self) -> str:
@@ -312,9 +372,23 @@ def build_config(layers: Iterable[Mapping[str, Any]]) -> Config:
     for layer in layers:
         merged = _deep_merge(merged, layer)
     try:
-        return Config.model_validate(merged)
+        config = Config.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError("; ".join(_describe(e) for e in exc.errors())) from None
+    check_roots(config)
+    return config
+
+
+def check_roots(config: Config) -> None:
+    """With allowed_roots set, refuse any configured path outside them (after '..' and symlinks)."""
+    if not config.allowed_roots:
+        return
+    escaping = outside_roots(config.path_settings(), config.allowed_roots)
+    if escaping:
+        raise ConfigError(
+            f"configured paths outside allowed_roots ({', '.join(config.allowed_roots)}): {', '.join(escaping)}; "
+            "point them inside a root, or add their folder to allowed_roots"
+        )
 
 
 def load_config(files: Iterable[str | Path] = (), overrides: Iterable[str] = ()) -> Config:

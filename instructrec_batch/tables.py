@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -25,10 +24,9 @@ from instructrec_batch.config import Config
 from instructrec_batch.contracts import TableContract
 from instructrec_batch.engine import is_connect
 from instructrec_batch.errors import ConcurrentWriteError, ConfigError, ContractError, EngineError
+from instructrec_batch.paths import CATALOG_NAME, is_catalog_schema, is_path
 
 log = logging.getLogger(__name__)
-
-_CATALOG_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*){1,2}$")
 
 
 @dataclass(frozen=True)
@@ -47,9 +45,9 @@ class TableRef:
 def resolve(cfg: Config, logical: str) -> TableRef:
     """Turn `tables.<logical>` from the config into a TableRef."""
     value = getattr(cfg.tables, logical)
-    if "/" in value or "://" in value:
+    if is_path(value):
         return TableRef(logical, value, is_catalog=False)
-    if _CATALOG_NAME.match(value):
+    if CATALOG_NAME.match(value):
         return TableRef(logical, value, is_catalog=True)
     if catalog_schema(cfg):  # root names a schema (catalog.schema): bare names are its tables
         return TableRef(logical, f"{cfg.tables.root}.{value}", is_catalog=True)
@@ -58,8 +56,7 @@ def resolve(cfg: Config, logical: str) -> TableRef:
 
 def catalog_schema(cfg: Config) -> bool:
     """Whether tables.root is a `catalog.schema` name rather than a folder."""
-    root = cfg.tables.root or ""
-    return "/" not in root and _CATALOG_NAME.match(root) is not None and root.count(".") == 1
+    return is_catalog_schema(cfg.tables.root)
 
 
 def _local_path(location: str) -> Path | None:
