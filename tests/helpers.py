@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import SparkSession
 
 from instructrec_batch.config import Config
@@ -66,3 +68,17 @@ def load_synthetic(
     write_input(spark, cfg, "items", items, ITEMS_SCHEMA)
     protocol_job(spark, cfg)
     return inter, items
+
+
+def raw_utf8_column(values: Sequence[bytes | None]) -> pa.Array:
+    """An Arrow STRING array holding `values` byte for byte, invalid UTF-8 included (no validation).
+
+    Parquet and Delta writers pass such arrays through unchecked, which is how broken text reaches
+    real tables; tests use it to build that input.
+    """
+    data = [v or b"" for v in values]
+    offsets = np.cumsum([0] + [len(v) for v in data]).astype(np.int32)
+    validity = pa.array([v is not None for v in values]).buffers()[1]
+    return pa.Array.from_buffers(
+        pa.string(), len(values), [validity, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(data))]
+    )

@@ -11,6 +11,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.data import movielens
 from instructrec_batch.data.protocol import holdout_split, sample_candidates
+from instructrec_batch.input_errors import explains_undecodable_inputs
 from instructrec_batch.tables import check_output_format, read_input, resolve, write_table
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class ProtocolCounts:
     candidate_rows: int
 
 
+@explains_undecodable_inputs
 def protocol_job(spark: SparkSession, cfg: Config) -> ProtocolCounts:
     """Write `holdout` (test/valid rows per user) and `candidates` (target + sampled negatives).
 

@@ -28,6 +28,7 @@ from instructrec_batch.evaluation.baselines import (
 from instructrec_batch.evaluation.metrics import METHOD, SCORE
 from instructrec_batch.evaluation.report import ReportPaths, markdown_table, wide_table, write_report
 from instructrec_batch.evaluation.spark_metrics import metrics_frame
+from instructrec_batch.input_errors import explains_undecodable_inputs
 from instructrec_batch.runs import recorded_run, run_identity
 from instructrec_batch.scoring.job import ModelScoring, prepare_model_scoring, read_run_prompts, score_candidates
 from instructrec_batch.tables import (
@@ -107,6 +108,7 @@ def _candidate_rows(prompts: DataFrame) -> DataFrame:
     return prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
 
 
+@explains_undecodable_inputs
 def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
     """Rank the run's candidate lists with every configured method; write `metrics` and the report."""
     check_output_format(spark, cfg)

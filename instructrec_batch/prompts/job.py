@@ -19,6 +19,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.errors import ConfigError, ContractError
+from instructrec_batch.input_errors import explains_undecodable_inputs
 from instructrec_batch.models.base import load_tokenizer, resolve_base
 from instructrec_batch.prompts.budget import prompt_tokens
 from instructrec_batch.prompts.render import UserContext
@@ -45,6 +46,7 @@ from instructrec_batch.tables import (
 log = logging.getLogger(__name__)
 
 STAGE = "prompts"
+INVALID_UTF8 = "invalid_utf8"
 REJECTS_SCHEMA = "run_id STRING, stage STRING, source_table STRING, user_id STRING, item_id STRING, reason STRING"
 
 
@@ -92,21 +94,34 @@ def check_budget(template: Template, tokenizer: object, cfg: Config, max_candida
         )
 
 
+def utf8_text(column: str) -> Column:
+    """True where `column` holds valid UTF-8 text, False for null or invalid bytes.
+
+    Parquet strings are UTF-8 by spec but writers can break it; classic Spark reads such bytes as
+    they are, and they would crash the Python side, so they never leave the JVM. (Sail refuses to read
+    the file at all: see tables.explained_read_failures.)
+    """
+    return F.coalesce(F.is_valid_utf8(F.col(column)), F.lit(False))
+
+
 def titled_items(items: DataFrame, cfg: Config, tokenizer_path: str) -> DataFrame:
     """items(item_id, title) with titles sanitised and capped on executors; null where nothing is left."""
     p = cfg.prompt
-    return items.select(C.ITEM_ID, C.TITLE).mapInPandas(
+    title = F.when(utf8_text(C.TITLE), F.col(C.TITLE)).alias(C.TITLE)
+    return items.select(C.ITEM_ID, title).mapInPandas(
         clean_titles_fn(tokenizer_path, p.title_max_chars, p.title_max_tokens),
         f"{C.ITEM_ID} {_type(items, C.ITEM_ID)}, {C.TITLE} STRING",
     )
 
 
-def _reject(df: DataFrame, run_id: str, source: str, reason: str | Column, item: bool = True) -> DataFrame:
+def _reject(
+    df: DataFrame, run_id: str, source: str, reason: str | Column, item: bool = True, user: bool = True
+) -> DataFrame:
     return df.select(
         F.lit(run_id).alias("run_id"),
         F.lit(STAGE).alias("stage"),
         F.lit(source).alias("source_table"),
-        F.col(C.USER_ID).cast("string").alias("user_id"),
+        (F.col(C.USER_ID).cast("string") if user else F.lit(None).cast("string")).alias("user_id"),
         (F.col(C.ITEM_ID).cast("string") if item else F.lit(None).cast("string")).alias("item_id"),
         (reason if isinstance(reason, Column) else F.lit(reason)).alias("reason"),
     )
@@ -188,7 +203,7 @@ def _prepare_history(
     )
     review = None
     if C.REVIEW in rows.columns:
-        with_text = rows.where(F.length(F.trim(F.col(C.REVIEW))) > 0)
+        with_text = rows.where((F.length(F.trim(F.col(C.REVIEW))) > 0) & utf8_text(C.REVIEW))
         latest = Window.partitionBy(C.USER_ID).orderBy(F.col(C.EVENT_TS).desc(), F.col(C.ITEM_ID).desc())
         review = (
             with_text.withColumn("_n", F.row_number().over(latest))
@@ -199,12 +214,14 @@ def _prepare_history(
 
 
 def _latest_intent(intents: DataFrame, run_id: str) -> tuple[DataFrame, list[DataFrame]]:
+    keyed = intents.where(F.col(C.USER_ID).isNotNull())
     empty = F.col(C.INTENT).isNull() | (F.length(F.trim(F.col(C.INTENT))) == 0)
+    reason = F.when(empty, "empty_intent").when(~utf8_text(C.INTENT), INVALID_UTF8)
     rejects = [
         _reject(intents.where(F.col(C.USER_ID).isNull()), run_id, "intents", "null_key", item=False),
-        _reject(intents.where(F.col(C.USER_ID).isNotNull() & empty), run_id, "intents", "empty_intent", item=False),
+        _reject(keyed.where(reason.isNotNull()), run_id, "intents", reason, item=False),
     ]
-    usable = intents.where(F.col(C.USER_ID).isNotNull() & ~empty)
+    usable = keyed.where(reason.isNull())
     order = [F.col(C.INTENT_TS).desc_nulls_last()] if C.INTENT_TS in intents.columns else []
     latest = Window.partitionBy(C.USER_ID).orderBy(*order, F.col(C.INTENT).desc())
     return (
@@ -273,6 +290,7 @@ def _build(
     return prompts, all_rejects
 
 
+@explains_undecodable_inputs
 def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
     """Build and write the `prompts` table (and this stage's `rejects`) for the configured run.
 
@@ -317,6 +335,10 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
             write_table(prompts, cfg, staging.ref("prompts"), mode=mode)
             write_table(rejects, cfg, staging.ref("rejects"), mode=mode)
             log.info("prompts: slice %d/%d staged", index + 1, slices)
+        unreadable = items.where(F.col(C.TITLE).isNotNull() & ~utf8_text(C.TITLE))
+        write_table(
+            _reject(unreadable, run_id, "items", INVALID_UTF8, user=False), cfg, staging.ref("rejects"), mode="append"
+        )
         write_run_scoped(staging.read(spark, "prompts"), cfg, resolve(cfg, "prompts"), {"run_id": run_id})
         write_run_scoped(
             staging.read(spark, "rejects"), cfg, resolve(cfg, "rejects"), {"run_id": run_id, "stage": STAGE}

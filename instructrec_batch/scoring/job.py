@@ -14,6 +14,7 @@ from instructrec_batch.config import Config
 from instructrec_batch.engine import is_connect
 from instructrec_batch.errors import ContractError
 from instructrec_batch.faults import failing_write
+from instructrec_batch.input_errors import explains_undecodable_inputs
 from instructrec_batch.models.adapter import AdapterInfo, read_blob, verify_adapter
 from instructrec_batch.models.base import resolve_base
 from instructrec_batch.runs import recorded_run, run_identity
@@ -119,6 +120,7 @@ def read_run_prompts(spark: SparkSession, cfg: Config, run_id: str) -> tuple[Dat
     return prompts, n_rows
 
 
+@explains_undecodable_inputs
 def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
     """Score the run's prompts and write top-k recommendations; reruns replace the run exactly.
 

@@ -13,6 +13,7 @@ from pyspark.sql import SparkSession
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ContractError
+from instructrec_batch.input_errors import explains_undecodable_inputs
 from instructrec_batch.models.adapter import save_adapter
 from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
 from instructrec_batch.models.forward import pad_id_of
@@ -38,6 +39,7 @@ class TrainSummary:
     val_sequences: int
 
 
+@explains_undecodable_inputs
 def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
     """Build examples from the tables, tune a LoRA adapter, save it with its manifest."""
     base = resolve_base(cfg)
