@@ -125,11 +125,19 @@ def check_contract(df: DataFrame, contract: TableContract, ref: TableRef) -> Non
         raise ContractError(f"{ref}: " + "; ".join(problems))
 
 
-def read_input(spark: SparkSession, cfg: Config, contract: TableContract) -> DataFrame:
-    """Read the configured table for `contract`, validate it, keep only the contract's columns."""
+def read_input(spark: SparkSession, cfg: Config, contract: TableContract, *, nonempty: bool = False) -> DataFrame:
+    """Read the configured table for `contract`, validate it, keep only the contract's columns.
+
+    `nonempty`: an empty table is an error too (for inputs a job cannot do without, where no rows
+    means an upstream export failed rather than a quiet night).
+    """
     ref = resolve(cfg, contract.name)
     df = read_table(spark, cfg, ref)
     check_contract(df, contract, ref)
+    if nonempty and df.limit(1).count() == 0:
+        raise ContractError(
+            f"{ref} has no rows; check the job that produces it, or point tables.{ref.logical} elsewhere"
+        )
     return df.select(*contract.columns(set(df.columns)))
 
 

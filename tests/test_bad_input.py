@@ -1,5 +1,6 @@
-"""The whole pipeline (prompts → score) on a corpus of bad input: it completes, every bad row is in
-`rejects` with a reason, and users and candidates reconcile."""
+"""The whole pipeline (protocol → prompts → train → score → evaluate) on a corpus of bad input: it
+completes, every bad row is in `rejects` with a reason, and users and candidates reconcile. Also:
+empty tables, and text that is not UTF-8 on both engines."""
 
 from datetime import timedelta
 from pathlib import Path
@@ -11,16 +12,30 @@ import pyarrow.parquet as pq
 import pytest
 
 from instructrec_batch.config import Config
+from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ContractError
+from instructrec_batch.evaluation.job import evaluate_job
 from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.scoring.job import score_job
+from instructrec_batch.training.job import train_job
 from tests.helpers import REPO, raw_utf8_column, run_cli, write_input
 from tests.test_prompts_job import T0, _tables
 
+INTERACTIONS_SCHEMA = "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP, rating DOUBLE, review STRING"
+ITEMS_SCHEMA = "item_id BIGINT, title STRING, category STRING"
+CANDIDATES_SCHEMA = "user_id BIGINT, item_id BIGINT, retrieval_rank INT, retrieval_score DOUBLE"
+INTENTS_SCHEMA = "user_id BIGINT, intent STRING, intent_ts TIMESTAMP"
 
-def _corpus() -> dict[str, tuple[pd.DataFrame, str]]:
-    tables = _tables()
-    items, items_schema = tables["items"]
+
+def _nullable(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def _corpus_inputs() -> dict[str, tuple[pd.DataFrame, str]]:
+    """interactions, items and intents with a null in every column, unknown ids, duplicates, 100k-char
+    text, control and escape characters, instruction injection, and a user with 3,000 interactions."""
+    base = _tables()
+    items = base["items"][0]
     extra_items = pd.DataFrame(
         {
             "item_id": [60, 61, 62, None],
@@ -32,8 +47,13 @@ def _corpus() -> dict[str, tuple[pd.DataFrame, str]]:
             ],
         }
     )
-    tables["items"] = (pd.concat([items, extra_items], ignore_index=True), items_schema)
-    inter, inter_schema = tables["interactions"]
+    items = pd.concat([items, extra_items], ignore_index=True)
+    items["category"] = [None if i % 3 else "Drama" for i in range(len(items))]
+    inter = base["interactions"][0]
+    regular = pd.DataFrame(  # 20 ordinary users, so training and evaluation have something to learn from
+        [(u, 8 + (u * 5 + j * 3) % 50, T0 + timedelta(hours=u + j)) for u in range(10, 30) for j in range(8)],
+        columns=["user_id", "item_id", "event_ts"],
+    )
     heavy = pd.DataFrame(
         {
             "user_id": 6,
@@ -42,56 +62,128 @@ def _corpus() -> dict[str, tuple[pd.DataFrame, str]]:
         }
     )
     nulls = pd.DataFrame({"user_id": [None, 6, 6], "item_id": [1, None, 2], "event_ts": [T0, T0, None]})
-    tables["interactions"] = (pd.concat([inter, heavy, nulls], ignore_index=True), inter_schema)
-    cands, cands_schema = tables["candidates"]
-    extra = pd.DataFrame(
+    duplicate = regular.iloc[[0, 0]]
+    inter = pd.concat([inter, regular, heavy, nulls, duplicate], ignore_index=True)
+    inter["rating"] = [None if i % 4 == 0 else float(i % 5 + 1) for i in range(len(inter))]
+    inter["review"] = [None] * len(inter)
+    inter.loc[len(inter) - 1, "review"] = "r" * 100_000 + "\x1b[2J"
+    intents = base["intents"][0]
+    more = pd.DataFrame(
         {
-            "user_id": [6, 6, 6, 6, 6, None, 7],
-            "item_id": [60, 61, 62, None, 60, 1, 98],
-            "retrieval_rank": [1, 2, 3, 4, 5, 1, None],
+            "user_id": [6, 6, None, 11],
+            "intent": ["w" * 100_000, None, "orphan", "a thriller"],
+            "intent_ts": [T0, T0, T0, None],
         }
     )
-    tables["candidates"] = (pd.concat([cands, extra], ignore_index=True), cands_schema)
-    intents, intents_schema = tables["intents"]
-    more = pd.DataFrame(
-        {"user_id": [6, 6, None], "intent": ["w" * 100_000, None, "orphan"], "intent_ts": [T0, T0 + timedelta(1), T0]}
+    return {
+        "items": (_nullable(items), ITEMS_SCHEMA),
+        "interactions": (_nullable(inter), INTERACTIONS_SCHEMA),
+        "intents": (_nullable(pd.concat([intents, more], ignore_index=True)), INTENTS_SCHEMA),
+    }
+
+
+def _bad_candidates(protocol: pd.DataFrame) -> pd.DataFrame:
+    """The protocol's lists plus rows a retrieval system can send: nulls, unknown and untitled items,
+    duplicates, null ranks and scores, and users with no valid candidate at all."""
+    extra = pd.DataFrame(
+        {
+            "user_id": [6, 6, 6, 6, 6, None, 7, 3, 3, 11],
+            "item_id": [60, 61, 62, None, 60, 1, 98, 3, 4, 97],
+            "retrieval_rank": [1, 2, 3, 4, 5, 1, None, 1, 2, None],
+            "retrieval_score": [None, 0.5, 0.4, 0.3, 0.2, None, 0.9, None, 0.1, 0.0],
+        }
     )
-    tables["intents"] = (pd.concat([intents, more], ignore_index=True), intents_schema)
-    return tables
+    protocol = protocol.assign(retrieval_score=None)
+    return _nullable(pd.concat([protocol, extra], ignore_index=True))
 
 
-def test_bad_input_corpus_completes_rejects_and_reconciles(spark, tiny_cfg: Config) -> None:
-    for name, (frame, schema) in _corpus().items():
-        write_input(spark, tiny_cfg, name, frame.astype(object).where(frame.notna(), None), schema)
+def _delta(cfg: Config, name: str) -> pd.DataFrame:
+    return deltalake.DeltaTable(str(Path(cfg.tables_root) / name)).to_pandas()
+
+
+def test_bad_input_corpus_runs_the_whole_pipeline_rejects_and_reconciles(spark, tiny_cfg: Config, tmp_path) -> None:
+    for name, (frame, schema) in _corpus_inputs().items():
+        write_input(spark, tiny_cfg, name, frame, schema)
+    adapter = str(tmp_path / "adapter")
     cfg = tiny_cfg.model_copy(
         update={
             "run": tiny_cfg.run.model_copy(update={"run_id": "bad-input", "run_date": "2026-01-01"}),
-            "score": tiny_cfg.score.model_copy(update={"write_scores": True, "k": 3}),
+            "data": tiny_cfg.data.model_copy(update={"negatives": 9}),
+            "train": tiny_cfg.train.model_copy(
+                update={"max_steps": 3, "eval_every": 3, "val_users": 5, "output": adapter}
+            ),
+            "score": tiny_cfg.score.model_copy(update={"write_scores": True, "k": 3, "adapter": adapter}),
         }
     )
+    protocol = protocol_job(spark, cfg)
+    write_input(spark, cfg, "candidates", _bad_candidates(_delta(cfg, "candidates")), CANDIDATES_SCHEMA)
     counts = prompts_job(spark, cfg)
+    trained = train_job(spark, cfg)
     scored = score_job(spark, cfg)
-    tables = Path(cfg.tables_root)
-    rejects = deltalake.DeltaTable(str(tables / "rejects")).to_pandas()
-    scores = deltalake.DeltaTable(str(tables / "candidate_scores")).to_pandas()
+    evaluated = evaluate_job(spark, cfg)
+
+    rejects = _delta(cfg, "rejects")
     assert rejects["reason"].notna().all() and (rejects["reason"] != "").all()
+    # protocol: interaction rows with a null key or an item no prompt can show are set aside, with a reason
+    set_aside = rejects[rejects.stage == "protocol"]
+    assert len(set_aside) == protocol.rejected_interactions
+    assert set(set_aside.reason) == {"null_key", "unknown_item", "empty_title"}
+    assert (set_aside.reason == "null_key").sum() == 3
+    items = _corpus_inputs()["items"][0].set_index("item_id")
+    holdout = _delta(cfg, "holdout")
+    assert holdout.item_id.isin(items.index).all() and not holdout.item_id.isin([3, 4]).any()
 
     # users: everyone with a candidate row either got scored or has a user-level reject
     user_rejects = rejects[rejects.reason == "no_valid_candidates"]
-    assert counts.users_in == scored.users + len(user_rejects.user_id.dropna().unique())
+    assert set(user_rejects.user_id) == {"3", "7"}
+    assert counts.users_in == scored.users + len(user_rejects)
+    scores = _delta(cfg, "candidate_scores")
     assert scores.user_id.nunique() == scored.users == counts.users_emitted
     # candidates: every candidate row was scored, or rejected with a reason (one reject row each)
-    row_rejects = rejects[(rejects.source_table == "candidates") & (rejects.reason != "no_valid_candidates")]
+    row_rejects = rejects[(rejects.stage == "prompts") & (rejects.source_table == "candidates")]
+    row_rejects = row_rejects[row_rejects.reason != "no_valid_candidates"]
     assert counts.candidates_in == len(scores) + len(row_rejects)
-    assert rejects.reason.str.startswith("null_key").sum() >= 2  # null user and null item rows
-    reasons = set(rejects.reason)
-    assert {"unknown_item", "empty_title", "duplicate_candidate", "no_valid_candidates"} <= reasons
-    prompts = deltalake.DeltaTable(str(tables / "prompts")).to_pandas().set_index("user_id")
+    assert {"null_key", "unknown_item", "empty_title", "duplicate_candidate"} <= set(row_rejects.reason)
+
+    prompts = _delta(cfg, "prompts").set_index("user_id")
     heavy = prompts.loc[6]
     assert heavy.history_available >= 50 and heavy.prompt_tokens <= cfg.prompt.max_tokens
     assert all(
         "\n" not in t and "\x1b" not in t and len(t) <= cfg.prompt.title_max_chars for t in heavy.candidate_titles
     )
+    assert len(heavy.intention_text) <= cfg.prompt.text_max_chars + 200  # the 100k-char intent was cut
+
+    assert trained.steps == 3 and trained.train_sequences > 0
+    methods = set(evaluated.metrics["method"])
+    assert {"random", "popularity", "itemknn", "zero_shot/pointwise", "lora/pointwise"} <= methods
+    assert (evaluated.metrics["n_users"] > 0).all()
+    runs = _delta(cfg, "runs")
+    assert sorted(runs.query("run_id == 'bad-input'").job) == ["evaluate", "prompts", "score", "train"]
+    assert (runs.status == "succeeded").all()
+
+
+def test_empty_tables(spark, tiny_cfg: Config) -> None:
+    """Empty optional tables are a quiet night; an empty items or candidates table is an upstream failure."""
+    inputs = _tables()
+    for name, (frame, schema) in inputs.items():
+        write_input(spark, tiny_cfg, name, frame.iloc[:0] if name == "intents" else frame, schema)
+    cfg = tiny_cfg.model_copy(update={"run": tiny_cfg.run.model_copy(update={"run_id": "empty"})})
+    counts = prompts_job(spark, cfg)
+    prompts = _delta(cfg, "prompts")
+    assert counts.users_emitted == len(prompts) > 0 and (prompts.intention_text.fillna("") == "").all()
+
+    root = Path(cfg.tables_root)
+    for name in ("candidates", "items"):
+        frame, schema = inputs[name]
+        write_input(spark, cfg, name, frame.iloc[:0], schema)
+        before = deltalake.DeltaTable(str(root / "prompts")).version()
+        with pytest.raises(ContractError, match=rf"table '{name}' \(path .*\) has no rows"):
+            prompts_job(spark, cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_id": f"no-{name}"})}))
+        assert deltalake.DeltaTable(str(root / "prompts")).version() == before
+        write_input(spark, cfg, name, frame, schema)
+    write_input(spark, cfg, "interactions", inputs["interactions"][0].iloc[:0], inputs["interactions"][1])
+    with pytest.raises(ContractError, match=r"table 'interactions' \(path .*\) has no rows"):
+        protocol_job(spark, cfg)
 
 
 def _broken_text_tables() -> dict[str, pa.Table]:

@@ -11,11 +11,39 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
+from instructrec_batch.rejects import EMPTY_TITLE, NULL_KEY, UNKNOWN_ITEM, null_keys, utf8_text
 
 
 def _seeded_order(seed: int) -> list[Column]:
     """A per-(user, item) pseudo-random order that is stable across engines; item_id breaks ties."""
     return [F.xxhash64(F.lit(seed), F.col(C.USER_ID), F.col(C.ITEM_ID)), F.col(C.ITEM_ID)]
+
+
+def shown_items(items: DataFrame) -> DataFrame:
+    """Distinct item_ids that can appear in a prompt: a non-null id and a readable, non-blank title."""
+    visible = F.length(F.regexp_replace(F.col(C.TITLE), r"[\s\p{C}]+", "")) > 0  # more than blanks and controls
+    titled = F.col(C.ITEM_ID).isNotNull() & utf8_text(C.TITLE) & visible
+    return items.where(titled).select(C.ITEM_ID).distinct()
+
+
+def usable_interactions(interactions: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """The rows the protocol may split and sample on, and the other rows with a `reason` column.
+
+    A held-out target must be an item a prompt can show, or the user's evaluation list would lose
+    its target later; so rows with a null key, an unknown item or an untitled item are set aside.
+    """
+    keys = [C.USER_ID, C.ITEM_ID, C.EVENT_TS]
+    known = items.where(F.col(C.ITEM_ID).isNotNull()).select(C.ITEM_ID).distinct().withColumn("_known", F.lit(True))
+    shown = shown_items(items).withColumn("_shown", F.lit(True))
+    joined = interactions.where(~null_keys(keys)).join(known, C.ITEM_ID, "left").join(shown, C.ITEM_ID, "left")
+    reason = F.when(F.col("_known").isNull(), UNKNOWN_ITEM).when(F.col("_shown").isNull(), EMPTY_TITLE)
+    columns = interactions.columns
+    rejected = (
+        interactions.where(null_keys(keys))
+        .withColumn("reason", F.lit(NULL_KEY))
+        .unionByName(joined.where(reason.isNotNull()).select(*columns, reason.alias("reason")))
+    )
+    return joined.where(reason.isNull()).select(*columns), rejected
 
 
 def holdout_split(interactions: DataFrame) -> DataFrame:
@@ -38,6 +66,8 @@ def sample_candidates(
     interactions: DataFrame, items: DataFrame, holdout: DataFrame, *, seed: int, negatives: int
 ) -> DataFrame:
     """Per test user: the held-out target plus `negatives` items the user never interacted with.
+
+    `items` is the pool of negatives: pass `shown_items(...)` so every negative can be shown.
 
     The list is then shuffled (seeded) into `retrieval_rank` 1..n so that the target's position
     carries no signal for rankers that read the retrieval order.

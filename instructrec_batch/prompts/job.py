@@ -32,6 +32,7 @@ from instructrec_batch.prompts.text_udfs import (
     render_prompts_fn,
     token_counter,
 )
+from instructrec_batch.rejects import INVALID_UTF8, null_keys, reject_rows, utf8_text
 from instructrec_batch.runs import recorded_run
 from instructrec_batch.tables import (
     Staging,
@@ -46,8 +47,6 @@ from instructrec_batch.tables import (
 log = logging.getLogger(__name__)
 
 STAGE = "prompts"
-INVALID_UTF8 = "invalid_utf8"
-REJECTS_SCHEMA = "run_id STRING, stage STRING, source_table STRING, user_id STRING, item_id STRING, reason STRING"
 
 
 @dataclass(frozen=True)
@@ -94,16 +93,6 @@ def check_budget(template: Template, tokenizer: object, cfg: Config, max_candida
         )
 
 
-def utf8_text(column: str) -> Column:
-    """True where `column` holds valid UTF-8 text, False for null or invalid bytes.
-
-    Parquet strings are UTF-8 by spec but writers can break it; classic Spark reads such bytes as
-    they are, and they would crash the Python side, so they never leave the JVM. (Sail refuses to read
-    the file at all: see tables.explained_read_failures.)
-    """
-    return F.coalesce(F.is_valid_utf8(F.col(column)), F.lit(False))
-
-
 def titled_items(items: DataFrame, cfg: Config, tokenizer_path: str) -> DataFrame:
     """items(item_id, title) with titles sanitised and capped on executors; null where nothing is left."""
     p = cfg.prompt
@@ -117,21 +106,7 @@ def titled_items(items: DataFrame, cfg: Config, tokenizer_path: str) -> DataFram
 def _reject(
     df: DataFrame, run_id: str, source: str, reason: str | Column, item: bool = True, user: bool = True
 ) -> DataFrame:
-    return df.select(
-        F.lit(run_id).alias("run_id"),
-        F.lit(STAGE).alias("stage"),
-        F.lit(source).alias("source_table"),
-        (F.col(C.USER_ID).cast("string") if user else F.lit(None).cast("string")).alias("user_id"),
-        (F.col(C.ITEM_ID).cast("string") if item else F.lit(None).cast("string")).alias("item_id"),
-        (reason if isinstance(reason, Column) else F.lit(reason)).alias("reason"),
-    )
-
-
-def _null_keys(df: DataFrame, keys: list[str]) -> Column:
-    cond = F.lit(False)
-    for key in keys:
-        cond = cond | F.col(key).isNull()
-    return cond
+    return reject_rows(df, run_id, STAGE, source, reason, user=user, item=item)
 
 
 def _candidate_order(cands: DataFrame) -> list[Column]:
@@ -146,8 +121,8 @@ def _candidate_order(cands: DataFrame) -> list[Column]:
 
 def _prepare_candidates(cands: DataFrame, titles: DataFrame, run_id: str) -> tuple[DataFrame, list[DataFrame]]:
     """Per-user candidate lists in upstream order, and the rejected candidate rows."""
-    rejects = [_reject(cands.where(_null_keys(cands, [C.USER_ID, C.ITEM_ID])), run_id, "candidates", "null_key")]
-    cands = cands.where(~_null_keys(cands, [C.USER_ID, C.ITEM_ID]))
+    rejects = [_reject(cands.where(null_keys([C.USER_ID, C.ITEM_ID])), run_id, "candidates", "null_key")]
+    cands = cands.where(~null_keys([C.USER_ID, C.ITEM_ID]))
     order = _candidate_order(cands)
     dup_rank = F.row_number().over(Window.partitionBy(C.USER_ID, C.ITEM_ID).orderBy(*order))
     ranked = cands.withColumn("_dup", dup_rank)
@@ -184,8 +159,8 @@ def _prepare_history(
 ) -> tuple[DataFrame, DataFrame | None, list[DataFrame]]:
     """Per-user newest `max_history` titled items (+ count of all usable ones), latest review, rejects."""
     keys = [C.USER_ID, C.ITEM_ID, C.EVENT_TS]
-    rejects = [_reject(interactions.where(_null_keys(interactions, keys)), run_id, "interactions", "null_key")]
-    rows = history_cut(interactions.where(~_null_keys(interactions, keys)), holdout)
+    rejects = [_reject(interactions.where(null_keys(keys)), run_id, "interactions", "null_key")]
+    rows = history_cut(interactions.where(~null_keys(keys)), holdout)
     joined = rows.join(titles.withColumn("_known", F.lit(True)), C.ITEM_ID, "left")
     reason = F.when(F.col("_known").isNull(), "unknown_item").when(F.col(C.TITLE).isNull(), "empty_title")
     rejects.append(_reject(joined.where(reason.isNotNull()), run_id, "interactions", reason))
@@ -306,8 +281,8 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
     base = resolve_base(cfg)
     tokenizer_path = str(base.path)
     interactions = read_input(spark, cfg, C.INTERACTIONS)
-    items = read_input(spark, cfg, C.ITEMS)
-    candidates = sample_users(read_input(spark, cfg, C.CANDIDATES), p.sample_users, cfg.data.seed)
+    items = read_input(spark, cfg, C.ITEMS, nonempty=True)
+    candidates = sample_users(read_input(spark, cfg, C.CANDIDATES, nonempty=True), p.sample_users, cfg.data.seed)
     intents = _optional(spark, cfg, C.INTENTS)
     holdout = _optional(spark, cfg, C.HOLDOUT) if p.exclude_holdout else None
     inputs = {

@@ -48,8 +48,8 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
             "table 'holdout' does not exist: training needs the held-out split so validation and test items stay "
             "out of training data; run `instructrec-batch data protocol` (or `data movielens`) first"
         )
-    interactions = read_input(spark, cfg, C.INTERACTIONS)
-    items = read_input(spark, cfg, C.ITEMS)
+    interactions = read_input(spark, cfg, C.INTERACTIONS, nonempty=True)
+    items = read_input(spark, cfg, C.ITEMS, nonempty=True)
     holdout = read_input(spark, cfg, C.HOLDOUT)
     torch_threads = os.cpu_count() or 1
     with recorded_run(spark, cfg, "train") as run:
