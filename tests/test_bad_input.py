@@ -186,6 +186,35 @@ def test_empty_tables(spark, tiny_cfg: Config) -> None:
         protocol_job(spark, cfg)
 
 
+@pytest.mark.parametrize(
+    ("table", "frame", "schema", "message"),
+    [
+        ("items", pd.DataFrame({"item_id": [1], "title": [1.5]}), "item_id BIGINT, title DOUBLE", "column 'title'"),
+        (
+            "candidates",
+            pd.DataFrame({"user_id": ["1"], "item_id": [1]}),
+            "user_id STRING, item_id BIGINT",
+            r"'user_id' has different types",
+        ),
+        (
+            "interactions",
+            pd.DataFrame({"user_id": [1], "item_id": [1], "event_ts": ["yesterday"]}),
+            "user_id BIGINT, item_id BIGINT, event_ts STRING",
+            "column 'event_ts'",
+        ),
+    ],
+)
+def test_wrong_types_are_refused_before_anything_is_written(
+    spark, tiny_cfg: Config, table: str, frame: pd.DataFrame, schema: str, message: str
+) -> None:
+    for name, (good, good_schema) in _tables().items():
+        write_input(spark, tiny_cfg, name, frame if name == table else good, schema if name == table else good_schema)
+    with pytest.raises(ContractError, match=message):
+        prompts_job(spark, tiny_cfg)
+    root = Path(tiny_cfg.tables_root)
+    assert not (root / "prompts").exists() and not (root / "rejects").exists()
+
+
 def _broken_text_tables() -> dict[str, pa.Table]:
     """Small inputs whose items.title, intents.intent and interactions.review hold invalid UTF-8."""
     t0 = pd.Timestamp("2024-01-01")
