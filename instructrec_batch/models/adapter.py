@@ -18,10 +18,10 @@ from typing import Any
 
 from instructrec_batch.errors import ArtifactError
 from instructrec_batch.hashing import sha256_file
+from instructrec_batch.models.base import pickle_weight_files
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MANIFEST = "manifest.json"
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
 def adapter_sha256(folder: Path) -> str:
@@ -86,7 +86,7 @@ def verify_adapter(folder: Path | str, *, base_sha256: str | None = None) -> Ada
     folder = Path(folder)
     if not folder.is_dir():
         raise ArtifactError(f"adapter folder {folder} does not exist; train one with `instructrec-batch train`")
-    unsafe = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    unsafe = pickle_weight_files(folder)
     if unsafe:
         raise ArtifactError(
             f"adapter {folder} holds pickle-format weights ({', '.join(unsafe)}), which can run code when loaded; "

@@ -66,11 +66,16 @@ class BaseModel:
         return self.manifest.get("sha256") or sha256_folder(self.path, exclude=frozenset({MANIFEST}))
 
 
+def pickle_weight_files(folder: Path) -> list[str]:
+    """Names of files in `folder` stored in a pickle-based format (can run code when loaded)."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix in UNSAFE_WEIGHT_SUFFIXES)
+
+
 def check_model_folder(path: Path) -> None:
     """A usable base folder has config.json and safetensors weights, and no pickle-format weights."""
     if not (path / "config.json").is_file():
         raise ConfigError(f"model.base folder {path} has no config.json; point it at a Hugging Face model folder")
-    unsafe = sorted(p.name for p in path.iterdir() if p.suffix in UNSAFE_WEIGHT_SUFFIXES)
+    unsafe = pickle_weight_files(path)
     if unsafe:
         raise ConfigError(
             f"model.base folder {path} holds pickle-format weights ({', '.join(unsafe)}), which can run code "
