@@ -129,3 +129,21 @@ def test_fit_history_keeps_the_newest_that_fit(tiny_model_dir) -> None:
     assert kept.intent == "a comedy"  # the instruction itself is never cut
     no_history = prompt_tokens(PW, UserContext(intent="a comedy"), ["cand"], count)
     assert fit_history(PW, ctx, ["cand"], count, no_history - 1) is None
+
+
+def test_v2_asks_the_pointwise_question_once_in_the_prefix(tiny_model_dir) -> None:
+    """v2 = v1 with the question moved from every candidate suffix into the shared user prefix."""
+    v1, v2 = load_templates("v1"), load_templates("v2")
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    ctx = UserContext(("A", "B"), intent="a comedy")
+    for k, template_id in enumerate(v2.ids("pointwise")):
+        old, new = render_pointwise(v1.get(template_id), ctx, ["X"]), render_pointwise(v2.get(template_id), ctx, ["X"])
+        question = v2.get(template_id).question
+        assert question and new.prefix.endswith(question + "\n") and question not in new.suffixes[0]
+        assert new.suffixes[0].endswith(ANSWER_CUE) and new.prefix.startswith(old.prefix)
+        assert len(tokenizer(new.suffixes[0])["input_ids"]) < len(tokenizer(old.suffixes[0])["input_ids"]) / 1.5, k
+    for template_id in v2.ids("listwise"):  # listwise prompts are unchanged
+        assert render_listwise(v2.get(template_id), ctx, ["X", "Y"]) == render_listwise(
+            v1.get(template_id), ctx, ["X", "Y"]
+        )
+    assert all(not t.question for t in v1.templates.values())

@@ -44,7 +44,7 @@ class ListwisePrompt:
 
 
 def context_block(template: Template, ctx: UserContext) -> str:
-    """Header, preference and intention lines: the part shared by all of a user's candidates."""
+    """Header, preference, intention and question lines: the part shared by all of a user's candidates."""
     lines = [template.header]
     if ctx.history:
         history = "\n".join(template.history_line.format(title=title) for title in ctx.history)
@@ -55,6 +55,8 @@ def context_block(template: Template, ctx: UserContext) -> str:
         lines.append(template.intention.format(intent=ctx.intent))
     if ctx.cold_start:
         lines.append(template.no_context)
+    if template.question:
+        lines.append(template.question)
     return "\n".join(lines) + "\n"
 
 

@@ -39,6 +39,7 @@ class Template:
     labels: tuple[str, ...]
     positive: str
     negative: str
+    question: str = ""  # optional last line of the user part (pointwise: asked once, not per candidate)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,14 @@ def _check(template: Template) -> None:
         raise ConfigError(
             f"template {template.template_id}: body must contain {placeholder} and end with {ANSWER_CUE!r}"
         )
-    for name in ("preference_implicit", "preference_explicit", "intention", "history_line", "candidate_line"):
+    for name in (
+        "preference_implicit",
+        "preference_explicit",
+        "intention",
+        "history_line",
+        "candidate_line",
+        "question",
+    ):
         if ANSWER_CUE in getattr(template, name):
             raise ConfigError(f"template {template.template_id}: {name} must not contain the answer cue")
 
@@ -79,6 +87,7 @@ def load_templates(version: str = "v1") -> TemplateSet:
     templates: dict[str, Template] = {}
     for task in TASK_FORMS:
         body = raw["pointwise_candidate"] if task == "pointwise" else raw["listwise_candidates"]
+        questions = (raw.get("question") or {}).get(task) or []
         parts = [
             raw["header"][task],
             raw["preference_implicit"],
@@ -86,6 +95,7 @@ def load_templates(version: str = "v1") -> TemplateSet:
             raw["intention"],
             raw["no_context"],
             body,
+            *([questions] if questions else []),
         ]
         for k in range(min(len(p) for p in parts)):
             template = Template(
@@ -103,6 +113,7 @@ def load_templates(version: str = "v1") -> TemplateSet:
                 labels=tuple(raw["labels"]),
                 positive=raw["answers"]["positive"],
                 negative=raw["answers"]["negative"],
+                question=questions[k] if questions else "",
             )
             _check(template)
             templates[template.template_id] = template
