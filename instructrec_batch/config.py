@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.paths import BARE_NAME, CATALOG_NAME, is_catalog_schema, is_path, outside_roots
+from instructrec_batch.prompts.templates import DEFAULT_VERSION
 
 
 class _Section(BaseModel):
@@ -120,7 +121,7 @@ class PromptConfig(_Section):
     """How instructions are built (DESIGN §5)."""
 
     task: TaskFormName = Field("pointwise", description="pointwise (Yes/No per candidate) or listwise")
-    template_version: str = Field("v1", description="templates/<version>.yaml")
+    template_version: str = Field(DEFAULT_VERSION, description="templates/<version>.yaml")
     template_id: str | None = Field(None, description="pinned inference template; None = '<task>-0'")
     max_tokens: int = Field(512, ge=64, description="token budget of the longest model input per user")
     max_history: int = Field(30, ge=0, description="newest history items considered before the budget")

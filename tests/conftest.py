@@ -57,6 +57,7 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
 
     from instructrec_batch.models.adapter import save_adapter
     from instructrec_batch.models.base import BaseModel, load_causal_lm
+    from instructrec_batch.prompts.templates import DEFAULT_VERSION
 
     torch.manual_seed(1)
     model = get_peft_model(
@@ -70,6 +71,7 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
         {
             "base_model": str(tiny_model_dir),
             "base_model_sha256": BaseModel(str(tiny_model_dir), tiny_model_dir).sha256(),
+            "template_version": DEFAULT_VERSION,
         },
     )
     return folder

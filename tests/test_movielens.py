@@ -12,7 +12,7 @@ from instructrec_batch.data import movielens
 from instructrec_batch.errors import DataSourceError
 from instructrec_batch.prompts.budget import prompt_tokens
 from instructrec_batch.prompts.render import UserContext
-from instructrec_batch.prompts.templates import load_templates
+from instructrec_batch.prompts.templates import DEFAULT_VERSION, load_templates
 from tests.helpers import run_cli
 
 INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t881250949\n2\t11\t5\t881250950\n"
@@ -116,7 +116,7 @@ def test_data_movielens_command_on_the_real_dataset(tmp_path: Path, tiny_model_d
     prompts = deltalake.DeltaTable(str(tables / "prompts")).to_pandas()
     assert len(prompts) == 943 and prompts["user_id"].is_unique and not prompts["cold_start"].any()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    template = load_templates().get("pointwise-0")
+    template = load_templates(DEFAULT_VERSION).get("pointwise-0")
 
     def count(texts):
         return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]

@@ -10,8 +10,9 @@ import pytest
 
 from instructrec_batch import executor_cache, faults
 from instructrec_batch.config import Config
-from instructrec_batch.errors import ArtifactError
+from instructrec_batch.errors import ArtifactError, ConfigError, ContractError
 from instructrec_batch.prompts.job import prompts_job
+from instructrec_batch.prompts.templates import DEFAULT_VERSION
 from instructrec_batch.scoring.job import score_job
 from instructrec_batch.scoring.udf import ScoringSpec, model_cache_key, resolve_dtype
 from tests.helpers import REPO, load_synthetic, run_cli
@@ -69,7 +70,7 @@ def test_model_loaded_once_per_process_across_partitions(spark, prompted: Config
     from instructrec_batch.models.adapter import verify_adapter
 
     sha = verify_adapter(prompted.score.adapter).sha256
-    spec = ScoringSpec(str(tiny_model_dir), "auto", "auto", "shared_prefix", 7, "v1", True, sha)
+    spec = ScoringSpec(str(tiny_model_dir), "auto", "auto", "shared_prefix", 7, DEFAULT_VERSION, True, sha)
     key = model_cache_key(spec, "cpu", resolve_dtype("auto", "cpu"))
     assert executor_cache.request_count(key) >= 4  # many partitions/batches asked for the model...
     assert executor_cache.load_count(key) == 1  # ...and it was loaded once in this process
@@ -189,3 +190,15 @@ def test_a_failure_inside_the_write_leaves_the_table_and_a_rerun_lands_once(spar
     after = _recs(prompted)
     assert len(after) == 24 * 3 and not after.duplicated(["run_id", "user_id", "rank"]).any()
     assert deltalake.DeltaTable(str(path)).version() == version + 1
+
+
+def test_template_version_mismatches_are_refused_before_scoring(spark, prompted: Config) -> None:
+    """Prompts built with v2 are not re-rendered with v1, and a v2 adapter is not used on v1 prompts."""
+    assert prompted.prompt.template_version == "v2"
+    v1 = prompted.model_copy(update={"prompt": prompted.prompt.model_copy(update={"template_version": "v1"})})
+    with pytest.raises(ConfigError, match=r"trained on template version v2 but prompt.template_version=v1"):
+        score_job(spark, v1)
+    base_only = _with(v1, adapter=None)
+    with pytest.raises(ContractError, match=r"built with template version v2 but prompt.template_version=v1"):
+        score_job(spark, base_only)
+    assert not (Path(prompted.tables_root) / "recommendations").exists()

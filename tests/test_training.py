@@ -19,7 +19,7 @@ from instructrec_batch.models.base import BaseModel, load_causal_lm, resolve_bas
 from instructrec_batch.models.forward import last_logits, pad_id_of
 from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.prompts.render import render_pointwise
-from instructrec_batch.prompts.templates import load_templates
+from instructrec_batch.prompts.templates import DEFAULT_VERSION, load_templates
 from instructrec_batch.tables import read_input
 from instructrec_batch.training.examples import build_examples
 from instructrec_batch.training.job import train_job
@@ -97,7 +97,7 @@ def test_same_user_renders_identically_in_training_and_scoring(spark, protocol_c
     prompts = deltalake.DeltaTable(str(Path(protocol_cfg.tables_root) / "prompts")).to_pandas().set_index("user_id")
     examples = _examples(spark, protocol_cfg)
     valid = examples[examples.kind == "valid"].set_index("user_id")
-    template = load_templates().get("pointwise-0")
+    template = load_templates(DEFAULT_VERSION).get("pointwise-0")
     assert len(valid) == 30
     for user, example in valid.iterrows():
         scoring = prompts.loc[user]
@@ -120,7 +120,7 @@ def test_training_lowers_validation_loss_and_adapter_round_trips(spark, protocol
     history = [h["val_loss"] for h in manifest["loss_history"]]
     assert manifest["val_loss"] in history and manifest["val_loss"] <= min(history) + 1e-4
     assert manifest["base_model_sha256"] == BaseModel(str(tiny_model_dir), tiny_model_dir).sha256()
-    assert manifest["data_versions"]["interactions"] == 0 and manifest["template_version"] == "v1"
+    assert manifest["data_versions"]["interactions"] == 0 and manifest["template_version"] == DEFAULT_VERSION
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     batch = [tokenizer("the user likes star wars", add_special_tokens=False)["input_ids"], [5, 6, 7]]

@@ -1,6 +1,6 @@
 """The versioned template registry: instruction text lives in templates/<version>.yaml, not in code.
 
-`load_templates("v1")` returns every template of that version; a template id is `<task>-<k>` and
+`load_templates("v2")` returns every template of that version; a template id is `<task>-<k>` and
 picks paraphrase k of each part. Loading checks the layout rules the renderer and scorers rely on,
 so a bad edit to the YAML fails at start-up rather than producing odd prompts at night.
 """
@@ -19,6 +19,7 @@ from instructrec_batch.errors import ConfigError
 TaskForm = Literal["pointwise", "listwise"]
 TASK_FORMS: tuple[TaskForm, ...] = ("pointwise", "listwise")
 ANSWER_CUE = "Answer:"
+DEFAULT_VERSION = "v2"  # v2: the pointwise question once per user (v1: once per candidate)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def _check(template: Template) -> None:
 
 
 @cache
-def load_templates(version: str = "v1") -> TemplateSet:
+def load_templates(version: str) -> TemplateSet:
     """Read and validate templates/<version>.yaml from the installed package."""
     source = resources.files("instructrec_batch") / "templates" / f"{version}.yaml"
     if not source.is_file():

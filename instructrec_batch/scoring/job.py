@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.engine import is_connect
-from instructrec_batch.errors import ContractError
+from instructrec_batch.errors import ConfigError, ContractError
 from instructrec_batch.faults import failing_write
 from instructrec_batch.input_errors import explains_undecodable_inputs
 from instructrec_batch.models.adapter import AdapterInfo, read_blob, verify_adapter
@@ -77,6 +77,13 @@ def prepare_model_scoring(
     base = resolve_base(cfg)
     base_sha = base.sha256()
     adapter = verify_adapter(adapter_path, base_sha256=base_sha) if adapter_path else None
+    trained_on = adapter.manifest.get("template_version") if adapter else None
+    if trained_on and trained_on != cfg.prompt.template_version:
+        raise ConfigError(
+            f"adapter {adapter_path} was trained on template version {trained_on} but prompt.template_version="
+            f"{cfg.prompt.template_version}; build prompts and score with prompt.template_version={trained_on}, "
+            "or train an adapter on the new version"
+        )
     model_id = f"{base.name}@{base_sha[:12]}" + (f"+lora@{adapter.sha256[:12]}" if adapter else "")
     spec = ScoringSpec(
         str(base.path),
@@ -108,16 +115,25 @@ def read_run_prompts(spark: SparkSession, cfg: Config, run_id: str) -> tuple[Dat
     """The prompts of `run_id` and their row count; an empty selection is an error naming the job to run.
 
     The count is returned because every caller needs it (slicing, coverage checks) and each count is a
-    full scan of the prompts table.
+    full scan of the prompts table. Rows must have been rendered with prompt.template_version, since
+    scoring re-renders them with that version's templates.
     """
     prompts = read_input(spark, cfg, C.PROMPTS).where(F.col(C.RUN_ID) == run_id)
-    n_rows = prompts.count()
-    if n_rows == 0:
+    by_version = {r["template_version"]: r["count"] for r in prompts.groupBy("template_version").count().collect()}
+    if not by_version:
         raise ContractError(
             f"table 'prompts' has no rows for run_id '{run_id}'; run `instructrec-batch prompts` for that "
             "run first, or set score.prompts_run_id"
         )
-    return prompts, n_rows
+    wanted = cfg.prompt.template_version
+    if set(by_version) != {wanted}:
+        found = ", ".join(sorted(by_version))
+        raise ContractError(
+            f"table 'prompts' rows of run_id '{run_id}' were built with template version {found} but "
+            f"prompt.template_version={wanted}; rerun `instructrec-batch prompts` with this setting, or score "
+            f"with prompt.template_version={found}"
+        )
+    return prompts, sum(by_version.values())
 
 
 @explains_undecodable_inputs
