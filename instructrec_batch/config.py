@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from instructrec_batch.errors import ConfigError
-from instructrec_batch.paths import BARE_NAME, CATALOG_NAME, is_catalog_schema, is_path, outside_roots
+from instructrec_batch.paths import BARE_NAME, CATALOG_NAME, is_catalog_schema, is_path, outside_roots, table_location
 from instructrec_batch.prompts.templates import DEFAULT_VERSION
 
 
@@ -86,14 +86,10 @@ class TablesConfig(_Section):
     def locations(self, root: str) -> dict[str, str]:
         """tables.<name> → the path it resolves to, for the tables that are paths (not catalog tables)."""
         found = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if name in ("root", "staging", "format") or value is None:
-                continue
-            if is_path(value):
-                found[f"tables.{name}"] = value
-            elif not CATALOG_NAME.match(value) and not is_catalog_schema(root):
-                found[f"tables.{name}"] = str(Path(root) / value)
+        for name in [n for n in type(self).model_fields if n not in ("root", "staging", "format")]:
+            location, is_catalog = table_location(getattr(self, name), root)
+            if not is_catalog:
+                found[f"tables.{name}"] = location
         return found
 
 

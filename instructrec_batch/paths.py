@@ -11,6 +11,7 @@ import os
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from urllib.parse import urlsplit
 
 CATALOG_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*){1,2}$")
@@ -26,6 +27,17 @@ def is_catalog_schema(root: str | None) -> bool:
     """Whether a tables.root value names a `catalog.schema` rather than a folder."""
     root = root or ""
     return not is_path(root) and CATALOG_NAME.match(root) is not None and root.count(".") == 1
+
+
+def table_location(value: str, root: str) -> tuple[str, bool]:
+    """(location, is_catalog) of a table setting; a bare name goes under `root` (a folder or catalog.schema)."""
+    if is_path(value):
+        return value, False
+    if CATALOG_NAME.match(value):
+        return value, True
+    if is_catalog_schema(root):
+        return f"{root}.{value}", True
+    return str(Path(root) / value), False
 
 
 def _normalised(location: str) -> tuple[str, str]:

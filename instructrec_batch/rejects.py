@@ -35,6 +35,11 @@ def utf8_text(column: str) -> Column:
     return F.coalesce(F.is_valid_utf8(F.col(column)), F.lit(False))
 
 
+def item_reason(known: Column, titled: Column) -> Column:
+    """unknown_item where the item is not in `items`, empty_title where it has no usable title, else null."""
+    return F.when(known.isNull(), UNKNOWN_ITEM).when(titled.isNull(), EMPTY_TITLE)
+
+
 def reject_rows(
     df: DataFrame,
     run_id: str,

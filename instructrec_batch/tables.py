@@ -24,7 +24,7 @@ from instructrec_batch.config import Config
 from instructrec_batch.contracts import TableContract
 from instructrec_batch.engine import is_connect
 from instructrec_batch.errors import ConcurrentWriteError, ConfigError, ContractError, EngineError
-from instructrec_batch.paths import CATALOG_NAME, is_catalog_schema, is_path
+from instructrec_batch.paths import is_catalog_schema, table_location
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,8 @@ class TableRef:
 
 def resolve(cfg: Config, logical: str) -> TableRef:
     """Turn `tables.<logical>` from the config into a TableRef."""
-    value = getattr(cfg.tables, logical)
-    if is_path(value):
-        return TableRef(logical, value, is_catalog=False)
-    if CATALOG_NAME.match(value):
-        return TableRef(logical, value, is_catalog=True)
-    if catalog_schema(cfg):  # root names a schema (catalog.schema): bare names are its tables
-        return TableRef(logical, f"{cfg.tables.root}.{value}", is_catalog=True)
-    return TableRef(logical, str(Path(cfg.tables_root) / value), is_catalog=False)
+    location, is_catalog = table_location(getattr(cfg.tables, logical), cfg.tables_root)
+    return TableRef(logical, location, is_catalog)
 
 
 def catalog_schema(cfg: Config) -> bool:

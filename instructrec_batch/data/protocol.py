@@ -11,7 +11,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.rejects import EMPTY_TITLE, NULL_KEY, UNKNOWN_ITEM, null_keys, utf8_text
+from instructrec_batch.rejects import NULL_KEY, item_reason, null_keys, utf8_text
 
 
 def _seeded_order(seed: int) -> list[Column]:
@@ -36,7 +36,7 @@ def usable_interactions(interactions: DataFrame, items: DataFrame) -> tuple[Data
     known = items.where(F.col(C.ITEM_ID).isNotNull()).select(C.ITEM_ID).distinct().withColumn("_known", F.lit(True))
     shown = shown_items(items).withColumn("_shown", F.lit(True))
     joined = interactions.where(~null_keys(keys)).join(known, C.ITEM_ID, "left").join(shown, C.ITEM_ID, "left")
-    reason = F.when(F.col("_known").isNull(), UNKNOWN_ITEM).when(F.col("_shown").isNull(), EMPTY_TITLE)
+    reason = item_reason(F.col("_known"), F.col("_shown"))
     columns = interactions.columns
     rejected = (
         interactions.where(null_keys(keys))

@@ -32,7 +32,7 @@ from instructrec_batch.prompts.text_udfs import (
     render_prompts_fn,
     token_counter,
 )
-from instructrec_batch.rejects import INVALID_UTF8, null_keys, reject_rows, utf8_text
+from instructrec_batch.rejects import INVALID_UTF8, item_reason, null_keys, reject_rows, utf8_text
 from instructrec_batch.runs import recorded_run
 from instructrec_batch.tables import (
     Staging,
@@ -129,7 +129,7 @@ def _prepare_candidates(cands: DataFrame, titles: DataFrame, run_id: str) -> tup
     rejects.append(_reject(ranked.where(F.col("_dup") > 1), run_id, "candidates", "duplicate_candidate"))
     known = titles.withColumn("_known", F.lit(True))
     joined = ranked.where(F.col("_dup") == 1).join(known, C.ITEM_ID, "left")
-    reason = F.when(F.col("_known").isNull(), "unknown_item").when(F.col(C.TITLE).isNull(), "empty_title")
+    reason = item_reason(F.col("_known"), F.col(C.TITLE))
     rejects.append(_reject(joined.where(reason.isNotNull()), run_id, "candidates", reason))
     valid = joined.where(reason.isNull())
     pos = F.row_number().over(Window.partitionBy(C.USER_ID).orderBy(*order))
@@ -162,7 +162,7 @@ def _prepare_history(
     rejects = [_reject(interactions.where(null_keys(keys)), run_id, "interactions", "null_key")]
     rows = history_cut(interactions.where(~null_keys(keys)), holdout)
     joined = rows.join(titles.withColumn("_known", F.lit(True)), C.ITEM_ID, "left")
-    reason = F.when(F.col("_known").isNull(), "unknown_item").when(F.col(C.TITLE).isNull(), "empty_title")
+    reason = item_reason(F.col("_known"), F.col(C.TITLE))
     rejects.append(_reject(joined.where(reason.isNotNull()), run_id, "interactions", reason))
     usable = joined.where(reason.isNull())
     per_user = Window.partitionBy(C.USER_ID)
