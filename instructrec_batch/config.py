@@ -61,6 +61,7 @@ class TablesConfig(_Section):
     runs: str = "runs"
     recommendations: str = "recommendations"
     candidate_scores: str = "candidate_scores"
+    candidate_evidence: str = "candidate_evidence"
     metrics: str = "metrics"
 
     @field_validator(
@@ -74,6 +75,7 @@ class TablesConfig(_Section):
         "runs",
         "recommendations",
         "candidate_scores",
+        "candidate_evidence",
         "metrics",
     )
     @classmethod
@@ -101,6 +103,14 @@ class DataConfig(_Section):
 
 
 TaskFormName = Literal["pointwise", "listwise"]
+
+
+class EvidenceConfig(_Section):
+    """Collaborative evidence per (user, candidate) from training interactions (popularity, co-occurrence)."""
+
+    window: int = Field(10, ge=1, description="two items co-occur when a user's sequence has them this close")
+    history: int = Field(20, ge=1, description="newest history items each candidate is compared with")
+    max_items: int = Field(200, ge=2, description="newest distinct items per user counted (caps heavy users)")
 
 
 class ModelConfig(_Section):
@@ -171,6 +181,12 @@ class TrainConfig(_Section):
     )
     seed: int = 42
     output: str | None = Field(None, description="adapter folder; None = <workdir>/adapters/<run_id>")
+    fusion_users: int = Field(
+        200,
+        ge=0,
+        description="users whose validation lists fit the fusion head (model score + evidence); 0 = no head",
+    )
+    fusion_negatives: int = Field(19, ge=1, description="sampled negatives per fusion list, next to the valid item")
 
 
 class ScoreConfig(_Section):
@@ -178,10 +194,15 @@ class ScoreConfig(_Section):
 
     adapter: str | None = Field(None, description="LoRA adapter folder; None scores with the base model alone")
     k: int = Field(10, ge=1, description="recommendations kept per user")
-    method: Literal["shared_prefix", "naive"] = Field(
-        "shared_prefix", description="pointwise implementation; naive is the per-pair reference"
+    method: Literal["onepass", "shared_prefix", "naive"] = Field(
+        "onepass",
+        description="pointwise implementation: onepass (prefix + all suffixes in one masked sequence), "
+        "shared_prefix (prefix KV cache reused), naive (the per-pair reference)",
     )
     batch_size: int = Field(32, ge=1, description="sequences per forward pass (halved on CUDA out-of-memory)")
+    max_batch_tokens: int = Field(
+        8192, ge=64, description="onepass: users packed per forward up to this many tokens (rows × longest row)"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     merge_adapter: bool = Field(True, description="merge LoRA weights into the base for faster inference")
@@ -199,17 +220,32 @@ class ScoreConfig(_Section):
     partitions: int | None = Field(
         None, ge=1, description="repartition prompts by user before scoring (e.g. a multiple of the GPU count)"
     )
+    fusion: bool = Field(
+        True, description="rank by the adapter's fusion head (model score + collaborative evidence) when it has one"
+    )
 
 
-EvalMethod = Literal["random", "popularity", "itemknn", "zero_shot", "lora"]
+EvalMethod = Literal["random", "popularity", "itemknn", "blend", "sasrec", "zero_shot", "lora", "hybrid"]
+
+
+class SasrecConfig(_Section):
+    """The SASRec baseline (self-attentive sequential recommender), trained on the driver."""
+
+    max_len: int = Field(50, ge=2, description="newest items of each training sequence")
+    dim: int = Field(64, ge=8, description="embedding width")
+    blocks: int = Field(2, ge=1, description="self-attention blocks")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    epochs: int = Field(60, ge=1, description="passes over every user's sequence")
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
 
 
 class EvaluateConfig(_Section):
     """Offline evaluation against baselines on the protocol's candidate lists (DESIGN §8)."""
 
     methods: list[EvalMethod] = Field(
-        default_factory=lambda: ["random", "popularity", "itemknn", "zero_shot", "lora"],
-        description="rankers compared on the same candidates; zero_shot/lora use the model",
+        default_factory=lambda: ["random", "popularity", "itemknn", "blend", "sasrec", "zero_shot", "lora", "hybrid"],
+        description="rankers compared on the same candidates; zero_shot/lora/hybrid use the model",
     )
     tasks: list[TaskFormName] = Field(
         default_factory=lambda: ["pointwise"], description="task forms the model methods are reported for"
@@ -219,6 +255,8 @@ class EvaluateConfig(_Section):
     seed: int = Field(42, description="seed of the user sample and of the random baseline")
     dataset: str | None = Field(None, description="label in the metrics table; None = the candidates table location")
     report_dir: str | None = Field(None, description="markdown report and PNG charts; None = <workdir>/report")
+    bootstrap: int = Field(1000, ge=10, description="bootstrap resamples of users for the 95% intervals")
+    sasrec: SasrecConfig = Field(default_factory=SasrecConfig)
 
 
 class RunConfig(_Section):
@@ -246,6 +284,7 @@ class Config(_Section):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     tables: TablesConfig = Field(default_factory=TablesConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -302,7 +341,9 @@ class Config(_Section):
         lands on the same run_id even though each sets its own options (an adapter, a k), and a rerun
         with a fixed model or scorer replaces that night's output instead of adding a second copy.
         """
-        canonical = json.dumps(self.model_dump(mode="json", include={"tables", "data", "prompt"}), sort_keys=True)
+        canonical = json.dumps(
+            self.model_dump(mode="json", include={"tables", "data", "evidence", "prompt"}), sort_keys=True
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -135,6 +135,20 @@ METRICS = TableContract(
         "dataset": TEXT_TYPES,
     },
 )
+# Collaborative evidence per (user, candidate), written by the prompts job (evidence/features.py).
+EV_POPULARITY = "ev_popularity"
+EV_COOC_SUM = "ev_cooc_sum"
+EV_COOC_MAX = "ev_cooc_max"
+EV_COOC_SHARE = "ev_cooc_share"
+EV_RECENT_SIM = "ev_recent_sim"
+EV_RETRIEVAL = "ev_retrieval"
+EVIDENCE_COLUMNS = (EV_POPULARITY, EV_COOC_SUM, EV_COOC_MAX, EV_COOC_SHARE, EV_RECENT_SIM, EV_RETRIEVAL)
+LM_SCORE = "lm_score"  # the language model's own answer score, before any fusion with evidence
+CANDIDATE_EVIDENCE = TableContract(
+    "candidate_evidence",
+    required={RUN_ID: TEXT_TYPES, USER_ID: ID_TYPES, ITEM_ID: ID_TYPES}
+    | {column: frozenset({"double"}) for column in EVIDENCE_COLUMNS},
+)
 CANDIDATE_SCORES = TableContract(
     "candidate_scores",
     required={
@@ -145,4 +159,5 @@ CANDIDATE_SCORES = TableContract(
         "model_id": TEXT_TYPES,
         "template_id": TEXT_TYPES,
     },
+    optional={LM_SCORE: frozenset({"double"})},
 )

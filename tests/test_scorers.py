@@ -14,6 +14,7 @@ from instructrec_batch.scoring.scorers import (
     Listwise,
     ModelHandle,
     NaivePointwise,
+    OnePassPointwise,
     ScoringPrompt,
     SharedPrefixPointwise,
 )
@@ -46,6 +47,27 @@ def test_shared_prefix_equals_naive_within_1e4(handle: ModelHandle) -> None:
     for a, b in zip(naive, shared, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
     assert np.ptp(np.concatenate(naive)) > 1e-3  # scores actually differ across candidates
+
+
+@pytest.mark.parametrize("max_batch_tokens", [64, 8192])  # one user per forward / all users in one forward
+def test_one_pass_equals_naive_within_1e4(handle: ModelHandle, max_batch_tokens: int) -> None:
+    prompts = _prompts("pointwise")
+    naive = NaivePointwise(handle, batch_size=5).score(prompts)
+    onepass = OnePassPointwise(handle, batch_size=8, max_batch_tokens=max_batch_tokens).score(prompts)
+    assert [len(s) for s in onepass] == [3, 3, 7]
+    for a, b in zip(naive, onepass, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+
+
+def test_one_pass_mask_keeps_suffixes_apart(handle: ModelHandle) -> None:
+    """Changing one candidate's title changes that candidate's score only."""
+    template = TEMPLATES.get("pointwise-0")
+    ctx = UserContext(("toy story", "star wars"))
+    scorer = OnePassPointwise(handle, batch_size=4)
+    before = scorer.score([ScoringPrompt(template, ctx, ("love", "war", "night city"))])[0]
+    after = scorer.score([ScoringPrompt(template, ctx, ("love", "the king of the city", "night city"))])[0]
+    np.testing.assert_allclose(before[[0, 2]], after[[0, 2]], atol=1e-5, rtol=0)
+    assert abs(before[1] - after[1]) > 1e-4
 
 
 def test_naive_scores_equal_single_unpadded_forwards(handle: ModelHandle) -> None:

@@ -99,3 +99,16 @@ def sample_users(frame: DataFrame, n: int | None, seed: int) -> DataFrame:
         frame.select(C.USER_ID).distinct().orderBy(F.xxhash64(F.lit(seed), F.col(C.USER_ID)), F.col(C.USER_ID)).limit(n)
     )
     return frame.join(users, C.USER_ID, "left_semi")
+
+
+def history_cut(interactions: DataFrame, holdout: DataFrame | None) -> DataFrame:
+    """Keep only rows strictly before each user's first held-out row, ordered by (event_ts, item_id)."""
+    if holdout is None:
+        return interactions
+    cut = holdout.groupBy(C.USER_ID).agg(
+        F.min(F.struct(F.col(C.EVENT_TS).alias("cut_ts"), F.col(C.ITEM_ID).alias("cut_item"))).alias("_cut")
+    )
+    joined = interactions.join(cut, C.USER_ID, "left")
+    ts, item = F.col(C.EVENT_TS), F.col(C.ITEM_ID)
+    before = (ts < F.col("_cut.cut_ts")) | ((ts == F.col("_cut.cut_ts")) & (item < F.col("_cut.cut_item")))
+    return joined.where(F.col("_cut").isNull() | before).drop("_cut")

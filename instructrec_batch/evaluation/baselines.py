@@ -1,16 +1,27 @@
-"""Non-LLM rankers scored on exactly the candidate lists the model sees (DESIGN §8).
+"""Non-LLM rankers scored on exactly the candidate lists the model sees.
 
-Each returns user_id, item_id, score for every candidate row. Popularity and item-kNN learn only
-from training interactions (held-out rows removed), so they see nothing the model cannot.
+Each returns user_id, item_id, score for every candidate row. Every one learns only from training
+interactions (held-out rows removed), so none sees anything the model cannot:
+- random, popularity and item-kNN (co-occurrence) are the classic floors;
+- blend is a linear listwise ranker over the same collaborative evidence the fusion head gets,
+  fitted on validation lists (each user's `valid` item plus sampled negatives): what the evidence
+  achieves without the language model;
+- sasrec is a self-attentive sequential recommender trained on the driver.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
+from instructrec_batch.config import Config, EvidenceConfig, SasrecConfig
+from instructrec_batch.data.protocol import sample_candidates, shown_items, usable_interactions
 from instructrec_batch.evaluation.metrics import SCORE
+from instructrec_batch.evidence.features import candidate_evidence
+from instructrec_batch.evidence.ranker import fit_ranker
+
+VALIDATION_SALT = 1000  # validation lists draw negatives with data.seed + this, apart from the test lists
 
 
 def training_interactions(interactions: DataFrame, holdout: DataFrame) -> DataFrame:
@@ -73,4 +84,56 @@ def itemknn_scores(candidates: DataFrame, train: DataFrame) -> DataFrame:
         candidates.select(C.USER_ID, C.ITEM_ID)
         .join(per_pair.withColumnRenamed("_c", C.ITEM_ID), [C.USER_ID, C.ITEM_ID], "left")
         .select(C.USER_ID, C.ITEM_ID, F.coalesce(F.col("_s"), F.lit(0.0)).cast("double").alias(SCORE))
+    )
+
+
+def validation_lists(
+    interactions: DataFrame, items: DataFrame, holdout: DataFrame, users: DataFrame, cfg: Config
+) -> DataFrame:
+    """user_id, item_id, positive: each of `users`' valid item plus data.negatives sampled negatives.
+
+    Drawn by the protocol's own sampler (items the user never interacted with, shown items only), so
+    the lists look like the test lists, but from the validation split: no test item is ever a row.
+    """
+    valid = holdout.where(F.col(C.SPLIT) == C.SPLIT_VALID).join(users, C.USER_ID, "left_semi")
+    as_target = valid.withColumn(C.SPLIT, F.lit(C.SPLIT_TEST))
+    usable, _ = usable_interactions(interactions, items)
+    lists = sample_candidates(
+        usable, shown_items(items), as_target, seed=cfg.data.seed + VALIDATION_SALT, negatives=cfg.data.negatives
+    )
+    marked = valid.select(C.USER_ID, C.ITEM_ID, F.lit(True).alias("positive"))
+    return (
+        lists.select(C.USER_ID, C.ITEM_ID)
+        .join(marked, [C.USER_ID, C.ITEM_ID], "left")
+        .select(C.USER_ID, C.ITEM_ID, F.coalesce(F.col("positive"), F.lit(False)).alias("positive"))
+    )
+
+
+def blend_scores(
+    candidates: DataFrame, evidence: DataFrame, lists: DataFrame, source: DataFrame, cfg: EvidenceConfig
+) -> DataFrame:
+    """The evidence blend: a linear ranker over EVIDENCE_COLUMNS fitted on validation `lists`, applied to
+    the candidates' evidence rows (`evidence`, from the prompts job). `source` feeds the lists' evidence."""
+    fitted = (
+        candidate_evidence(source, lists.select(C.USER_ID, C.ITEM_ID), cfg)
+        .join(lists, [C.USER_ID, C.ITEM_ID])
+        .toPandas()
+    )
+    ranker = fit_ranker(fitted, C.EVIDENCE_COLUMNS, fitted[C.USER_ID].to_numpy(), fitted["positive"].to_numpy())
+    joined = candidates.join(evidence, [C.USER_ID, C.ITEM_ID], "left").fillna(0.0, subset=list(C.EVIDENCE_COLUMNS))
+    return joined.select(C.USER_ID, C.ITEM_ID, ranker.column().alias(SCORE))
+
+
+def sasrec_scores(
+    spark: SparkSession, candidates: DataFrame, train: DataFrame, cfg: SasrecConfig, seed: int
+) -> DataFrame:
+    """SASRec trained on the training interactions (collected to the driver), scoring every candidate."""
+    from instructrec_batch.evaluation.sasrec import train_sasrec
+
+    model = train_sasrec(train.select(C.USER_ID, C.ITEM_ID, C.EVENT_TS).toPandas(), cfg, seed)
+    local = candidates.select(C.USER_ID, C.ITEM_ID).toPandas()
+    local[SCORE] = model.score(local)
+    types = {f.name: f.dataType.simpleString() for f in candidates.schema.fields}
+    return spark.createDataFrame(
+        local, f"{C.USER_ID} {types[C.USER_ID]}, {C.ITEM_ID} {types[C.ITEM_ID]}, {SCORE} double"
     )

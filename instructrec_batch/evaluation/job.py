@@ -20,17 +20,30 @@ from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.evaluation.baselines import (
+    blend_scores,
     itemknn_scores,
     popularity_scores,
     random_scores,
+    sasrec_scores,
     training_interactions,
+    validation_lists,
 )
+from instructrec_batch.evaluation.intervals import METRICS_SCHEMA, with_intervals
 from instructrec_batch.evaluation.metrics import METHOD, SCORE
-from instructrec_batch.evaluation.report import ReportPaths, markdown_table, wide_table, write_report
-from instructrec_batch.evaluation.spark_metrics import metrics_frame
+from instructrec_batch.evaluation.report import ReportPaths, interval_table, markdown_table, wide_table, write_report
+from instructrec_batch.evaluation.spark_metrics import metrics_frame, target_ranks
+from instructrec_batch.evidence.features import evidence_interactions
 from instructrec_batch.input_errors import explains_undecodable_inputs
 from instructrec_batch.runs import recorded_run, run_identity
-from instructrec_batch.scoring.job import ModelScoring, prepare_model_scoring, read_run_prompts, score_candidates
+from instructrec_batch.scoring.job import (
+    HYBRID,
+    ModelScoring,
+    fuse,
+    prepare_model_scoring,
+    read_run_evidence,
+    read_run_prompts,
+    score_candidates,
+)
 from instructrec_batch.tables import (
     Staging,
     check_output_format,
@@ -45,6 +58,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "evaluate"
 MODEL_METHODS = ("zero_shot", "lora")
+LLM_METHODS = ("zero_shot", "lora", HYBRID)
 
 
 @dataclass(frozen=True)
@@ -54,7 +68,7 @@ class EvaluationResult:
     report: ReportPaths
 
     def table(self) -> str:
-        return markdown_table(wide_table(self.metrics))
+        return markdown_table(wide_table(self.metrics)) + "\n\n" + interval_table(self.metrics)
 
     def __str__(self) -> str:
         return f"{self.table()}\n\nreport: {self.report.markdown}\nchart:  {self.report.chart}"
@@ -93,14 +107,15 @@ def _stored_scores(
         read_input(spark, cfg, C.CANDIDATE_SCORES)
         .where(
             (F.col(C.RUN_ID) == run_id)
-            & (F.col("model_id") == scoring.model_id)
+            & F.col("model_id").isin(scoring.model_id, f"{scoring.model_id}+fusion")
             & (F.col("template_id") == scoring.spec.template_id)
         )
         .join(prompts.select(C.USER_ID), C.USER_ID, "left_semi")
     )
     if stored.select(C.USER_ID).distinct().count() != n_users:
         return None
-    return stored.select(C.USER_ID, C.ITEM_ID, SCORE)
+    model_score = F.col(C.LM_SCORE) if C.LM_SCORE in stored.columns else F.col(SCORE)
+    return stored.select(C.USER_ID, C.ITEM_ID, model_score.alias(SCORE), "ranked_by")
 
 
 def _candidate_rows(prompts: DataFrame) -> DataFrame:
@@ -120,49 +135,80 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
     prompts = sample_users(run_prompts, e.max_users, e.seed)
     n_users = n_run_users if e.max_users is None else prompts.count()
     candidates = _candidate_rows(prompts)
+    interactions = read_input(spark, cfg, C.INTERACTIONS)
+    items = read_input(spark, cfg, C.ITEMS)
     holdout = read_input(spark, cfg, C.HOLDOUT)
     targets = (
         holdout.where(F.col(C.SPLIT) == C.SPLIT_TEST)
         .select(C.USER_ID, C.ITEM_ID)
         .join(prompts.select(C.USER_ID), C.USER_ID, "left_semi")
     )
-    train = training_interactions(read_input(spark, cfg, C.INTERACTIONS), holdout)
+    train = training_interactions(interactions, holdout)
+    needs_evidence = bool({"blend", HYBRID} & set(e.methods))
+    evidence = read_run_evidence(spark, cfg, prompts_run) if needs_evidence else None
+
+    def blend() -> DataFrame:
+        lists = validation_lists(interactions, items, holdout, prompts.select(C.USER_ID), cfg)
+        return blend_scores(candidates, evidence, lists, evidence_interactions(interactions, holdout), cfg.evidence)
+
     baselines = {
         "random": lambda: random_scores(candidates, e.seed),
         "popularity": lambda: popularity_scores(candidates, train),
         "itemknn": lambda: itemknn_scores(candidates, train),
+        "blend": blend,
+        "sasrec": lambda: sasrec_scores(spark, candidates, train, e.sasrec, e.seed),
     }
     dataset = e.dataset or resolve(cfg, "candidates").location
     with recorded_run(spark, cfg, STAGE) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         mode = "overwrite"
+
+        def stage(frame: DataFrame, name: str) -> None:
+            nonlocal mode
+            write_table(
+                frame.select(C.USER_ID, C.ITEM_ID, SCORE).withColumn(METHOD, F.lit(name)),
+                cfg,
+                staging.ref("scores"),
+                mode=mode,
+            )
+            mode = "append"
+
         for name, build in baselines.items():
             if name in e.methods:
-                write_table(build().withColumn(METHOD, F.lit(name)), cfg, staging.ref("scores"), mode=mode)
-                mode = "append"
+                stage(build(), name)
                 log.info("evaluate: %s scored", name)
         for name, scoring in scorings.items():
             scored = _stored_scores(spark, cfg, identity.run_id, scoring, prompts, n_users)
             how = "read from candidate_scores" if scored is not None else "scored"
             if scored is None:
-                scored = score_candidates(prompts, scoring, cfg.score.partitions).select(C.USER_ID, C.ITEM_ID, SCORE)
-            write_table(scored.withColumn(METHOD, F.lit(name)), cfg, staging.ref("scores"), mode=mode)
-            mode = "append"
+                scored = score_candidates(prompts, scoring, cfg.score.partitions).select(
+                    C.USER_ID, C.ITEM_ID, SCORE, "ranked_by"
+                )
+            write_table(scored, cfg, staging.ref(f"model-{name.replace('/', '-')}"))
+            scored = staging.read(spark, f"model-{name.replace('/', '-')}")
+            stage(scored, name)
             log.info("evaluate: %s %s (%s)", name, how, scoring.model_id)
-        figures = metrics_frame(staging.read(spark, "scores"), targets).select(
-            F.lit(identity.run_id).alias(C.RUN_ID),
-            METHOD,
-            "metric",
-            "k",
-            "value",
-            "n_users",
-            F.lit(dataset).alias("dataset"),
-        )
-        write_run_scoped(figures, cfg, resolve(cfg, "metrics"), {C.RUN_ID: identity.run_id})
-        table = (
-            read_input(spark, cfg, C.METRICS)
-            .where(F.col(C.RUN_ID) == identity.run_id)
-            .select(METHOD, "metric", "k", "value", "n_users")
-            .toPandas()
+            task = name.split("/")[1]
+            if name.startswith("lora/") and HYBRID in e.methods and task == "pointwise":
+                if scoring.fusion_head is None:
+                    log.warning("evaluate: the adapter has no fusion head (train.fusion_users=0?): hybrid skipped")
+                    continue
+                fused = fuse(scored.withColumn(C.LM_SCORE, F.col(SCORE)), evidence, scoring.fusion_head, SCORE)
+                stage(fused, f"{HYBRID}/{task}")
+                log.info("evaluate: %s/%s scored", HYBRID, task)
+        scores = staging.read(spark, "scores")
+        ranks = target_ranks(scores, targets).toPandas()
+        values = metrics_frame(scores, targets).toPandas()
+        table = with_intervals(values, ranks, e.bootstrap, e.seed, llm_methods=LLM_METHODS)
+        write_run_scoped(
+            spark.createDataFrame(
+                table.assign(run_id=identity.run_id, dataset=dataset)[
+                    [f.split()[0] for f in METRICS_SCHEMA.split(", ")]
+                ],
+                METRICS_SCHEMA,
+            ),
+            cfg,
+            resolve(cfg, "metrics"),
+            {C.RUN_ID: identity.run_id},
         )
         users = int(table["n_users"].max()) if len(table) else 0
         run.model_id = ", ".join(sorted({s.model_id for s in scorings.values()})) or None

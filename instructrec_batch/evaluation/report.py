@@ -1,4 +1,5 @@
-"""The evaluation report: a markdown table and a PNG bar chart of every metric by method."""
+"""The evaluation report: markdown tables (figures, 95% intervals, the paired comparison) and a PNG
+bar chart of every metric by method with its interval."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from instructrec_batch.evaluation.intervals import difference_rows, plain_rows, significant
 from instructrec_batch.evaluation.metrics import METHOD, METRICS, Metric
 
 REPORT_FILE = "report.md"
@@ -22,6 +24,7 @@ class ReportPaths:
 
 def wide_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per method, one column per metric label (HR@1 ... MRR) plus n_users, in METRICS order."""
+    metrics = plain_rows(metrics)
     labels = metrics.apply(lambda r: Metric(r["metric"], None if pd.isna(r["k"]) else int(r["k"])).label, axis=1)
     wide = metrics.assign(label=labels).pivot_table(index=METHOD, columns="label", values="value", aggfunc="first")
     wide = wide[[m.label for m in METRICS]]
@@ -39,7 +42,43 @@ def markdown_table(wide: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _chart(wide: pd.DataFrame, path: Path, title: str) -> None:
+KEY_METRICS = (Metric("HR", 1), Metric("NDCG", 10), Metric("MRR", None))
+
+
+def _label(row: pd.Series) -> str:
+    return Metric(row["metric"], None if pd.isna(row["k"]) else int(row["k"])).label
+
+
+def interval_table(metrics: pd.DataFrame) -> str:
+    """HR@1, NDCG@10 and MRR with 95% bootstrap intervals per method, and the paired difference of the
+    best language-model method against the best non-LLM method (when both were evaluated)."""
+    if "ci_low" not in metrics:
+        return ""
+    plain = plain_rows(metrics).assign(label=lambda f: f.apply(_label, axis=1))
+    order = wide_table(metrics).index
+    keys = [m.label for m in KEY_METRICS]
+    lines = ["| method (95% interval) | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+    for method in order:
+        cells = []
+        for label in keys:
+            row = plain[(plain[METHOD] == method) & (plain["label"] == label)].iloc[0]
+            cells.append(f"{row['value']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    diffs = difference_rows(metrics)
+    if not diffs.empty:
+        diffs = diffs.assign(label=lambda f: f.apply(_label, axis=1))
+        first = diffs.iloc[0]
+        lines += ["", f"Paired difference {first[METHOD]} − {first['versus']} on the same {first['n_users']} users:"]
+        for label in keys:
+            row = diffs[diffs["label"] == label].iloc[0]
+            verdict = "significant" if significant(row["ci_low"], row["ci_high"]) else "not significant"
+            lines.append(
+                f"- {label}: {row['value']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] ({verdict} at 95%)"
+            )
+    return "\n".join(lines)
+
+
+def _chart(wide: pd.DataFrame, path: Path, title: str, metrics: pd.DataFrame) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,13 +88,25 @@ def _chart(wide: pd.DataFrame, path: Path, title: str) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharey=False)
     colors = plt.get_cmap("tab10").colors
     methods = list(wide.index)
+    plain = plain_rows(metrics).assign(label=lambda f: f.apply(_label, axis=1)).set_index([METHOD, "label"])
     for ax, label in zip(axes.flat, labels, strict=True):
         values = wide[label].to_numpy()
-        ax.bar(range(len(methods)), values, color=[colors[i % len(colors)] for i in range(len(methods))])
+        errors = None
+        if "ci_low" in plain:
+            low = [values[i] - plain.loc[(m, label), "ci_low"] for i, m in enumerate(methods)]
+            high = [plain.loc[(m, label), "ci_high"] - values[i] for i, m in enumerate(methods)]
+            errors = [low, high]
+        ax.bar(
+            range(len(methods)),
+            values,
+            yerr=errors,
+            capsize=3,
+            color=[colors[i % len(colors)] for i in range(len(methods))],
+        )
         ax.set_title(label)
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels(methods, rotation=35, ha="right", fontsize=8)
-        ax.set_ylim(0, max(1e-9, float(values.max())) * 1.15)
+        ax.set_ylim(0, min(1.05, max(1e-9, float(values.max())) * 1.25))
         for i, v in enumerate(values):
             ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
     fig.suptitle(title)
@@ -69,16 +120,21 @@ def write_report(metrics: pd.DataFrame, folder: Path, context: Mapping[str, str]
     folder.mkdir(parents=True, exist_ok=True)
     wide = wide_table(metrics)
     chart = folder / CHART_FILE
-    _chart(wide, chart, f"Ranking metrics by method — run {context.get('run_id', '?')}")
+    _chart(
+        wide, chart, f"Ranking metrics by method (95% bootstrap intervals) — run {context.get('run_id', '?')}", metrics
+    )
     lines = ["# Evaluation report", ""]
     lines += [f"- **{key}**: {value}" for key, value in context.items()]
     lines += [
         "",
-        "Each user's list is the held-out target plus sampled negatives (DESIGN §8); every method ranks "
-        "the same lists, ties broken by item_id. HR@k and NDCG@k use the target's rank; MRR is over the "
-        "whole list.",
+        "Each user's list is the held-out target plus sampled negatives; every method ranks the same "
+        "lists, ties broken by item_id. HR@k and NDCG@k use the target's rank; MRR is over the whole list. "
+        "Intervals are 95% bootstrap intervals over users; the paired difference resamples the same users "
+        "for both methods.",
         "",
         markdown_table(wide),
+        "",
+        interval_table(metrics),
         "",
         f"![metrics by method]({CHART_FILE})",
         "",

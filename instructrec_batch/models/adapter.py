@@ -1,7 +1,9 @@
 """LoRA adapter artifacts: save with a manifest, verify before use, load with peft.
 
-An adapter folder holds adapter_config.json, adapter_model.safetensors and manifest.json. The
-manifest records the adapter's sha256 (over the two adapter files), the base model it was trained
+An adapter folder holds adapter_config.json, adapter_model.safetensors, manifest.json and, when
+training fitted one, fusion_head.json (the linear head that combines the model's answer score with
+collaborative evidence). The manifest records the adapter's sha256 (over the adapter files and the
+fusion head), the base model it was trained
 on (alias and sha256), the template version and the training figures. `verify_adapter` recomputes
 the sha256 and compares the base, so a tampered, truncated or mismatched adapter is refused before
 any model is loaded or any task is scheduled.
@@ -17,33 +19,38 @@ from pathlib import Path
 from typing import Any
 
 from instructrec_batch.errors import ArtifactError
+from instructrec_batch.evidence.ranker import LinearRanker
 from instructrec_batch.hashing import sha256_file
 from instructrec_batch.models.base import pickle_weight_files
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+FUSION_HEAD = "fusion_head.json"  # optional; hashed with the adapter files when present
 MANIFEST = "manifest.json"
 
 
 def adapter_sha256(folder: Path) -> str:
-    """sha256 over the adapter files' names and contents (the manifest is not part of it)."""
-    return _combine({name: sha256_file(folder / name) for name in ADAPTER_FILES})
+    """sha256 over the adapter files' (and fusion head's) names and contents; the manifest is not part of it."""
+    names = [*ADAPTER_FILES, *([FUSION_HEAD] if (folder / FUSION_HEAD).is_file() else [])]
+    return _combine({name: sha256_file(folder / name) for name in names})
 
 
 def blob_sha256(files: Mapping[str, bytes]) -> str:
     """The same digest as `adapter_sha256`, from file contents held in memory (executor side)."""
-    return _combine({name: hashlib.sha256(files[name]).hexdigest() for name in ADAPTER_FILES})
+    names = [*ADAPTER_FILES, *([FUSION_HEAD] if FUSION_HEAD in files else [])]
+    return _combine({name: hashlib.sha256(files[name]).hexdigest() for name in names})
 
 
 def _combine(digests: Mapping[str, str]) -> str:
     digest = hashlib.sha256()
-    for name in ADAPTER_FILES:
-        digest.update(name.encode() + b"\0" + digests[name].encode() + b"\n")
+    for name, value in digests.items():
+        digest.update(name.encode() + b"\0" + value.encode() + b"\n")
     return digest.hexdigest()
 
 
 def read_blob(info: AdapterInfo) -> dict[str, bytes]:
     """The adapter's files as bytes, to ship to executors (broadcast or UDF closure)."""
-    return {name: (info.path / name).read_bytes() for name in (*ADAPTER_FILES, MANIFEST)}
+    names = [*ADAPTER_FILES, MANIFEST, *([FUSION_HEAD] if (info.path / FUSION_HEAD).is_file() else [])]
+    return {name: (info.path / name).read_bytes() for name in names}
 
 
 def materialize_blob(files: Mapping[str, bytes], expected_sha256: str, folder: Path) -> AdapterInfo:
@@ -70,11 +77,26 @@ class AdapterInfo:
     def base_sha256(self) -> str:
         return self.manifest["base_model_sha256"]
 
+    def fusion_head(self) -> LinearRanker | None:
+        """The fusion head trained with this adapter, or None for a text-only adapter."""
+        path = self.path / FUSION_HEAD
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"adapter {self.path}: {FUSION_HEAD} is not valid JSON ({exc})") from exc
+        return LinearRanker.from_dict(data, f"adapter {self.path} {FUSION_HEAD}")
 
-def save_adapter(peft_model: Any, folder: Path, manifest: dict[str, Any]) -> AdapterInfo:
-    """Save adapter weights as safetensors plus a manifest carrying their sha256."""
+
+def save_adapter(
+    peft_model: Any, folder: Path, manifest: dict[str, Any], fusion_head: LinearRanker | None = None
+) -> AdapterInfo:
+    """Save adapter weights as safetensors (and the fusion head) plus a manifest carrying their sha256."""
     folder.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(folder, safe_serialization=True)
+    if fusion_head is not None:
+        (folder / FUSION_HEAD).write_text(json.dumps(fusion_head.to_dict(), indent=2))
     sha = adapter_sha256(folder)
     full = {**manifest, "adapter_sha256": sha}
     (folder / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=True, default=str))

@@ -17,8 +17,9 @@ from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
-from instructrec_batch.data.protocol import sample_users
+from instructrec_batch.data.protocol import history_cut, sample_users
 from instructrec_batch.errors import ConfigError, ContractError
+from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
 from instructrec_batch.input_errors import explains_undecodable_inputs
 from instructrec_batch.models.base import load_tokenizer, resolve_base
 from instructrec_batch.prompts.budget import prompt_tokens
@@ -139,19 +140,6 @@ def _prepare_candidates(cands: DataFrame, titles: DataFrame, run_id: str) -> tup
         .agg(F.collect_list(F.struct("pos", C.ITEM_ID, C.TITLE)).alias("cands"))
     )
     return lists, rejects
-
-
-def history_cut(interactions: DataFrame, holdout: DataFrame | None) -> DataFrame:
-    """Keep only rows strictly before each user's first held-out row, ordered by (event_ts, item_id)."""
-    if holdout is None:
-        return interactions
-    cut = holdout.groupBy(C.USER_ID).agg(
-        F.min(F.struct(F.col(C.EVENT_TS).alias("cut_ts"), F.col(C.ITEM_ID).alias("cut_item"))).alias("_cut")
-    )
-    joined = interactions.join(cut, C.USER_ID, "left")
-    ts, item = F.col(C.EVENT_TS), F.col(C.ITEM_ID)
-    before = (ts < F.col("_cut.cut_ts")) | ((ts == F.col("_cut.cut_ts")) & (item < F.col("_cut.cut_item")))
-    return joined.where(F.col("_cut").isNull() | before).drop("_cut")
 
 
 def _prepare_history(
@@ -318,6 +306,17 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
         write_run_scoped(
             staging.read(spark, "rejects"), cfg, resolve(cfg, "rejects"), {"run_id": run_id, "stage": STAGE}
         )
+        kept = staging.read(spark, "prompts").select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
+        ranks = [C.RETRIEVAL_RANK] if C.RETRIEVAL_RANK in candidates.columns else []
+        listed = kept.join(candidates.select(C.USER_ID, C.ITEM_ID, *ranks), [C.USER_ID, C.ITEM_ID], "left")
+        evidence = candidate_evidence(evidence_interactions(interactions, holdout), listed, cfg.evidence)
+        write_run_scoped(
+            evidence.select(F.lit(run_id).alias(C.RUN_ID), "*"),
+            cfg,
+            resolve(cfg, "candidate_evidence"),
+            {"run_id": run_id},
+        )
+        log.info("prompts: candidate evidence written")
         counts = _count(spark, cfg, run_id, candidates)
         run.model_id = base.name
         run.add(

@@ -13,13 +13,22 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.engine import is_connect
 from instructrec_batch.errors import ConfigError, ContractError
+from instructrec_batch.evidence.ranker import LinearRanker
 from instructrec_batch.faults import failing_write
 from instructrec_batch.input_errors import explains_undecodable_inputs
 from instructrec_batch.models.adapter import AdapterInfo, read_blob, verify_adapter
 from instructrec_batch.models.base import resolve_base
 from instructrec_batch.runs import recorded_run, run_identity
-from instructrec_batch.scoring.udf import AdapterPayload, ScoringSpec, score_fn, scored_schema
-from instructrec_batch.tables import Staging, check_output_format, read_input, resolve, write_run_scoped, write_table
+from instructrec_batch.scoring.udf import MODEL, AdapterPayload, ScoringSpec, score_fn, scored_schema
+from instructrec_batch.tables import (
+    Staging,
+    check_output_format,
+    read_input,
+    resolve,
+    table_exists,
+    write_run_scoped,
+    write_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,7 @@ class ModelScoring:
     spec: ScoringSpec
     payload: AdapterPayload
     model_id: str
+    fusion_head: LinearRanker | None = None  # trained with the adapter: model score + evidence
 
 
 def prepare_model_scoring(
@@ -96,8 +106,9 @@ def prepare_model_scoring(
         adapter.sha256 if adapter else None,
         template_id,
         s.fail_after_batches,
+        s.max_batch_tokens,
     )
-    return ModelScoring(spec, _payload(spark, adapter), model_id)
+    return ModelScoring(spec, _payload(spark, adapter), model_id, adapter.fusion_head() if adapter else None)
 
 
 def score_candidates(prompts: DataFrame, scoring: ModelScoring, partitions: int | None = None) -> DataFrame:
@@ -109,6 +120,38 @@ def score_candidates(prompts: DataFrame, scoring: ModelScoring, partitions: int 
     if partitions:
         prompts = prompts.repartition(partitions, C.USER_ID)
     return prompts.select(*_PROMPT_INPUT).mapInPandas(score_fn(scoring.spec, scoring.payload), schema)
+
+
+HYBRID = "hybrid"
+
+
+def read_run_evidence(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame:
+    """The candidate_evidence rows the prompts job wrote for `run_id` (user_id, item_id, evidence columns)."""
+    missing = ContractError(
+        f"table 'candidate_evidence' has no rows for run_id '{run_id}'; the adapter has a fusion head that needs "
+        "them: rerun `instructrec-batch prompts` for that run, or set score.fusion=false to rank by the model alone"
+    )
+    if not table_exists(spark, resolve(cfg, "candidate_evidence")):
+        raise missing
+    evidence = read_input(spark, cfg, C.CANDIDATE_EVIDENCE).where(F.col(C.RUN_ID) == run_id)
+    if evidence.limit(1).count() == 0:
+        raise missing
+    return evidence.select(C.USER_ID, C.ITEM_ID, *C.EVIDENCE_COLUMNS)
+
+
+def fuse(scored: DataFrame, evidence: DataFrame, head: LinearRanker, score: str = "score") -> DataFrame:
+    """Model-ranked rows get the fusion head's score over (model score, evidence); others keep theirs.
+
+    The model's own score is read from `lm_score`; a candidate without an evidence row counts as
+    having none (every feature 0), which is what the prompts job writes for an unseen item anyway.
+    """
+    joined = scored.join(evidence, [C.USER_ID, C.ITEM_ID], "left").fillna(0.0, subset=list(C.EVIDENCE_COLUMNS))
+    by_model = F.col("ranked_by") == MODEL
+    return (
+        joined.withColumn(score, F.when(by_model, head.column()).otherwise(F.col(score)))
+        .withColumn("ranked_by", F.when(by_model, F.lit(HYBRID)).otherwise(F.col("ranked_by")))
+        .drop(*C.EVIDENCE_COLUMNS)
+    )
 
 
 def read_run_prompts(spark: SparkSession, cfg: Config, run_id: str) -> tuple[DataFrame, int]:
@@ -160,7 +203,10 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
             scored = score_candidates(part, scoring, s.partitions)
             write_table(scored, cfg, staging.ref("scored"), mode="overwrite" if index == 0 else "append")
             log.info("score: slice %d/%d staged", index + 1, slices)
-        scored = staging.read(spark, "scored")
+        scored = staging.read(spark, "scored").withColumn(C.LM_SCORE, F.col("score"))
+        if scoring.fusion_head is not None and s.fusion:
+            scored = fuse(scored, read_run_evidence(spark, cfg, prompts_run), scoring.fusion_head)
+            model_id = run.model_id = f"{model_id}+fusion"
         if s.write_scores:
             all_scores = scored.select(
                 F.lit(identity.run_id).alias(C.RUN_ID),
@@ -170,6 +216,7 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
                 F.lit(model_id).alias("model_id"),
                 "template_id",
                 "ranked_by",
+                C.LM_SCORE,
             )
             write_run_scoped(all_scores, cfg, resolve(cfg, "candidate_scores"), {C.RUN_ID: identity.run_id})
         recs = top_k(scored, s.k).select(

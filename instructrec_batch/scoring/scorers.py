@@ -4,6 +4,8 @@
 - `SharedPrefixPointwise`: each user's prefix encoded once; its KV cache is repeated across the
   user's candidates and only the candidate suffixes are run, as one batch. Same scores as the naive
   path (a test holds them within 1e-4 in fp32), far fewer tokens.
+- `OnePassPointwise`: prefix and every suffix in one sequence with a mask that keeps suffixes apart;
+  several users per forward. Every token goes through the model once (the default).
 - `Listwise`: one forward per user; a candidate's score is the logit of its index label.
 
 Pointwise score = logit(" Yes") - logit(" No") at the answer position; token ids come from the
@@ -21,6 +23,7 @@ import torch
 
 from instructrec_batch.models.forward import answer_logits, last_hidden, left_pad
 from instructrec_batch.models.inputs import label_ids, listwise_inputs, pointwise_inputs, yes_no_ids
+from instructrec_batch.models.packing import PackedRow, attention_kind, pack_pointwise, packed_inputs
 from instructrec_batch.prompts.render import UserContext, render_listwise, render_pointwise
 from instructrec_batch.prompts.templates import Template
 
@@ -186,9 +189,64 @@ class Listwise:
         return scores
 
 
-SCORERS: dict[str, type] = {"naive": NaivePointwise, "shared_prefix": SharedPrefixPointwise, "listwise": Listwise}
+class OnePassPointwise:
+    """Each user's prefix and all candidate suffixes in one sequence, one forward for many users.
+
+    Row layout: prefix tokens, then every candidate's suffix. A 4D attention mask lets a suffix token
+    see the prefix and the earlier tokens of its own suffix only, and position ids restart at the end
+    of the prefix for every suffix, so each candidate is computed exactly as prefix + suffix alone (the
+    naive reference), while every token goes through the model once. Users are sorted by length and
+    batched up to `max_batch_tokens` (rows × longest row), which keeps padding low.
+    """
+
+    def __init__(self, handle: ModelHandle, batch_size: int = 32, max_batch_tokens: int = 8192) -> None:
+        self.handle, self.batch_size, self.max_batch_tokens = handle, batch_size, max_batch_tokens
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[ScoringPrompt]) -> list[np.ndarray]:
+        rows = [self._row(prompt) for prompt in prompts]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
+        scores: list[np.ndarray] = [np.zeros(len(p.candidates)) for p in prompts]
+        batch: list[int] = []
+        for index in order:
+            width = len(rows[index].ids)
+            if batch and ((len(batch) + 1) * width > self.max_batch_tokens or len(batch) >= self.batch_size):
+                self._run(batch, rows, scores)
+                batch = []
+            batch.append(index)
+        if batch:
+            self._run(batch, rows, scores)
+        return scores
+
+    def _row(self, prompt: ScoringPrompt) -> PackedRow:
+        tokenizer = self.handle.tokenizer
+        yes, no = yes_no_ids(tokenizer, prompt.template)
+        prefix, suffixes = pointwise_inputs(
+            tokenizer, render_pointwise(prompt.template, prompt.context, prompt.candidates)
+        )
+        return pack_pointwise(prefix, suffixes, yes, no)
+
+    def _run(self, batch: Sequence[int], rows: Sequence[PackedRow], scores: list[np.ndarray]) -> None:
+        handle = self.handle
+        inputs = packed_inputs([rows[i] for i in batch], handle.pad_id, handle.device, attention_kind(handle.model))
+        hidden = handle.model.get_decoder()(**inputs, use_cache=False).last_hidden_state
+        for slot, index in enumerate(batch):
+            row = rows[index]
+            at = hidden[slot, torch.tensor(row.answer_at, device=hidden.device)]
+            logits = answer_logits(handle.model, at, [row.yes, row.no])
+            scores[index] = (logits[:, 0] - logits[:, 1]).cpu().numpy().astype(np.float64)
 
 
-def make_scorer(task: str, method: str, handle: ModelHandle, batch_size: int) -> Scorer:
-    """The scorer for a task form: listwise, or pointwise with the `naive`/`shared_prefix` method."""
+SCORERS: dict[str, type] = {
+    "naive": NaivePointwise,
+    "shared_prefix": SharedPrefixPointwise,
+    "onepass": OnePassPointwise,
+    "listwise": Listwise,
+}
+
+
+def make_scorer(task: str, method: str, handle: ModelHandle, batch_size: int, max_batch_tokens: int = 8192) -> Scorer:
+    """The scorer for a task form: listwise, or pointwise with the `onepass`/`shared_prefix`/`naive` method."""
+    if task != "listwise" and method == "onepass":
+        return OnePassPointwise(handle, batch_size, max_batch_tokens)
     return SCORERS["listwise" if task == "listwise" else method](handle, batch_size)

@@ -38,13 +38,14 @@ class ScoringSpec:
     model_path: str
     dtype: str  # auto | float32 | bfloat16
     device: str  # auto | cpu | cuda
-    method: str  # pointwise implementation: shared_prefix | naive
+    method: str  # pointwise implementation: onepass | shared_prefix | naive
     batch_size: int
     template_version: str
     merge_adapter: bool
     adapter_sha256: str | None
     template_id: str | None = None  # render every warm user with this template (evaluation of a task form)
     fail_after_batches: int | None = None  # fault injection: raise once this many batches were scored
+    max_batch_tokens: int = 8192  # onepass: tokens per forward
 
 
 class AdapterPayload:
@@ -139,7 +140,7 @@ def score_fn(spec: ScoringSpec, payload: AdapterPayload) -> Callable[[Iterator[p
                 template = templates.get(spec.template_id or str(template_id))
                 if template.task not in scorers:
                     scorers[template.task] = make_scorer(
-                        template.task, spec.method, load_handle(spec, payload), spec.batch_size
+                        template.task, spec.method, load_handle(spec, payload), spec.batch_size, spec.max_batch_tokens
                     )
                 prompts = [
                     ScoringPrompt(template, context_of(row), tuple(row.candidate_titles))

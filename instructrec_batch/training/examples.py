@@ -4,8 +4,9 @@ Leave-one-out by time (DESIGN §8): each user's rows before their first held-out
 training sequence; its newest `examples_per_user` rows are training targets, each with the rows
 before it as history. The user's `valid` row is the validation target, with the whole training
 sequence as history, which is exactly the history the scoring prompt gets, rendered with the pinned
-inference template. `test` rows are never targets and never in a history. Negatives are items the
-user never interacted with, drawn by hash (seeded, engine-independent). Rendering goes through
+inference template. Fusion lists are the `valid` targets of a seeded sample of users with more
+negatives. `test` rows are never targets and never in a history. Negatives are items the user never
+interacted with, drawn by hash (seeded, engine-independent). Rendering goes through
 `render_prompts_fn`, the function that builds scoring prompts.
 """
 
@@ -16,11 +17,12 @@ from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
-from instructrec_batch.prompts.job import history_cut, titled_items
+from instructrec_batch.data.protocol import history_cut
+from instructrec_batch.prompts.job import titled_items
 from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.prompts.text_udfs import PROMPT_COLUMNS, prompt_schema, render_prompts_fn
 
-TRAIN, VALID = "train", "valid"
+TRAIN, VALID, FUSION = "train", "valid", "fusion"
 EXAMPLE_COLUMNS = [*PROMPT_COLUMNS, "kind", "task_form", "target_item_id"]
 
 
@@ -29,9 +31,20 @@ def _hash_int(seed: int, *cols: Column | str) -> Column:
 
 
 def build_examples(
-    interactions: DataFrame, items: DataFrame, holdout: DataFrame, cfg: Config, tokenizer_path: str
+    interactions: DataFrame,
+    items: DataFrame,
+    holdout: DataFrame,
+    cfg: Config,
+    tokenizer_path: str,
+    *,
+    fusion: bool = False,
 ) -> DataFrame:
-    """One row per (example, task form): prompt parts as in `prompts`, plus kind and target_item_id."""
+    """One row per (example, task form): prompt parts as in `prompts`, plus kind and target_item_id.
+
+    With `fusion`, only the fusion lists instead: for train.fusion_users users, the `valid` item plus
+    train.fusion_negatives negatives, pointwise with the pinned inference template, the lists the
+    fusion head is fitted on after tuning.
+    """
     t = cfg.train
     keys = [C.USER_ID, C.ITEM_ID, C.EVENT_TS]
     rows = interactions.where(
@@ -53,16 +66,22 @@ def build_examples(
     train_targets = ranked.where((F.col("_n") <= t.examples_per_user) & (F.col("_n") < F.col("_len"))).select(
         C.USER_ID, C.ITEM_ID, C.EVENT_TS, C.TITLE, F.lit(TRAIN).alias("kind")
     )
-    valid_targets = (
-        holdout.where(F.col(C.SPLIT) == C.SPLIT_VALID)
-        .join(train_seq.select(C.USER_ID).distinct(), C.USER_ID)  # users in the (sampled) training set
-        .withColumn("_h", _hash_int(t.seed + 1, C.USER_ID))
-        .orderBy("_h", C.USER_ID)
-        .limit(t.val_users)
-        .join(titles, C.ITEM_ID)
-        .select(C.USER_ID, C.ITEM_ID, C.EVENT_TS, C.TITLE, F.lit(VALID).alias("kind"))
-    )
-    targets = train_targets.unionByName(valid_targets)
+
+    def valid_targets(users: int, salt: int, kind: str) -> DataFrame:
+        return (
+            holdout.where(F.col(C.SPLIT) == C.SPLIT_VALID)
+            .join(train_seq.select(C.USER_ID).distinct(), C.USER_ID)  # users in the (sampled) training set
+            .withColumn("_h", _hash_int(t.seed + salt, C.USER_ID))
+            .orderBy("_h", C.USER_ID)
+            .limit(users)
+            .join(titles, C.ITEM_ID)
+            .select(C.USER_ID, C.ITEM_ID, C.EVENT_TS, C.TITLE, F.lit(kind).alias("kind"))
+        )
+
+    if fusion:
+        targets, tasks = valid_targets(t.fusion_users, 5, FUSION), ["pointwise"]
+    else:
+        targets, tasks = train_targets.unionByName(valid_targets(t.val_users, 1, VALID)), list(t.tasks)
 
     ts, item, target_ts, target_item = F.col(C.EVENT_TS), F.col(C.ITEM_ID), F.col("_tts"), F.col("target_item_id")
     hist = (
@@ -82,12 +101,12 @@ def build_examples(
     )
 
     examples = []
-    for task in t.tasks:
-        wanted = t.negatives if task == "pointwise" else t.list_size - 1
+    for task in tasks:
+        wanted = t.fusion_negatives if fusion else t.negatives if task == "pointwise" else t.list_size - 1
         negatives = _sample_negatives(targets, titles, rows, wanted, t.seed)
         cands = _candidate_lists(targets, negatives, titles, t.seed)
         n_templates = len(load_templates(cfg.prompt.template_version).ids(task))
-        template_id = F.when(F.col("kind") == VALID, F.lit(f"{task}-0")).otherwise(
+        template_id = F.when(F.col("kind") != TRAIN, F.lit(f"{task}-0")).otherwise(
             F.concat(
                 F.lit(f"{task}-"),
                 F.pmod(_hash_int(t.seed + 3, C.USER_ID, "target_item_id"), F.lit(n_templates)).cast("string"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.runs import recorded_run
 from instructrec_batch.tables import delta_version, read_input, resolve, table_exists
 from instructrec_batch.training.examples import TRAIN, VALID, build_examples
+from instructrec_batch.training.fusion import fit_fusion_head
 from instructrec_batch.training.sequences import sequences
 from instructrec_batch.training.trainer import train_lora
 
@@ -37,6 +38,7 @@ class TrainSummary:
     stopped: str
     train_sequences: int
     val_sequences: int
+    fusion: dict[str, float] = field(default_factory=dict)  # MRR of model / evidence / head on the fusion lists
 
 
 @explains_undecodable_inputs
@@ -71,6 +73,12 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model = load_causal_lm(base.path, "float32", device)
         result = train_lora(model, train_seqs, val_seqs, t, pad_id_of(tokenizer))
+        head, fusion_figures = None, {}
+        if t.fusion_users and "pointwise" in t.tasks:
+            lists = build_examples(interactions, items, holdout, cfg, str(base.path), fusion=True)
+            head, fusion_figures = fit_fusion_head(
+                lists, result.model, tokenizer, pad_id_of(tokenizer), templates, interactions, holdout, cfg
+            )
         out = Path(t.output or Path(cfg.workdir) / "adapters" / run.identity.run_id)
         base_sha = base.sha256()
         info = save_adapter(
@@ -85,6 +93,8 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
                     name: delta_version(resolve(cfg, name)) for name in ("interactions", "items", "holdout")
                 },
                 "hyperparameters": t.model_dump(mode="json"),
+                "evidence": cfg.evidence.model_dump(mode="json"),
+                "fusion": {**fusion_figures, "head": head.to_dict() if head else None},
                 "loss_history": result.history,
                 "val_loss": result.val_loss,
                 "zero_shot_val_loss": result.zero_shot_val_loss,
@@ -97,6 +107,7 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
                 "device": device,
                 "created_at": datetime.now(timezone.utc).isoformat(),
             },
+            fusion_head=head,
         )
         run.model_id = f"{base.name}@{base_sha[:12]}+{info.sha256[:12]}"
         run.add(
@@ -116,6 +127,7 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
         result.stopped,
         len(train_seqs),
         len(val_seqs),
+        fusion_figures,
     )
     log.info("train: %s", summary)
     return summary

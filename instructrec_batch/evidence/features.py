@@ -1,0 +1,140 @@
+"""Collaborative evidence per (user, candidate item), computed in Spark from training interactions.
+
+The features are what a co-occurrence recommender knows about a candidate, as numbers a ranker can
+weigh next to the language model's answer:
+
+- `ev_popularity`: log(1 + number of other users who interacted with the item);
+- `ev_cooc_sum`, `ev_cooc_max`: sum and maximum over the user's `history` newest items h of the
+  cosine co-occurrence sim(c, h) = co(c, h) / sqrt(n(c) · n(h)), where co(c, h) counts the users in
+  whose sequence c and h lie at most `window` positions apart;
+- `ev_cooc_share`: the share of those history items that co-occur with the candidate at all;
+- `ev_recent_sim`: the same similarities weighted by 1 / (position from the newest), so the items
+  consumed last count most;
+- `ev_retrieval`: the upstream retrieval rank as 1 / rank (0 when the candidates table has none).
+
+Two rules keep training and scoring honest:
+- Only the interactions given are used: callers pass training interactions (every user's rows
+  before their first held-out row), so no held-out row can feed a feature.
+- A user's own interaction with the candidate never counts. When the user did interact with the
+  candidate (a training example's target), popularity and co-occurrence leave the user out and the
+  history is the items before it, exactly as for a candidate the user has not seen; the example's
+  negatives are compared with that same history (`as_of_item_id`).
+
+Cost is linear in interactions: each user's sequence is cut to its `max_items` newest distinct
+items (heavy users capped), pairs are only formed inside a window, and each candidate is compared with
+`history` items, so no all-pairs blow-up.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from instructrec_batch import contracts as C
+from instructrec_batch.config import EvidenceConfig
+from instructrec_batch.data.protocol import history_cut
+from instructrec_batch.rejects import null_keys
+
+POPULARITY, COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM, RETRIEVAL = C.EVIDENCE_COLUMNS
+
+_POS = "_d"  # position in the user's deduplicated sequence, 1 = newest
+
+
+def evidence_interactions(interactions: DataFrame, holdout: DataFrame | None) -> DataFrame:
+    """The rows evidence may learn from: keyed interactions before each user's first held-out row."""
+    keys = [C.USER_ID, C.ITEM_ID, C.EVENT_TS]
+    return history_cut(interactions.where(~null_keys(keys)).select(*keys), holdout)
+
+
+def user_sequences(train: DataFrame, max_items: int) -> DataFrame:
+    """user_id, item_id, _d: each user's distinct items by their latest interaction, newest = 1, capped."""
+    latest = train.groupBy(C.USER_ID, C.ITEM_ID).agg(F.max(C.EVENT_TS).alias("_ts"))
+    newest = F.row_number().over(Window.partitionBy(C.USER_ID).orderBy(F.col("_ts").desc(), F.col(C.ITEM_ID).desc()))
+    return latest.withColumn(_POS, newest).where(F.col(_POS) <= max_items).select(C.USER_ID, C.ITEM_ID, _POS)
+
+
+def pair_counts(sequences: DataFrame, window: int) -> DataFrame:
+    """_a, _b, _co: in how many users' sequences items a and b lie 1..window positions apart (both orders)."""
+    left = sequences.select(
+        C.USER_ID,
+        F.col(C.ITEM_ID).alias("_a"),
+        F.explode(F.sequence(F.col(_POS) + 1, F.col(_POS) + window)).alias(_POS),
+    )
+    right = sequences.select(C.USER_ID, F.col(C.ITEM_ID).alias("_b"), _POS)
+    one_way = left.join(right, [C.USER_ID, _POS]).select("_a", "_b")
+    both = one_way.unionByName(one_way.select(F.col("_b").alias("_a"), F.col("_a").alias("_b")))
+    return both.groupBy("_a", "_b").agg(F.count(F.lit(1)).alias("_co"))
+
+
+AS_OF = "as_of_item_id"  # optional column of `candidates`: the history ends just before this item
+
+
+def candidate_evidence(train: DataFrame, candidates: DataFrame, cfg: EvidenceConfig) -> DataFrame:
+    """user_id, item_id (and as_of_item_id) with EVIDENCE_COLUMNS for every distinct candidate row.
+
+    `train` holds user_id, item_id, event_ts of the interactions allowed to inform the features.
+    `candidates` may carry retrieval_rank, and `as_of_item_id`: for a training example, its target,
+    so every candidate of the example is compared with the history before the target, as the prompt
+    shows it. Without it the history is the user's newest items (before the candidate itself when the
+    user holds it).
+    """
+    seqs = user_sequences(train, cfg.max_items)
+    counts = seqs.groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_n"))
+    pairs = pair_counts(seqs, cfg.window)
+    keys = [C.USER_ID, C.ITEM_ID, *([AS_OF] if AS_OF in candidates.columns else [])]
+    rank = (
+        F.first(C.RETRIEVAL_RANK, ignorenulls=True).alias("_rank")
+        if C.RETRIEVAL_RANK in candidates.columns
+        else F.lit(None).cast("int").alias("_rank")
+    )
+    rows = candidates.groupBy(*keys).agg(rank)
+    # Where the user holds the candidate: its position, so the user's own interaction can be left out.
+    own = seqs.select(C.USER_ID, C.ITEM_ID, F.col(_POS).alias("_own"))
+    rows = (
+        rows.join(own, [C.USER_ID, C.ITEM_ID], "left")
+        .join(counts, C.ITEM_ID, "left")
+        .withColumn("_nc", F.coalesce(F.col("_n"), F.lit(0)) - F.col("_own").isNotNull().cast("long"))
+        .drop("_n")
+    )
+    if AS_OF in keys:
+        as_of = seqs.select(C.USER_ID, F.col(C.ITEM_ID).alias(AS_OF), F.col(_POS).alias("_start"))
+        rows = rows.join(as_of, [C.USER_ID, AS_OF], "left")
+    else:
+        rows = rows.withColumn("_start", F.lit(None).cast("int"))
+    rows = rows.withColumn("_start", F.coalesce(F.col("_start"), F.col("_own"), F.lit(0)))
+    wanted = rows.select(
+        *keys,
+        "_own",
+        "_nc",
+        "_start",
+        F.explode(F.sequence(F.col("_start") + 1, F.col("_start") + cfg.history)).alias(_POS),
+    )
+    history = seqs.select(C.USER_ID, F.col(C.ITEM_ID).alias("_h"), _POS)
+    hist_counts = counts.select(F.col(C.ITEM_ID).alias("_h"), F.col("_n").alias("_nh"))
+    compared = (
+        wanted.join(history, [C.USER_ID, _POS])
+        .join(pairs, (F.col("_a") == F.col(C.ITEM_ID)) & (F.col("_b") == F.col("_h")), "left")
+        .join(hist_counts, "_h", "left")
+    )
+    # Leave the user out: their own pair (candidate, h) counted once when both lie within the window.
+    own_pair = (F.col("_own").isNotNull() & (F.abs(F.col(_POS) - F.col("_own")) <= cfg.window)).cast("long")
+    co = F.greatest(F.coalesce(F.col("_co"), F.lit(0)) - own_pair, F.lit(0))
+    sim = co / F.sqrt(F.greatest(F.col("_nc"), F.lit(1)) * F.greatest(F.col("_nh"), F.lit(1)))
+    per_pair = compared.select(*keys, sim.alias("_sim"), (F.col(_POS) - F.col("_start")).alias("_age"))
+    similarity = per_pair.groupBy(*keys).agg(
+        F.sum("_sim").alias(COOC_SUM),
+        F.max("_sim").alias(COOC_MAX),
+        (F.sum((F.col("_sim") > 0).cast("double")) / F.count(F.lit(1))).alias(COOC_SHARE),
+        F.sum(F.col("_sim") / F.col("_age")).alias(RECENT_SIM),
+    )
+    out = rows.join(similarity, keys, "left")
+    return out.select(
+        *keys,
+        F.log1p(F.col("_nc").cast("double")).alias(POPULARITY),
+        *[_zero(F.col(c)).alias(c) for c in (COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM)],
+        _zero(1.0 / F.col("_rank").cast("double")).alias(RETRIEVAL),
+    )
+
+
+def _zero(column: Column) -> Column:
+    return F.coalesce(column.cast("double"), F.lit(0.0))

@@ -1,0 +1,165 @@
+"""Collaborative evidence: hand-checked values, no held-out row and no own target interaction leaks,
+the blend/fusion ranker, and identical rows on the local engine and classic Spark."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import deltalake
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from instructrec_batch import contracts as C
+from instructrec_batch.config import EvidenceConfig
+from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
+from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
+from tests.helpers import REPO, load_synthetic, run_cli
+
+SCHEMA = "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP"
+CAND_SCHEMA = "user_id BIGINT, item_id BIGINT"
+T0 = datetime(2024, 1, 1)
+
+
+def _rows(sequences: dict[int, list[int]]) -> pd.DataFrame:
+    """One interaction per item, in list order (one minute apart)."""
+    return pd.DataFrame(
+        [(u, item, T0 + timedelta(minutes=j)) for u, items in sequences.items() for j, item in enumerate(items)],
+        columns=["user_id", "item_id", "event_ts"],
+    )
+
+
+def _evidence(spark, interactions: pd.DataFrame, candidates: list[tuple[int, int]], cfg: EvidenceConfig, holdout=None):
+    train = spark.createDataFrame(interactions, SCHEMA)
+    held = None if holdout is None else spark.createDataFrame(holdout, SCHEMA + ", split STRING")
+    cands = spark.createDataFrame(pd.DataFrame(candidates, columns=["user_id", "item_id"]), CAND_SCHEMA)
+    frame = candidate_evidence(evidence_interactions(train, held), cands, cfg).toPandas()
+    return frame.sort_values(["user_id", "item_id"]).set_index(["user_id", "item_id"])
+
+
+def test_values_match_a_hand_computation(spark) -> None:
+    # item 1 and 2 are neighbours in users 2 and 3; item 3 is 2 positions from 1 in user 2 only.
+    seqs = {1: [5, 1], 2: [1, 2, 3], 3: [2, 1], 4: [9]}
+    cfg = EvidenceConfig(window=1, history=5, max_items=10)
+    ev = _evidence(spark, _rows(seqs), [(1, 2), (1, 3), (1, 9)], cfg)
+    # n(1) = 3 (users 1, 2, 3), n(2) = 2 (users 2, 3), n(5) = n(3) = n(9) = 1.
+    sim_2_1 = 2 / np.sqrt(2 * 3)  # users 2 and 3 hold 1 and 2 next to each other
+    assert ev.loc[(1, 2), C.EV_POPULARITY] == pytest.approx(np.log1p(2))
+    assert ev.loc[(1, 2), C.EV_COOC_SUM] == pytest.approx(sim_2_1)
+    assert ev.loc[(1, 2), C.EV_COOC_MAX] == pytest.approx(sim_2_1)
+    assert ev.loc[(1, 2), C.EV_COOC_SHARE] == pytest.approx(0.5)  # 1 of the user's 2 history items
+    assert ev.loc[(1, 2), C.EV_RECENT_SIM] == pytest.approx(sim_2_1 / 1)  # item 1 is the newest
+    assert ev.loc[(1, 3), C.EV_COOC_SUM] == 0.0  # 3 and 1 are two positions apart: outside window 1
+    assert ev.loc[(1, 9), C.EV_POPULARITY] == pytest.approx(np.log1p(1))
+    assert (ev[C.EV_RETRIEVAL] == 0).all()  # no retrieval_rank column
+
+
+def test_held_out_rows_never_feed_evidence(spark) -> None:
+    seqs = {1: [1, 2, 3, 4], 2: [1, 2, 5, 4], 3: [2, 4, 1, 3], 4: [4, 3, 2, 6]}
+    inter = _rows(seqs)
+    # Users 2 and 3 hold out their last two rows: item 4 next to 5 and item 3 next to 1.
+    held = inter.groupby("user_id").tail(2)
+    held = held[held.user_id.isin([2, 3])].assign(
+        split=lambda f: np.where(f.groupby("user_id").cumcount() == 1, "test", "valid")
+    )
+    cands = [(u, i) for u in seqs for i in range(1, 7)]
+    cfg = EvidenceConfig(window=2, history=4, max_items=10)
+    with_holdout = _evidence(spark, inter, cands, cfg, holdout=held)
+    rows_removed = _evidence(spark, inter.drop(held.index), cands, cfg)
+    pd.testing.assert_frame_equal(with_holdout, rows_removed)
+    leaky = _evidence(spark, inter, cands, cfg)  # what the features would be if held-out rows counted
+    assert not leaky.equals(with_holdout)
+
+
+def test_own_target_interaction_never_counts(spark) -> None:
+    """A training example's target (the user's newest item) gets the evidence it would have unseen."""
+    seqs = {1: [1, 2, 3, 7], 2: [1, 2, 7, 3], 3: [2, 7, 1], 4: [3, 1, 2]}
+    inter = _rows(seqs)
+    cfg = EvidenceConfig(window=2, history=3, max_items=10)
+    target = (1, 7)  # user 1's newest item
+    seen = _evidence(spark, inter, [target], cfg)
+    unseen = _evidence(spark, inter[~((inter.user_id == 1) & (inter.item_id == 7))], [target], cfg)
+    pd.testing.assert_frame_equal(seen, unseen)
+    # The check can fail: counting user 1's own pairs raises popularity and co-occurrence.
+    assert seen.loc[target, C.EV_POPULARITY] == pytest.approx(np.log1p(2))  # users 2 and 3, not 1
+    assert seen.loc[target, C.EV_COOC_SUM] > 0
+
+
+def test_an_example_negatives_share_the_history_before_its_target(spark) -> None:
+    """An older training target: its negatives are compared with the items before it, not with later ones."""
+    seqs = {1: [1, 2, 3, 4], 2: [2, 3, 9], 3: [4, 9]}
+    cfg = EvidenceConfig(window=1, history=1, max_items=10)
+    train = spark.createDataFrame(_rows(seqs), SCHEMA)
+    rows = pd.DataFrame({"user_id": [1, 1], "item_id": [3, 9], "as_of_item_id": [3, 3]})
+    cands = spark.createDataFrame(rows, CAND_SCHEMA + ", as_of_item_id BIGINT")
+    ev = candidate_evidence(evidence_interactions(train, None), cands, cfg).toPandas().set_index("item_id")
+    # The history before item 3 is item 2. 3 sits next to 2 for user 2 (user 1's own pair is left out);
+    # 9 never sits next to 2, though it does next to 4 (user 3), the user's newest item, after the target.
+    assert ev.loc[3, C.EV_COOC_SUM] == pytest.approx(1 / np.sqrt(1 * 2))  # n(3) = 2 - own, n(2) = 2
+    assert ev.loc[9, C.EV_COOC_SUM] == 0.0
+    latest = _evidence(spark, _rows(seqs), [(1, 9)], cfg)  # without as_of: compared with item 4
+    assert latest.loc[(1, 9), C.EV_COOC_SUM] > 0
+
+
+def test_heavy_users_are_capped(spark) -> None:
+    seqs = {1: list(range(1, 301)), 2: [299, 300]}
+    cfg = EvidenceConfig(window=1, history=2, max_items=50)
+    ev = _evidence(spark, _rows(seqs), [(2, 1), (2, 260)], cfg)
+    assert ev.loc[(2, 1), C.EV_POPULARITY] == 0.0  # item 1 is outside user 1's newest 50 (251..300)
+    assert ev.loc[(2, 260), C.EV_POPULARITY] == pytest.approx(np.log1p(1))
+
+
+def test_ranker_learns_the_useful_feature_and_round_trips() -> None:
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(200), 10)
+    useful = rng.normal(size=len(groups))
+    noise = rng.normal(size=len(groups))
+    positive = np.zeros(len(groups), dtype=bool)
+    for g in range(200):  # the positive is the row with the highest `useful` value, most of the time
+        rows = np.flatnonzero(groups == g)
+        positive[rows[np.argmax(useful[rows] + 0.3 * rng.normal(size=10))]] = True
+    frame = {"useful": useful, "noise": noise, "constant": np.ones(len(groups))}
+    ranker = fit_ranker(frame, ["useful", "noise", "constant"], groups, positive)
+    weights = dict(zip(ranker.features, ranker.weights, strict=True))
+    assert weights["useful"] > 5 * abs(weights["noise"]) and weights["constant"] == 0.0
+    again = LinearRanker.from_dict(ranker.to_dict(), "test")
+    np.testing.assert_allclose(again.apply(frame), ranker.apply(frame))
+
+
+def test_ranker_column_equals_numpy(spark) -> None:
+    ranker = LinearRanker(("a", "b"), (1.0, -2.0), (2.0, 0.5), (0.7, -1.3))
+    frame = pd.DataFrame({"a": [0.0, 1.5, 3.0], "b": [2.0, -1.0, 0.25]})
+    out = spark.createDataFrame(frame).select(ranker.column().alias("s")).toPandas()["s"].to_numpy()
+    np.testing.assert_allclose(out, ranker.apply(frame))
+
+
+@pytest.mark.classic
+def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, tmp_path: Path) -> None:
+    from instructrec_batch.prompts.job import prompts_job
+
+    inter, items = load_synthetic(spark, tiny_cfg, n_users=20, n_items=80, per_user=10)
+    prompts_job(spark, tiny_cfg)
+    classic_root = tmp_path / "classic" / "tables"
+    for name, frame in {"interactions": inter, "items": items}.items():
+        (classic_root / name).mkdir(parents=True)
+        pq.write_table(
+            pa.Table.from_pandas(frame, preserve_index=False),
+            classic_root / name / "part-0.parquet",
+            coerce_timestamps="us",
+        )
+    classic = ["--config", str(REPO / "conf" / "local-classic.yaml"), "--workdir", str(tmp_path / "classic")]
+    options = ["--set", "engine.master=local[1]", "--set", f"model.base={tiny_cfg.model.base}"]
+    for command in (["data", "protocol"], ["prompts"]):
+        proc = run_cli([*command, *classic, *options], timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    keys = ["user_id", "item_id"]
+    local = deltalake.DeltaTable(str(Path(tiny_cfg.tables_root) / "candidate_evidence")).to_pandas()
+    other = pq.read_table(classic_root / "candidate_evidence").to_pandas()
+    columns = [*keys, *C.EVIDENCE_COLUMNS]
+    local = local[columns].sort_values(keys).reset_index(drop=True)
+    other = other[columns].sort_values(keys).reset_index(drop=True)
+    assert len(local) == 20 * 20 and local[C.EV_COOC_SUM].gt(0).any()
+    pd.testing.assert_frame_equal(local, other, check_dtype=False, atol=1e-12)
