@@ -163,6 +163,16 @@ class TrainConfig(_Section):
     pairwise_weight: float = Field(
         1.0, ge=0, description="weight of the pointwise ranking loss (target above its negatives); 0 = CE only"
     )
+    packed: bool = Field(
+        True,
+        description="one sequence per pointwise example (prefix once, suffixes masked apart); false = "
+        "every candidate's sequence in full (the reference)",
+    )
+    residual: bool = Field(
+        True,
+        description="rank the model's score plus an evidence blend in the pairwise loss, so the adapter learns "
+        "what collaborative evidence misses",
+    )
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)

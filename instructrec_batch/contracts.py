@@ -159,5 +159,5 @@ CANDIDATE_SCORES = TableContract(
         "model_id": TEXT_TYPES,
         "template_id": TEXT_TYPES,
     },
-    optional={LM_SCORE: frozenset({"double"})},
+    optional={LM_SCORE: frozenset({"double"}), "ranked_by": TEXT_TYPES},
 )

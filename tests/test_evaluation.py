@@ -95,15 +95,22 @@ def test_evaluate_writes_metrics_for_every_method_and_a_report(spark, evaluated_
     cfg = evaluated_inputs
     result = evaluate_job(spark, cfg)
     table = deltalake.DeltaTable(str(Path(cfg.tables_root) / "metrics")).to_pandas()
-    methods = {"random", "popularity", "itemknn", "zero_shot/pointwise", "lora/pointwise"}
-    methods |= {"zero_shot/listwise", "lora/listwise"}
+    methods = {"random", "popularity", "itemknn", "blend", "sasrec", "zero_shot/pointwise", "lora/pointwise"}
+    methods |= {"zero_shot/listwise", "lora/listwise"}  # no hybrid: this adapter has no fusion head
     assert set(table["method"]) == methods and set(table["run_id"]) == {"eval-test"}
-    assert len(table) == len(methods) * 6 and set(table["n_users"]) == {15}
-    assert table["value"].between(0, 1).all()
-    mrr = table[table.metric == "MRR"].set_index("method")["value"]
+    plain, paired = table[table.versus.isna()], table[table.versus.notna()]
+    assert len(plain) == len(methods) * 6 and set(table["n_users"]) == {15}
+    assert plain["value"].between(0, 1).all()
+    assert ((plain.ci_low <= plain.value + 1e-12) & (plain.value <= plain.ci_high + 1e-12)).all()
+    # One paired comparison per metric: the best model method against the best non-LLM method.
+    assert len(paired) == 6 and paired.method.nunique() == 1 and paired.versus.nunique() == 1
+    assert paired.method.iloc[0].split("/")[0] in {"lora", "zero_shot"}
+    assert paired.versus.iloc[0] in {"popularity", "itemknn", "blend", "sasrec"}
+    mrr = plain[plain.metric == "MRR"].set_index("method")["value"]
     assert mrr["lora/pointwise"] != mrr["zero_shot/pointwise"]  # the adapter changes the ranking
     markdown = result.report.markdown.read_text()
     assert all(f"| {m} |" in markdown for m in methods) and "HR@1" in markdown
+    assert "Paired difference" in markdown and "95% interval" in markdown
     assert result.report.chart.stat().st_size > 10_000 and result.report.chart.read_bytes()[:4] == b"\x89PNG"
 
     evaluate_job(spark, cfg)  # a rerun replaces the run's figures
@@ -162,7 +169,8 @@ def test_evaluate_reuses_the_score_jobs_candidate_scores(spark, evaluated_inputs
     targets = holdout[holdout.split == "test"][["user_id", "item_id"]]
     evaluated = stored[stored.user_id.isin(_evaluated_users(spark, cfg))].assign(method="lora/pointwise")
     expected = metrics_table(evaluated, targets).set_index(["metric", "k"])["value"]
-    got = result.metrics[result.metrics.method == "lora/pointwise"].set_index(["metric", "k"])["value"]
+    plain = result.metrics[result.metrics.versus.isna()]
+    got = plain[plain.method == "lora/pointwise"].set_index(["metric", "k"])["value"]
     assert len(got) == 6 and set(result.metrics["n_users"]) == {15}
     assert got.sort_index().to_numpy() == pytest.approx(expected.sort_index().to_numpy(), abs=1e-12)
 

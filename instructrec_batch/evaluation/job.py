@@ -37,6 +37,7 @@ from instructrec_batch.input_errors import explains_undecodable_inputs
 from instructrec_batch.runs import recorded_run, run_identity
 from instructrec_batch.scoring.job import (
     HYBRID,
+    MODEL,
     ModelScoring,
     fuse,
     prepare_model_scoring,
@@ -115,7 +116,10 @@ def _stored_scores(
     if stored.select(C.USER_ID).distinct().count() != n_users:
         return None
     model_score = F.col(C.LM_SCORE) if C.LM_SCORE in stored.columns else F.col(SCORE)
-    return stored.select(C.USER_ID, C.ITEM_ID, model_score.alias(SCORE), "ranked_by")
+    ranked_by = F.col("ranked_by") if "ranked_by" in stored.columns else F.lit(MODEL)
+    # Rows the fusion head ranked were ranked by the model first: hand them back as model rows.
+    ranked_by = F.when(ranked_by == HYBRID, F.lit(MODEL)).otherwise(ranked_by)
+    return stored.select(C.USER_ID, C.ITEM_ID, model_score.alias(SCORE), ranked_by.alias("ranked_by"))
 
 
 def _candidate_rows(prompts: DataFrame) -> DataFrame:

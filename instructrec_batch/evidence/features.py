@@ -130,11 +130,13 @@ def candidate_evidence(train: DataFrame, candidates: DataFrame, cfg: EvidenceCon
     out = rows.join(similarity, keys, "left")
     return out.select(
         *keys,
-        F.log1p(F.col("_nc").cast("double")).alias(POPULARITY),
+        _zero(F.log1p(F.col("_nc").cast("double"))).alias(POPULARITY),
         *[_zero(F.col(c)).alias(c) for c in (COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM)],
         _zero(1.0 / F.col("_rank").cast("double")).alias(RETRIEVAL),
     )
 
 
 def _zero(column: Column) -> Column:
-    return F.coalesce(column.cast("double"), F.lit(0.0))
+    """0 where there is no evidence; rounded so that sums taken in any row order give equal values
+    (equal features must give equal scores, or ties would break differently from run to run)."""
+    return F.round(F.coalesce(column.cast("double"), F.lit(0.0)), 10)

@@ -58,3 +58,9 @@ def answer_logits(model: Any, hidden: torch.Tensor, token_ids: Sequence[int] | t
     if getattr(head, "bias", None) is not None:
         logits = logits + head.bias[ids].float()
     return logits
+
+
+def decoder_of(model: Any) -> Any:
+    """The transformer body (no LM head) of a causal LM, through a peft wrapper when there is one."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.get_decoder()

@@ -75,6 +75,7 @@ def fit_fusion_head(
     rows = lists.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
     evidence = candidate_evidence(evidence_interactions(interactions, holdout), rows, cfg.evidence).toPandas()
     frame = scored.merge(evidence, on=[C.USER_ID, C.ITEM_ID], how="left").fillna(0.0)
+    frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)  # row order from Spark varies
     groups, positive = frame[C.USER_ID].to_numpy(), frame["positive"].to_numpy(dtype=bool)
     head = fit_ranker(frame, FUSION_FEATURES, groups, positive)
     blend = fit_ranker(frame, C.EVIDENCE_COLUMNS, groups, positive)
@@ -97,3 +98,47 @@ def _mrr(scores: np.ndarray, groups: np.ndarray, positive: np.ndarray) -> float:
     frame = pd.DataFrame({"g": groups, "s": scores, "p": positive})
     frame["rank"] = frame.groupby("g")["s"].rank(ascending=False, method="first")
     return round(float((1.0 / frame.loc[frame.p, "rank"]).mean()), 4)
+
+
+def evidence_priors(
+    examples: DataFrame, frame: pd.DataFrame, interactions: DataFrame, holdout: DataFrame, cfg: Config
+) -> tuple[pd.DataFrame, LinearRanker]:
+    """`frame` (the collected `examples`) with a `candidate_priors` column for its pointwise rows.
+
+    The prior of a candidate is an evidence blend's score: a linear ranker over the candidate's
+    evidence, fitted on the training examples themselves. Evidence for an example is computed as of
+    its target (history before it, the user's own interaction with it left out), so it carries
+    nothing the model will not have at scoring time. Listwise rows get no priors.
+    """
+    from instructrec_batch.evidence.features import AS_OF
+    from instructrec_batch.training.examples import TRAIN
+
+    pointwise = examples.where(F.col("task_form") == "pointwise")
+    rows = pointwise.select(
+        C.USER_ID, F.col("target_item_id").alias(AS_OF), F.explode("candidate_ids").alias(C.ITEM_ID)
+    )
+    source = evidence_interactions(interactions, holdout)
+    evidence = candidate_evidence(source, rows, cfg.evidence).toPandas()
+    keys = [C.USER_ID, AS_OF, C.ITEM_ID]
+    long = frame.loc[frame.task_form == "pointwise", [C.USER_ID, "target_item_id", "kind", "candidate_ids"]]
+    long = (
+        long.rename(columns={"target_item_id": AS_OF})
+        .explode("candidate_ids")
+        .rename(columns={"candidate_ids": C.ITEM_ID})
+    )
+    long[C.ITEM_ID] = long[C.ITEM_ID].astype(evidence[C.ITEM_ID].dtype)
+    long = long.merge(evidence, on=keys, how="left").fillna({c: 0.0 for c in C.EVIDENCE_COLUMNS})
+    long = long.sort_values(keys, ignore_index=True)  # row order from Spark varies
+    train = long[long.kind == TRAIN]
+    groups = train[C.USER_ID].astype(str) + "\0" + train[AS_OF].astype(str)
+    blend = fit_ranker(train, C.EVIDENCE_COLUMNS, groups.to_numpy(), (train[C.ITEM_ID] == train[AS_OF]).to_numpy())
+    long["_prior"] = blend.apply(long)
+    priors = long.groupby([C.USER_ID, AS_OF, "kind"], sort=False)["_prior"].apply(list)
+    lookup = priors.to_dict()
+    out = frame.copy()
+    out["candidate_priors"] = [
+        lookup.get((row.user_id, row.target_item_id, row.kind)) if row.task_form == "pointwise" else None
+        for row in out.itertuples(index=False)
+    ]
+    log.info("evidence priors: blend fitted on %d training examples", groups.nunique())
+    return out, blend

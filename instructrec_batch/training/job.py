@@ -21,7 +21,7 @@ from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.runs import recorded_run
 from instructrec_batch.tables import delta_version, read_input, resolve, table_exists
 from instructrec_batch.training.examples import TRAIN, VALID, build_examples
-from instructrec_batch.training.fusion import fit_fusion_head
+from instructrec_batch.training.fusion import evidence_priors, fit_fusion_head
 from instructrec_batch.training.sequences import sequences
 from instructrec_batch.training.trainer import train_lora
 
@@ -55,7 +55,11 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
     holdout = read_input(spark, cfg, C.HOLDOUT)
     torch_threads = os.cpu_count() or 1
     with recorded_run(spark, cfg, "train") as run:
-        frame = build_examples(interactions, items, holdout, cfg, str(base.path)).toPandas()
+        examples = build_examples(interactions, items, holdout, cfg, str(base.path))
+        frame = examples.toPandas()
+        prior_blend = None
+        if cfg.train.residual and "pointwise" in cfg.train.tasks:
+            frame, prior_blend = evidence_priors(examples, frame, interactions, holdout, cfg)
         tokenizer = load_tokenizer(base.path)
         templates = load_templates(cfg.prompt.template_version)
         t = cfg.train
@@ -95,6 +99,7 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
                 "hyperparameters": t.model_dump(mode="json"),
                 "evidence": cfg.evidence.model_dump(mode="json"),
                 "fusion": {**fusion_figures, "head": head.to_dict() if head else None},
+                "residual_prior": prior_blend.to_dict() if prior_blend else None,
                 "loss_history": result.history,
                 "val_loss": result.val_loss,
                 "zero_shot_val_loss": result.zero_shot_val_loss,

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from instructrec_batch.config import TrainConfig
 from instructrec_batch.hardware import cpu_has_amx_bf16
-from instructrec_batch.models.forward import last_logits
+from instructrec_batch.models.forward import decoder_of, last_logits
+from instructrec_batch.models.packing import PackedRow, attention_kind, pack_pointwise, packed_inputs
 from instructrec_batch.training.sequences import TrainSequence
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def _batches(seqs: Sequence[TrainSequence], size: int, rng: random.Random) -> li
 def _pairwise(logits: torch.Tensor, batch: Sequence[TrainSequence]) -> torch.Tensor | None:
     """Mean -log sigmoid(score(target) - score(negative)) over the batch's pointwise pairs.
 
-    score = logit(Yes) - logit(No), exactly what the scorer ranks by. Cross-entropy alone lets the
+    score = logit(Yes) - logit(No) + prior: what the scorer ranks by, plus the sequence's evidence
+    prior, so that with priors the model learns what the evidence misses. Cross-entropy alone lets the
     model lower its loss by learning the Yes/No ratio of the data; this term only rewards ordering
     each user's target above their negatives.
     """
@@ -93,7 +95,8 @@ def _pairwise(logits: torch.Tensor, batch: Sequence[TrainSequence]) -> torch.Ten
     index = torch.tensor(rows, device=device)
     yes = torch.tensor([batch[i].yes_no[0] for i in rows], device=device)  # type: ignore[index]
     no = torch.tensor([batch[i].yes_no[1] for i in rows], device=device)  # type: ignore[index]
-    score = logits[index, yes].float() - logits[index, no].float()
+    prior = torch.tensor([batch[i].prior for i in rows], device=device, dtype=torch.float32)
+    score = logits[index, yes].float() - logits[index, no].float() + prior
     group = torch.tensor([batch[i].group for i in rows], device=device)
     positive = torch.tensor([batch[i].positive for i in rows], device=device)
     pairs = (group[:, None] == group[None, :]) & positive[:, None] & ~positive[None, :]
@@ -103,13 +106,56 @@ def _pairwise(logits: torch.Tensor, batch: Sequence[TrainSequence]) -> torch.Ten
     return -(F.logsigmoid(margins) * pairs).sum() / pairs.sum()
 
 
+def _per_sequence_logits(model: Any, batch: Sequence[TrainSequence], pad_id: int) -> torch.Tensor:
+    """[len(batch), vocab] answer-position logits, every sequence run in full (the reference)."""
+    return last_logits(model, [s.input_ids for s in batch], pad_id)
+
+
+def _packed_logits(model: Any, batch: Sequence[TrainSequence], pad_id: int) -> torch.Tensor:
+    """The same logits with each pointwise example in one packed sequence (its prefix run once)."""
+    units: dict[int, list[int]] = {}
+    for i, seq in enumerate(batch):
+        units.setdefault(seq.group if seq.group >= 0 else -1 - i, []).append(i)
+    rows, where = [], []  # where[k] = (row, position) of batch[k]'s answer
+    for members in units.values():
+        first = batch[members[0]]
+        if first.group < 0 or first.prefix_len == 0:
+            ids = first.input_ids
+            rows.append(PackedRow(list(ids), [0] * len(ids), list(range(len(ids))), [len(ids) - 1], 0, 0))
+        else:
+            prefix = first.input_ids[: first.prefix_len]
+            suffixes = [batch[k].input_ids[first.prefix_len :] for k in members]
+            rows.append(pack_pointwise(prefix, suffixes, 0, 0))
+        where += [(len(rows) - 1, at) for at in rows[-1].answer_at]
+    order = [k for members in units.values() for k in members]
+    device = next(model.parameters()).device
+    inputs = packed_inputs(rows, pad_id, device, attention_kind(model))
+    hidden = decoder_of(model)(**inputs, use_cache=False).last_hidden_state
+    picked = hidden[
+        torch.tensor([r for r, _ in where], device=device), torch.tensor([a for _, a in where], device=device)
+    ]
+    logits = model.get_output_embeddings()(picked)
+    out = torch.empty_like(logits)
+    out[torch.tensor(order, device=device)] = logits
+    return out
+
+
 def _loss(
-    model: Any, batch: Sequence[TrainSequence], pad_id: int, autocast: bool, pairwise_weight: float = 0.0
+    model: Any,
+    batch: Sequence[TrainSequence],
+    pad_id: int,
+    autocast: bool,
+    pairwise_weight: float = 0.0,
+    packed: bool = True,
 ) -> torch.Tensor:
-    """Answer-token cross-entropy, plus the weighted pairwise ranking term when asked for."""
+    """Answer-token cross-entropy, plus the weighted pairwise ranking term when asked for.
+
+    `packed` runs each pointwise example as one sequence (prefix once, suffixes masked apart); the
+    per-sequence path computes the same numbers with every candidate's sequence in full.
+    """
     device = next(model.parameters()).device
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-        logits = last_logits(model, [s.input_ids for s in batch], pad_id)
+        logits = (_packed_logits if packed else _per_sequence_logits)(model, batch, pad_id)
     answers = torch.tensor([s.answer_id for s in batch], device=logits.device)
     loss = F.cross_entropy(logits.float(), answers)
     if pairwise_weight > 0:
@@ -120,14 +166,16 @@ def _loss(
 
 
 @torch.inference_mode()
-def evaluate(model: Any, seqs: Sequence[TrainSequence], pad_id: int, batch_size: int, autocast: bool) -> float:
-    """Mean answer-token cross-entropy over `seqs`."""
+def evaluate(
+    model: Any, seqs: Sequence[TrainSequence], pad_id: int, batch_size: int, autocast: bool, packed: bool = True
+) -> float:
+    """Mean answer-token cross-entropy over `seqs` (an example's sequences kept next to each other)."""
     model.eval()
-    ordered = sorted(seqs, key=lambda s: len(s.input_ids))
+    ordered = sorted(seqs, key=lambda s: (s.prefix_len or len(s.input_ids), s.group))
     total = 0.0
     for i in range(0, len(ordered), batch_size):
         batch = ordered[i : i + batch_size]
-        total += _loss(model, batch, pad_id, autocast).item() * len(batch)
+        total += _loss(model, batch, pad_id, autocast, packed=packed).item() * len(batch)
     return total / max(1, len(ordered))
 
 
@@ -159,7 +207,7 @@ def train_lora(
     # validation takes, and training stops early enough to fit the last one inside the budget.
     start = time.monotonic()
     with model.disable_adapter():
-        zero_shot = evaluate(model, valid, pad_id, eval_batch, autocast)
+        zero_shot = evaluate(model, valid, pad_id, eval_batch, autocast, cfg.packed)
     val_seconds = time.monotonic() - start
     log.info("zero-shot validation loss %.4f on %d sequences (%.0fs)", zero_shot, len(valid), val_seconds)
 
@@ -178,7 +226,7 @@ def train_lora(
         for _ in range(cfg.grad_accum):
             if not batches:
                 batches = _batches(train, cfg.batch_size, rng)
-            loss = _loss(model, batches.pop(), pad_id, autocast, cfg.pairwise_weight) / cfg.grad_accum
+            loss = _loss(model, batches.pop(), pad_id, autocast, cfg.pairwise_weight, cfg.packed) / cfg.grad_accum
             loss.backward()
             running += loss.item()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -195,7 +243,7 @@ def train_lora(
             running = 0.0
         out_of_time = elapsed + val_seconds > cfg.max_minutes * 60
         if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
-            val = evaluate(model, valid, pad_id, eval_batch, autocast)
+            val = evaluate(model, valid, pad_id, eval_batch, autocast, cfg.packed)
             result.history.append({"step": step, "val_loss": val, "train_loss": loss.item() * cfg.grad_accum})
             log.info("step %d validation loss %.4f (zero-shot %.4f)", step, val, zero_shot)
             if val < best_val - 1e-4:
