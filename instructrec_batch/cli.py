@@ -135,6 +135,45 @@ def _bench_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_evidence(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from instructrec_batch.bench.evidence import bench_evidence, report
+
+    with tempfile.TemporaryDirectory(prefix="bench-evidence-") as scratch:
+        if not args.workdir:
+            args.workdir = scratch
+        cfg = _config_from(args)
+        with spark_session(cfg.engine) as spark:
+            result = bench_evidence(
+                spark,
+                cfg,
+                users=args.users,
+                items=args.items,
+                per_user=args.interactions_per_user,
+                cands=args.candidates,
+            )
+    print(report(result, args.json))
+    return 0
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from instructrec_batch.bench.train import bench_train, report
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
+        if not args.workdir:
+            args.workdir = scratch
+        cfg = _config_from(args)
+        with spark_session(cfg.engine) as spark:
+            result = bench_train(
+                spark, cfg, users=args.users, items=args.items, per_user=args.interactions_per_user, steps=args.steps
+            )
+    print(report(result, args.json))
+    return 0
+
+
 def _bench_scoring(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -230,6 +269,29 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--candidates", type=int, default=20, help="candidates per user")
     bp.add_argument("--json", action="store_true", help="print one JSON object")
     bp.set_defaults(func=_bench_prompts)
+    be = bench_commands.add_parser(
+        "evidence",
+        parents=[common],
+        help="collaborative evidence of every candidate on synthetic tables: seconds, users/s, peak RSS",
+    )
+    be.add_argument("--users", type=int, default=100_000)
+    be.add_argument("--items", type=int, default=50_000)
+    be.add_argument("--interactions-per-user", type=int, default=50)
+    be.add_argument("--candidates", type=int, default=20, help="candidates per user")
+    be.add_argument("--json", action="store_true", help="print one JSON object")
+    be.set_defaults(func=_bench_evidence)
+    bt = bench_commands.add_parser(
+        "train",
+        parents=[common],
+        help="per-sequence vs one-pass LoRA training on the same batches: examples/s and validation loss",
+    )
+    _add_shortcuts(bt, "--base")
+    bt.add_argument("--users", type=int, default=200)
+    bt.add_argument("--items", type=int, default=2000)
+    bt.add_argument("--interactions-per-user", type=int, default=20)
+    bt.add_argument("--steps", type=int, default=20, help="optimisation steps of each run")
+    bt.add_argument("--json", action="store_true", help="print one JSON object")
+    bt.set_defaults(func=_bench_train)
     bs = bench_commands.add_parser(
         "scoring",
         parents=[common],

@@ -39,6 +39,12 @@ class EngineConfig(_Section):
     master: str | None = Field(None, description="classic master URL (e.g. local[2]); None keeps spark-submit's choice")
     shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions")
     conf: dict[str, str] = Field(default_factory=dict, description="extra Spark conf, applied at start")
+    session_timeout_secs: int = Field(
+        3600, ge=1, description="local: the embedded server expires a session idle this long (Sail's default is 900)"
+    )
+    keep_alive: bool = Field(
+        True, description="local: touch the session from a background thread so long driver-side work never idles it"
+    )
 
 
 class TablesConfig(_Section):

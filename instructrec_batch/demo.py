@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from instructrec_batch.bench.memory import peak_rss
 from instructrec_batch.config import Config
 from instructrec_batch.engine import spark_session
 from instructrec_batch.models.base import KNOWN_MODELS, pull
@@ -54,11 +55,13 @@ def run_demo(cfg: Config, say: Callable[[str], None] = print) -> DemoResult:
     started = time.monotonic()
     stages = 6
 
-    def stage(number: int, name: str, run: Callable[[], T]) -> T:
+    def stage(number: int, name: str, run: Callable[[], T], describe: Callable[[T], object] = str) -> T:
         say(f"[{number}/{stages}] {name} ...")
         t0 = time.monotonic()
-        result = run()
-        say(f"[{number}/{stages}] {name} done in {time.monotonic() - t0:.0f} s: {result}")
+        with peak_rss() as memory:
+            result = run()
+        took, peak_gb = time.monotonic() - t0, memory.peak_mb / 1024
+        say(f"[{number}/{stages}] {name} done in {took:.0f} s, peak RSS {peak_gb:.2f} GB: {describe(result)}")
         return result
 
     if cfg.model.base in KNOWN_MODELS:
@@ -69,6 +72,12 @@ def run_demo(cfg: Config, say: Callable[[str], None] = print) -> DemoResult:
         stage(2, "MovieLens-100K tables and evaluation protocol", lambda: movielens_job(spark, cfg))
         stage(3, "prompts", lambda: prompts_job(spark, cfg))
         trained = stage(4, "LoRA training", lambda: train_job(spark, cfg))
+        if trained.stopped == "time_budget":
+            say(
+                f"WARNING: training was cut by its wall-clock safety limit after {trained.steps} of "
+                f"{cfg.train.max_steps} steps (train.max_minutes={cfg.train.max_minutes}); the adapter is "
+                "undertrained and the figures below understate the model"
+            )
         adapter = trained.adapter
         tuned = cfg.model_copy(
             update={
@@ -77,10 +86,9 @@ def run_demo(cfg: Config, say: Callable[[str], None] = print) -> DemoResult:
             }
         )
         stage(5, "scoring (top-k per user)", lambda: score_job(spark, tuned))
-        say(f"[6/{stages}] evaluation against baselines ...")
-        t0 = time.monotonic()
-        evaluation = evaluate_job(spark, tuned)
-        say(f"[6/{stages}] evaluation done in {time.monotonic() - t0:.0f} s")
+        evaluation = stage(
+            6, "evaluation against baselines", lambda: evaluate_job(spark, tuned), lambda r: f"run {r.run_id}"
+        )
     return DemoResult(
         tables=Path(cfg.tables_root).resolve(),
         adapter=adapter,

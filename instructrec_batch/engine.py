@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,7 +22,7 @@ from instructrec_batch.errors import EngineError
 log = logging.getLogger(__name__)
 
 # Settings every engine gets, so that the same job gives the same rows everywhere: timestamps are
-# read and written in UTC, and Arrow batches stay small enough to bound executor memory.
+# read and written in UTC, and Arrow is used between the JVM/engine and Python.
 _COMMON_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -32,21 +33,64 @@ def _session_conf(cfg: EngineConfig) -> dict[str, str]:
     return {**_COMMON_CONF, "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions), **cfg.conf}
 
 
+SESSION_TIMEOUT_ENV = "SAIL_SPARK__SESSION_TIMEOUT_SECS"
+
+
+@contextmanager
+def _keep_alive(spark: SparkSession, every_s: float) -> Iterator[None]:
+    """Touch the session every `every_s` seconds from a daemon thread while the block runs.
+
+    The embedded server expires a session that sends no request for its session timeout; a job's
+    driver-side work (training, fitting) can outlast it, and the job would then fail at its next
+    write. A cheap config read is a request, so the session never looks idle.
+    """
+    stop = threading.Event()
+
+    def ping() -> None:
+        while not stop.wait(every_s):
+            try:
+                spark.conf.get("spark.sql.session.timeZone")
+            except Exception as exc:  # the session is closing or gone: nothing left to keep alive
+                log.debug("keep-alive stopped: %s", exc)
+                return
+
+    thread = threading.Thread(target=ping, name="sail-keep-alive", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 @contextmanager
 def _local_sail(cfg: EngineConfig) -> Iterator[SparkSession]:
     try:
         from pysail.spark import SparkConnectServer
     except ImportError as exc:  # pragma: no cover - pysail is a core dependency
         raise EngineError("engine.kind=local needs the 'pysail' package: pip install pysail") from exc
-    server = SparkConnectServer(ip="127.0.0.1", port=0)
-    server.start(background=True)
+    # The server reads its session timeout from the environment when it starts.
+    previous = os.environ.get(SESSION_TIMEOUT_ENV)
+    os.environ[SESSION_TIMEOUT_ENV] = str(cfg.session_timeout_secs)
+    try:
+        server = SparkConnectServer(ip="127.0.0.1", port=0)
+        server.start(background=True)
+    finally:
+        if previous is None:
+            os.environ.pop(SESSION_TIMEOUT_ENV, None)
+        else:
+            os.environ[SESSION_TIMEOUT_ENV] = previous
     host, port = server.listening_address
     log.info("started embedded Sail Spark Connect server on %s:%s", host, port)
     spark = SparkSession.builder.remote(f"sc://{host}:{port}").getOrCreate()
     try:
         for key, value in _session_conf(cfg).items():
             spark.conf.set(key, value)
-        yield spark
+        if cfg.keep_alive:
+            with _keep_alive(spark, max(0.5, min(60.0, cfg.session_timeout_secs / 3))):
+                yield spark
+        else:
+            yield spark
     finally:
         spark.stop()
         server.stop()

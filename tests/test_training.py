@@ -274,3 +274,27 @@ def test_one_pass_training_loss_and_gradients_equal_per_sequence(spark, protocol
     for name, grad in ref_grads.items():
         torch.testing.assert_close(packed_grads[name], grad, atol=1e-4, rtol=1e-3)
     assert any(float(g.abs().max()) > 1e-6 for g in ref_grads.values())
+
+
+def test_evidence_priors_follow_each_examples_candidate_order(spark, protocol_cfg: Config) -> None:
+    from instructrec_batch.evidence.features import AS_OF, candidate_evidence, evidence_interactions
+    from instructrec_batch.training.fusion import evidence_priors
+
+    interactions = read_input(spark, protocol_cfg, C.INTERACTIONS)
+    items = read_input(spark, protocol_cfg, C.ITEMS)
+    holdout = read_input(spark, protocol_cfg, C.HOLDOUT)
+    base = resolve_base(protocol_cfg)
+    examples = build_examples(interactions, items, holdout, protocol_cfg, str(base.path))
+    frame, blend = evidence_priors(examples, examples.toPandas(), interactions, holdout, protocol_cfg)
+    rows = frame[frame.kind == "train"].head(5)
+    wanted = pd.DataFrame(
+        [(r.user_id, r.target_item_id, item) for r in rows.itertuples() for item in r.candidate_ids],
+        columns=["user_id", AS_OF, "item_id"],
+    )
+    ev = candidate_evidence(
+        evidence_interactions(interactions, holdout), spark.createDataFrame(wanted), protocol_cfg.evidence
+    ).toPandas()
+    expected = wanted.merge(ev, on=["user_id", AS_OF, "item_id"], how="left")
+    got = [p for r in rows.itertuples() for p in r.candidate_priors]
+    assert got == pytest.approx(list(blend.apply(expected)), abs=1e-9)
+    assert len(set(got)) > 1  # the priors tell candidates apart

@@ -1,9 +1,15 @@
-"""`bench scoring`: the three scorers and the full score job on the same prompts, with their figures.
+"""`bench scoring`: every scorer and the full score job on the same prompts, with their figures.
 
 Synthetic MovieLens-like tables of the requested size go through the real prompts job; the resulting
 prompts are then scored (a) pair by pair (naive reference), (b) with the shared prefix KV cache,
-(c) listwise, in this process, and (d) by the score job on the configured engine. The Spark overhead
-ratio is (d) divided by the in-process time of the same method, model load included on both sides.
+(c) in one pass per user (prefix + all suffixes, masked), (d) listwise, in this process, and (e) by
+the score job (one-pass) on the configured engine. The Spark overhead ratio is (e) divided by the
+in-process time of the same method, model load included on both sides.
+
+The compute floor is what scoring would cost if every unique token (each user's prefix once, each
+candidate suffix once) went through the model at the speed of a plain batched causal forward over
+the same packed rows, measured in the same run: floor candidates/s = candidates / (unique tokens /
+plain tokens per second). Each method's ratio to it says how much is left on the table.
 Device and dtype are auto-detected exactly as on an executor, so the command runs unchanged on GPUs.
 """
 
@@ -46,6 +52,12 @@ class ScoringBench:
     naive_tokens_per_s: float
     shared_prefix_cands_per_s: float
     shared_prefix_tokens_per_s: float
+    onepass_cands_per_s: float
+    onepass_tokens_per_s: float
+    compute_floor_cands_per_s: float
+    plain_forward_tokens_per_s: float
+    onepass_floor_ratio: float
+    shared_prefix_floor_ratio: float
     listwise_cands_per_s: float
     listwise_tokens_per_s: float
     shared_prefix_speedup: float
@@ -98,17 +110,23 @@ def bench_scoring(
             shared_tokens += len(prefix) + sum(map(len, suffixes))
             listwise_tokens += len(encode(tokenizer, [render_listwise(q.template, q.context, q.candidates).text])[0])
         batch = cfg.score.batch_size
-        make_scorer("pointwise", "shared_prefix", handle, batch).score(point_prompts[:1])  # warm-up
+        tokens = cfg.score.max_batch_tokens
+        make_scorer("pointwise", "onepass", handle, batch, tokens).score(point_prompts[:2])  # warm-up
         naive, naive_s = _timed(make_scorer("pointwise", "naive", handle, batch), point_prompts)
         shared, shared_s = _timed(make_scorer("pointwise", "shared_prefix", handle, batch), point_prompts)
+        onepass, onepass_s = _timed(make_scorer("pointwise", "onepass", handle, batch, tokens), point_prompts)
+        plain_tps = _plain_forward_tokens_per_s(handle, point_prompts, batch, tokens)
         _, list_s = _timed(make_scorer("listwise", "-", handle, batch), list_prompts)
-        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(naive, shared, strict=True))
+        diff = max(
+            float(np.max(np.abs(a - b))) for other in (shared, onepass) for a, b in zip(naive, other, strict=True)
+        )
         del handle  # the job loads its own copy, as an executor would
-        job_cfg = cfg.model_copy(update={"score": cfg.score.model_copy(update={"method": "shared_prefix"})})
+        job_cfg = cfg.model_copy(update={"score": cfg.score.model_copy(update={"method": "onepass"})})
         job_start = time.perf_counter()
         score_job(spark, job_cfg)
         job_s = time.perf_counter() - job_start
-    in_process = load_seconds + shared_s
+    in_process = load_seconds + onepass_s
+    floor = n_cands * plain_tps / shared_tokens
     return ScoringBench(
         users=len(point_prompts),
         candidates=candidates,
@@ -120,6 +138,12 @@ def bench_scoring(
         naive_tokens_per_s=round(naive_tokens / naive_s, 1),
         shared_prefix_cands_per_s=round(n_cands / shared_s, 2),
         shared_prefix_tokens_per_s=round(shared_tokens / shared_s, 1),
+        onepass_cands_per_s=round(n_cands / onepass_s, 2),
+        onepass_tokens_per_s=round(shared_tokens / onepass_s, 1),
+        compute_floor_cands_per_s=round(floor, 2),
+        plain_forward_tokens_per_s=round(plain_tps, 1),
+        onepass_floor_ratio=round(n_cands / onepass_s / floor, 3),
+        shared_prefix_floor_ratio=round(n_cands / shared_s / floor, 3),
         listwise_cands_per_s=round(n_cands / list_s, 2),
         listwise_tokens_per_s=round(listwise_tokens / list_s, 1),
         shared_prefix_speedup=round(naive_s / shared_s, 2),
@@ -129,6 +153,39 @@ def bench_scoring(
         spark_overhead_ratio=round(job_s / in_process, 3),
         peak_rss_mb=round(memory.peak_mb, 1),
     )
+
+
+def _plain_forward_tokens_per_s(handle: ModelHandle, prompts: list[ScoringPrompt], batch: int, tokens: int) -> float:
+    """Tokens/s of plain causal forwards (no custom mask) over the same packed rows, batched alike."""
+    import torch
+
+    from instructrec_batch.models.forward import decoder_of
+    from instructrec_batch.models.inputs import pointwise_inputs, yes_no_ids
+    from instructrec_batch.models.packing import pack_pointwise
+
+    rows = []
+    for p in prompts:
+        prefix, suffixes = pointwise_inputs(handle.tokenizer, render_pointwise(p.template, p.context, p.candidates))
+        rows.append(pack_pointwise(prefix, suffixes, *yes_no_ids(handle.tokenizer, p.template)).ids)
+    rows.sort(key=len)
+    decoder, device = decoder_of(handle.model), handle.device
+    start, done, group = time.perf_counter(), 0, []
+
+    def run(chunk: list[list[int]]) -> int:
+        width = max(map(len, chunk))
+        ids = torch.tensor([r + [handle.pad_id] * (width - len(r)) for r in chunk], device=device)
+        with torch.inference_mode():
+            decoder(input_ids=ids, use_cache=False)
+        return sum(map(len, chunk))
+
+    for row in rows:
+        if group and ((len(group) + 1) * len(row) > tokens or len(group) >= batch):
+            done += run(group)
+            group = []
+        group.append(row)
+    if group:
+        done += run(group)
+    return done / (time.perf_counter() - start)
 
 
 def report(result: ScoringBench, as_json: bool) -> str:

@@ -133,12 +133,18 @@ def evidence_priors(
     groups = train[C.USER_ID].astype(str) + "\0" + train[AS_OF].astype(str)
     blend = fit_ranker(train, C.EVIDENCE_COLUMNS, groups.to_numpy(), (train[C.ITEM_ID] == train[AS_OF]).to_numpy())
     long["_prior"] = blend.apply(long)
-    priors = long.groupby([C.USER_ID, AS_OF, "kind"], sort=False)["_prior"].apply(list)
-    lookup = priors.to_dict()
+    where = zip(long[C.USER_ID], long[AS_OF], long["kind"], long[C.ITEM_ID], strict=True)
+    prior_of = dict(zip(where, long["_prior"], strict=True))
     out = frame.copy()
     out["candidate_priors"] = [
-        lookup.get((row.user_id, row.target_item_id, row.kind)) if row.task_form == "pointwise" else None
+        [prior_of[(row.user_id, row.target_item_id, row.kind, item)] for item in row.candidate_ids]
+        if row.task_form == "pointwise"
+        else None
         for row in out.itertuples(index=False)
     ]
-    log.info("evidence priors: blend fitted on %d training examples", groups.nunique())
+    positive = (train[C.ITEM_ID] == train[AS_OF]).to_numpy()
+    mrr = _mrr(long.loc[long.kind == TRAIN, "_prior"].to_numpy(), groups.to_numpy(), positive)
+    log.info(
+        "evidence priors: blend fitted on %d training examples (MRR of the prior alone %.4f)", groups.nunique(), mrr
+    )
     return out, blend

@@ -35,7 +35,9 @@ class TrainResult:
     val_loss: float
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
-    stopped: str = "max_steps"
+    stopped: str = "max_steps"  # max_steps | early_stopping | time_budget (the safety limit cut it short)
+    train_seconds: float = 0.0  # time in optimisation steps only (validations excluded)
+    examples_seen: int = 0  # pointwise examples (all their candidates) and listwise examples stepped on
 
 
 def _batches(seqs: Sequence[TrainSequence], size: int, rng: random.Random) -> list[list[TrainSequence]]:
@@ -226,13 +228,19 @@ def train_lora(
         for _ in range(cfg.grad_accum):
             if not batches:
                 batches = _batches(train, cfg.batch_size, rng)
-            loss = _loss(model, batches.pop(), pad_id, autocast, cfg.pairwise_weight, cfg.packed) / cfg.grad_accum
+            step_start = time.monotonic()
+            batch = batches.pop()
+            loss = _loss(model, batch, pad_id, autocast, cfg.pairwise_weight, cfg.packed) / cfg.grad_accum
             loss.backward()
             running += loss.item()
+            result.examples_seen += len({s.group if s.group >= 0 else -1 - i for i, s in enumerate(batch)})
+            result.train_seconds += time.monotonic() - step_start
+        step_start = time.monotonic()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        result.train_seconds += time.monotonic() - step_start
         result.steps = step
         elapsed = time.monotonic() - start
         if step % 10 == 0:
@@ -256,6 +264,13 @@ def train_lora(
                 break
             if out_of_time:
                 result.stopped = "time_budget"
+                log.warning(
+                    "TRAINING CUT SHORT: the wall-clock safety limit train.max_minutes=%s stopped it after %d of "
+                    "%d steps; the adapter is undertrained (raise train.max_minutes, or run on idle cores)",
+                    cfg.max_minutes,
+                    step,
+                    cfg.max_steps,
+                )
                 break
     if best_state is not None:
         set_peft_model_state_dict(model, best_state)
