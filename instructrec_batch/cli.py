@@ -1,4 +1,4 @@
-"""`instructrec-batch`: one console script, one subcommand per job (DESIGN §9).
+"""`instructrec-batch`: one console script, one subcommand per job.
 
 Every subcommand takes the same configuration options (`--config` files, `--set` overrides,
 `--workdir`, `--engine`), builds a typed Config, opens the configured engine and calls one library

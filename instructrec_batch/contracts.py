@@ -1,4 +1,4 @@
-"""Column names and input table contracts (DESIGN §4).
+"""Column names and input table contracts.
 
 Jobs refer to columns through these constants, never through string literals, so renaming a column
 is one edit. A contract lists required and optional columns with the Spark types each may have;

@@ -1,4 +1,4 @@
-"""The one place that knows how a SparkSession is made (DESIGN §3).
+"""The one place that knows how a SparkSession is made.
 
 `local` starts an embedded Sail Spark Connect server in this process (127.0.0.1, a free port) and
 stops it at exit; `spark` is classic `getOrCreate()` as under spark-submit or on Databricks;

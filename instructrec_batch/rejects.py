@@ -1,6 +1,6 @@
 """Row-level problems as rows of the `rejects` table: run_id, stage, source_table, user_id, item_id, reason.
 
-Jobs never crash on a bad row (DESIGN §10): they keep the good rows and describe each bad one here,
+Jobs never crash on a bad row: they keep the good rows and describe each bad one here,
 so that what went in reconciles with what came out plus what was rejected.
 """
 

@@ -163,3 +163,18 @@ def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, t
     other = other[columns].sort_values(keys).reset_index(drop=True)
     assert len(local) == 20 * 20 and local[C.EV_COOC_SUM].gt(0).any()
     pd.testing.assert_frame_equal(local, other, check_dtype=False, atol=1e-12)
+
+
+def test_two_stage_head_collapses_to_one_linear_head_with_the_same_ranking() -> None:
+    from instructrec_batch.training.fusion import BLEND, collapse
+
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({c: rng.normal(size=50) for c in (C.LM_SCORE, *C.EVIDENCE_COLUMNS)})
+    blend = LinearRanker(
+        C.EVIDENCE_COLUMNS, tuple(rng.normal(size=6)), tuple(rng.random(6) + 0.5), tuple(rng.normal(size=6))
+    )
+    frame[BLEND] = blend.apply(frame)
+    stack = LinearRanker((C.LM_SCORE, BLEND), (0.3, -0.2), (1.7, 2.5), (0.8, 1.4))
+    head = collapse(stack, blend)
+    difference = head.apply(frame) - stack.apply(frame)
+    np.testing.assert_allclose(difference, difference[0], atol=1e-9)  # a constant shift: same order

@@ -1,4 +1,4 @@
-"""The evaluation protocol in Spark (DESIGN §8): leave-one-out split and sampled candidate lists.
+"""The evaluation protocol in Spark: leave-one-out split and sampled candidate lists.
 
 Pure DataFrame transformations (no I/O, no collect). Randomness comes from `xxhash64(seed, user,
 item)`, which classic Spark and Sail compute identically, so the same seed gives the same rows on

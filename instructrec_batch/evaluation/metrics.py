@@ -1,4 +1,4 @@
-"""Ranking metrics over each user's candidate list: the pure pandas/numpy reference (DESIGN §8).
+"""Ranking metrics over each user's candidate list: the pure pandas/numpy reference.
 
 A user's list holds exactly one target. Its rank is 1 + the number of candidates ranked above it
 under the system's order (score descending, then item_id ascending), so ties are resolved the same

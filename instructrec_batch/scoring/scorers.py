@@ -1,4 +1,4 @@
-"""Scorers: candidates' scores for rendered prompts, behind one interface (DESIGN §6).
+"""Scorers: candidates' scores for rendered prompts, behind one interface.
 
 - `NaivePointwise`: every (user, candidate) pair encoded in full: the reference.
 - `SharedPrefixPointwise`: each user's prefix encoded once; its KV cache is repeated across the

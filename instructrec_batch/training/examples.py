@@ -1,6 +1,6 @@
 """Training and validation examples, built in Spark from the same tables and code as scoring prompts.
 
-Leave-one-out by time (DESIGN §8): each user's rows before their first held-out row form the
+Leave-one-out by time: each user's rows before their first held-out row form the
 training sequence; its newest `examples_per_user` rows are training targets, each with the rows
 before it as history. The user's `valid` row is the validation target, with the whole training
 sequence as history, which is exactly the history the scoring prompt gets, rendered with the pinned

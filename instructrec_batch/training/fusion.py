@@ -1,10 +1,12 @@
 """The fusion head: after LoRA tuning, learn how to weigh the model's answer score against evidence.
 
-Text first, evidence second: the adapter is tuned on instructions alone, then the tuned model scores
-the fusion lists (validation items of other users plus sampled negatives, never a test item) and a
-linear listwise ranker is fitted on [model score, collaborative evidence]. The head is saved with the
-adapter (hashed with it) and the score job applies it. Fitting on lists the adapter was not tuned on
-keeps the model's score from looking more reliable than it is.
+The tuned model scores the fusion lists (users' `valid` items plus sampled negatives, never a test
+item) and a linear listwise ranker is fitted on [model score, collaborative evidence]. The head is
+saved with the adapter (hashed with it) and the score job applies it. Fitting on lists the adapter
+was not tuned on keeps the model's score from looking more reliable than it is.
+
+With train.residual the adapter's ranking loss scores Yes−No plus an evidence prior (an evidence
+blend fitted on the training examples), so tuning pushes the model towards what evidence misses.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
+from instructrec_batch.data.protocol import sample_users
+from instructrec_batch.evaluation.baselines import validation_lists
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
 from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
 from instructrec_batch.prompts.templates import TemplateSet
 from instructrec_batch.training.sequences import context_of
 
 log = logging.getLogger(__name__)
-
-FUSION_FEATURES = (C.LM_SCORE, *C.EVIDENCE_COLUMNS)
 
 
 def model_scores(model: Any, tokenizer: Any, pad_id: int, lists: pd.DataFrame, templates: TemplateSet, cfg: Config):
@@ -58,6 +60,9 @@ def model_scores(model: Any, tokenizer: Any, pad_id: int, lists: pd.DataFrame, t
     return pd.DataFrame(rows, columns=[C.USER_ID, C.ITEM_ID, C.LM_SCORE, "positive"])
 
 
+BLEND_USERS = 5000  # validation lists the head's evidence blend is fitted on (a seeded sample of users)
+
+
 def fit_fusion_head(
     lists: DataFrame,
     model: Any,
@@ -65,33 +70,62 @@ def fit_fusion_head(
     pad_id: int,
     templates: TemplateSet,
     interactions: DataFrame,
+    items: DataFrame,
     holdout: DataFrame,
     cfg: Config,
 ) -> tuple[LinearRanker, dict[str, float]]:
-    """Fit the head on the fusion lists (a DataFrame from build_examples(fusion=True)); return it and
-    what it achieves on those lists next to the evidence alone (mean reciprocal rank, in-sample)."""
+    """Fit the head; return it and what it achieves on the fusion lists (mean reciprocal rank).
+
+    Two stages keep the few model-scored lists for the one thing only they can tell: first an
+    evidence blend is fitted on up to BLEND_USERS users' validation lists (cheap: no model), then
+    the weights of [model score, blend score] on the fusion lists (a DataFrame from
+    build_examples(fusion=True)). The two linear stages collapse into one linear head over
+    [model score, evidence], the form the score job applies.
+    """
+    source = evidence_interactions(interactions, holdout)
+    users = sample_users(holdout.select(C.USER_ID).distinct(), BLEND_USERS, cfg.train.seed)
+    blend_lists = validation_lists(interactions, items, holdout, users, cfg)
+    fitted = candidate_evidence(source, blend_lists.select(C.USER_ID, C.ITEM_ID), cfg.evidence)
+    fitted = fitted.join(blend_lists, [C.USER_ID, C.ITEM_ID]).toPandas()
+    fitted = fitted.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)  # row order from Spark varies
+    blend = fit_ranker(fitted, C.EVIDENCE_COLUMNS, fitted[C.USER_ID].to_numpy(), fitted["positive"].to_numpy())
+
     local = lists.toPandas()
     scored = model_scores(model, tokenizer, pad_id, local, templates, cfg)
     rows = lists.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
-    evidence = candidate_evidence(evidence_interactions(interactions, holdout), rows, cfg.evidence).toPandas()
+    evidence = candidate_evidence(source, rows, cfg.evidence).toPandas()
     frame = scored.merge(evidence, on=[C.USER_ID, C.ITEM_ID], how="left").fillna(0.0)
-    frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)  # row order from Spark varies
+    frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
+    frame[BLEND] = blend.apply(frame)
     groups, positive = frame[C.USER_ID].to_numpy(), frame["positive"].to_numpy(dtype=bool)
-    head = fit_ranker(frame, FUSION_FEATURES, groups, positive)
-    blend = fit_ranker(frame, C.EVIDENCE_COLUMNS, groups, positive)
+    stack = fit_ranker(frame, (C.LM_SCORE, BLEND), groups, positive)
+    head = collapse(stack, blend)
     figures = {
         "fusion_lists": len(local),
+        "blend_lists": int(fitted[C.USER_ID].nunique()),
         "fusion_mrr_model": _mrr(frame[C.LM_SCORE].to_numpy(), groups, positive),
-        "fusion_mrr_evidence": _mrr(blend.apply(frame), groups, positive),
+        "fusion_mrr_evidence": _mrr(frame[BLEND].to_numpy(), groups, positive),
         "fusion_mrr_head": _mrr(head.apply(frame), groups, positive),
+        "weight_model": round(stack.weights[0], 4),
+        "weight_evidence": round(stack.weights[1], 4),
     }
-    log.info(
-        "fusion head fitted on %d lists: %s; weights %s",
-        len(local),
-        figures,
-        dict(zip(head.features, head.weights, strict=True)),
-    )
+    log.info("fusion head fitted: %s", figures)
     return head, figures
+
+
+BLEND = "_blend"
+
+
+def collapse(stack: LinearRanker, blend: LinearRanker) -> LinearRanker:
+    """One linear head over [model score, evidence] that ranks exactly like `stack` over
+    [model score, blend score] (they differ by a constant, which no ranking sees)."""
+    (m_lm, _), (s_lm, s_blend), (w_lm, w_blend) = stack.mean, stack.scale, stack.weights
+    return LinearRanker(
+        (C.LM_SCORE, *blend.features),
+        (m_lm, *blend.mean),
+        (s_lm, *blend.scale),
+        (w_lm, *(w_blend / s_blend * w for w in blend.weights)),
+    )
 
 
 def _mrr(scores: np.ndarray, groups: np.ndarray, positive: np.ndarray) -> float:

@@ -81,7 +81,7 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
         if t.fusion_users and "pointwise" in t.tasks:
             lists = build_examples(interactions, items, holdout, cfg, str(base.path), fusion=True)
             head, fusion_figures = fit_fusion_head(
-                lists, result.model, tokenizer, pad_id_of(tokenizer), templates, interactions, holdout, cfg
+                lists, result.model, tokenizer, pad_id_of(tokenizer), templates, interactions, items, holdout, cfg
             )
         out = Path(t.output or Path(cfg.workdir) / "adapters" / run.identity.run_id)
         base_sha = base.sha256()
