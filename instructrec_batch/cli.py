@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -113,83 +114,54 @@ def _pull_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_prompts(args: argparse.Namespace) -> int:
-    import tempfile
+def _bench(name: str, run: Callable[[Any, Config, argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
+    """A bench subcommand: a scratch workdir unless one is given, one session, `run`, its report printed."""
 
-    from instructrec_batch.bench.prompts import bench_prompts, report
+    def command(args: argparse.Namespace) -> int:
+        import importlib
+        import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="bench-prompts-") as scratch:
-        if not args.workdir:
-            args.workdir = scratch
-        cfg = _config_from(args)
-        with spark_session(cfg.engine) as spark:
-            result = bench_prompts(
-                spark,
-                cfg,
-                users=args.users,
-                items=args.items,
-                per_user=args.interactions_per_user,
-                cands=args.candidates,
-            )
-    print(report(result, args.json))
-    return 0
+        report = importlib.import_module(f"instructrec_batch.bench.{name}").report
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as scratch:
+            if not args.workdir:
+                args.workdir = scratch
+            if getattr(args, "dtype", None):  # bench scoring's --dtype is score.dtype
+                args.overrides.append(f"score.dtype={args.dtype}")
+            cfg = _config_from(args)
+            with spark_session(cfg.engine) as spark:
+                result = run(spark, cfg, args)
+        print(report(result, args.json))
+        return 0
 
-
-def _bench_evidence(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from instructrec_batch.bench.evidence import bench_evidence, report
-
-    with tempfile.TemporaryDirectory(prefix="bench-evidence-") as scratch:
-        if not args.workdir:
-            args.workdir = scratch
-        cfg = _config_from(args)
-        with spark_session(cfg.engine) as spark:
-            result = bench_evidence(
-                spark,
-                cfg,
-                users=args.users,
-                items=args.items,
-                per_user=args.interactions_per_user,
-                cands=args.candidates,
-            )
-    print(report(result, args.json))
-    return 0
+    return command
 
 
-def _bench_train(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from instructrec_batch.bench.train import bench_train, report
-
-    with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
-        if not args.workdir:
-            args.workdir = scratch
-        cfg = _config_from(args)
-        with spark_session(cfg.engine) as spark:
-            result = bench_train(
-                spark, cfg, users=args.users, items=args.items, per_user=args.interactions_per_user, steps=args.steps
-            )
-    print(report(result, args.json))
-    return 0
+def _tables_size(args: argparse.Namespace) -> dict[str, int]:
+    return {"users": args.users, "items": args.items, "per_user": args.interactions_per_user}
 
 
-def _bench_scoring(args: argparse.Namespace) -> int:
-    import tempfile
+def _run_bench_prompts(spark: Any, cfg: Config, args: argparse.Namespace) -> Any:
+    from instructrec_batch.bench.prompts import bench_prompts
 
-    from instructrec_batch.bench.scoring import bench_scoring, report
+    return bench_prompts(spark, cfg, **_tables_size(args), cands=args.candidates)
 
-    with tempfile.TemporaryDirectory(prefix="bench-scoring-") as scratch:
-        if not args.workdir:
-            args.workdir = scratch
-        args.overrides.append(f"score.dtype={args.dtype}")
-        cfg = _config_from(args)
-        with spark_session(cfg.engine) as spark:
-            result = bench_scoring(
-                spark, cfg, users=args.users, candidates=args.candidates, history=args.interactions_per_user
-            )
-    print(report(result, args.json))
-    return 0
+
+def _run_bench_evidence(spark: Any, cfg: Config, args: argparse.Namespace) -> Any:
+    from instructrec_batch.bench.evidence import bench_evidence
+
+    return bench_evidence(spark, cfg, **_tables_size(args), cands=args.candidates)
+
+
+def _run_bench_train(spark: Any, cfg: Config, args: argparse.Namespace) -> Any:
+    from instructrec_batch.bench.train import bench_train
+
+    return bench_train(spark, cfg, **_tables_size(args), steps=args.steps)
+
+
+def _run_bench_scoring(spark: Any, cfg: Config, args: argparse.Namespace) -> Any:
+    from instructrec_batch.bench.scoring import bench_scoring
+
+    return bench_scoring(spark, cfg, users=args.users, candidates=args.candidates, history=args.interactions_per_user)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,26 +232,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="benchmarks that print their figures")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True)
-    bp = bench_commands.add_parser(
-        "prompts", parents=[common], help="the prompts job on synthetic tables: users/s, seconds, peak RSS"
-    )
-    bp.add_argument("--users", type=int, default=100_000)
-    bp.add_argument("--items", type=int, default=50_000)
-    bp.add_argument("--interactions-per-user", type=int, default=50)
-    bp.add_argument("--candidates", type=int, default=20, help="candidates per user")
-    bp.add_argument("--json", action="store_true", help="print one JSON object")
-    bp.set_defaults(func=_bench_prompts)
-    be = bench_commands.add_parser(
+
+    def synthetic_bench(name: str, help_text: str, run: Callable[[Any, Config, argparse.Namespace], Any]) -> None:
+        parser = bench_commands.add_parser(name, parents=[common], help=help_text)
+        parser.add_argument("--users", type=int, default=100_000)
+        parser.add_argument("--items", type=int, default=50_000)
+        parser.add_argument("--interactions-per-user", type=int, default=50)
+        parser.add_argument("--candidates", type=int, default=20, help="candidates per user")
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.set_defaults(func=_bench(name, run))
+
+    synthetic_bench("prompts", "the prompts job on synthetic tables: users/s, seconds, peak RSS", _run_bench_prompts)
+    synthetic_bench(
         "evidence",
-        parents=[common],
-        help="collaborative evidence of every candidate on synthetic tables: seconds, users/s, peak RSS",
+        "collaborative evidence of every candidate on synthetic tables: seconds, users/s, peak RSS",
+        _run_bench_evidence,
     )
-    be.add_argument("--users", type=int, default=100_000)
-    be.add_argument("--items", type=int, default=50_000)
-    be.add_argument("--interactions-per-user", type=int, default=50)
-    be.add_argument("--candidates", type=int, default=20, help="candidates per user")
-    be.add_argument("--json", action="store_true", help="print one JSON object")
-    be.set_defaults(func=_bench_evidence)
     bt = bench_commands.add_parser(
         "train",
         parents=[common],
@@ -291,11 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--interactions-per-user", type=int, default=20)
     bt.add_argument("--steps", type=int, default=20, help="optimisation steps of each run")
     bt.add_argument("--json", action="store_true", help="print one JSON object")
-    bt.set_defaults(func=_bench_train)
+    bt.set_defaults(func=_bench("train", _run_bench_train))
     bs = bench_commands.add_parser(
         "scoring",
         parents=[common],
-        help="naive vs shared-prefix vs listwise scorers and the full score job on the same prompts",
+        help="naive vs shared-prefix vs one-pass vs listwise scorers, the compute floor and the score job",
     )
     _add_shortcuts(bs, "--base")
     bs.add_argument("--users", type=int, default=32)
@@ -309,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         "auto = what a score job picks: bf16 on GPUs and AMX CPUs)",
     )
     bs.add_argument("--json", action="store_true", help="print one JSON object")
-    bs.set_defaults(func=_bench_scoring)
+    bs.set_defaults(func=_bench("scoring", _run_bench_scoring))
     return parser
 
 
