@@ -1,29 +1,44 @@
-"""The embedded engine keeps a job's session alive past the server's idle timeout."""
+"""The embedded engine keeps a job's session alive past the server's idle timeout.
+
+Each scenario runs in its own process: it starts (and stops) its own embedded server, which must
+not disturb the session the rest of the test suite shares.
+"""
 
 from __future__ import annotations
 
-import time
+import subprocess
+import sys
 
-import pytest
-from pyspark.errors.exceptions.connect import SparkConnectGrpcException
+from tests.helpers import REPO
 
+SCENARIO = """
+import sys, time
 from instructrec_batch.config import EngineConfig
 from instructrec_batch.engine import spark_session
 
+cfg = EngineConfig(kind="local", shuffle_partitions=1, session_timeout_secs=2, keep_alive=sys.argv[1] == "on")
+with spark_session(cfg) as spark:
+    assert spark.range(3).count() == 3
+    time.sleep(6)  # driver-side work (as training does) three times longer than the timeout
+    try:
+        print("count", spark.range(5).count())
+    except Exception as exc:
+        print("lost", type(exc).__name__, exc)
+"""
+
+
+def _run(keep_alive: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", SCENARIO, keep_alive], capture_output=True, text=True, cwd=REPO, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
 
 def test_a_job_outlives_the_session_timeout_with_the_keep_alive() -> None:
-    """Timeout 2 s, 6 s of driver-side work between two Spark calls (as training does)."""
-    cfg = EngineConfig(kind="local", shuffle_partitions=1, session_timeout_secs=2)
-    with spark_session(cfg) as spark:
-        assert spark.range(3).count() == 3
-        time.sleep(6)
-        assert spark.range(5).count() == 5
+    assert "count 5" in _run("on")
 
 
 def test_without_the_keep_alive_the_same_job_loses_its_session() -> None:
-    cfg = EngineConfig(kind="local", shuffle_partitions=1, session_timeout_secs=2, keep_alive=False)
-    with spark_session(cfg) as spark:
-        assert spark.range(3).count() == 3
-        time.sleep(6)
-        with pytest.raises(SparkConnectGrpcException, match=r"not running|session"):
-            spark.range(5).count()
+    out = _run("off")
+    assert "lost" in out and "not running" in out, out

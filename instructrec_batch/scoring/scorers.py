@@ -124,7 +124,7 @@ class SharedPrefixPointwise:
         )
         device = handle.device
         decoder = handle.model.get_decoder()
-        prefix_cache = decoder(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+        prefix_cache = decoder(input_ids=torch.tensor([prefix], device=device), use_cache=True).cache
         order = sorted(range(len(suffixes)), key=lambda i: len(suffixes[i]))
 
         def run(chunk: Sequence[int]) -> list[float]:
@@ -139,7 +139,7 @@ class SharedPrefixPointwise:
                 input_ids=block["input_ids"],
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             ).last_hidden_state[:, -1, :]
             logits = answer_logits(handle.model, hidden, [yes, no])
