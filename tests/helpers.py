@@ -70,6 +70,17 @@ def load_synthetic(
     return inter, items
 
 
+def write_parquet_inputs(root: Path, tables: dict[str, pd.DataFrame]) -> None:
+    """Write input tables as one Parquet file each under `root/<name>/` (what the classic engine reads)."""
+    import pyarrow.parquet as pq
+
+    for name, frame in tables.items():
+        (root / name).mkdir(parents=True)
+        pq.write_table(
+            pa.Table.from_pandas(frame, preserve_index=False), root / name / "part-0.parquet", coerce_timestamps="us"
+        )
+
+
 def raw_utf8_column(values: Sequence[bytes | None]) -> pa.Array:
     """An Arrow STRING array holding `values` byte for byte, invalid UTF-8 included (no validation).
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import deltalake
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -17,7 +16,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
 from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
-from tests.helpers import REPO, load_synthetic, run_cli
+from tests.helpers import REPO, load_synthetic, run_cli, write_parquet_inputs
 
 SCHEMA = "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP"
 CAND_SCHEMA = "user_id BIGINT, item_id BIGINT"
@@ -143,13 +142,7 @@ def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, t
     inter, items = load_synthetic(spark, tiny_cfg, n_users=20, n_items=80, per_user=10)
     prompts_job(spark, tiny_cfg)
     classic_root = tmp_path / "classic" / "tables"
-    for name, frame in {"interactions": inter, "items": items}.items():
-        (classic_root / name).mkdir(parents=True)
-        pq.write_table(
-            pa.Table.from_pandas(frame, preserve_index=False),
-            classic_root / name / "part-0.parquet",
-            coerce_timestamps="us",
-        )
+    write_parquet_inputs(classic_root, {"interactions": inter, "items": items})
     classic = ["--config", str(REPO / "conf" / "local-classic.yaml"), "--workdir", str(tmp_path / "classic")]
     options = ["--set", "engine.master=local[1]", "--set", f"model.base={tiny_cfg.model.base}"]
     for command in (["data", "protocol"], ["prompts"]):

@@ -4,12 +4,20 @@ from pathlib import Path
 
 import deltalake
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from instructrec_batch.data.job import protocol_job
-from tests.helpers import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, REPO, load_synthetic, run_cli, synthetic, write_input
+from tests.helpers import (
+    INTERACTIONS_SCHEMA,
+    ITEMS_SCHEMA,
+    REPO,
+    load_synthetic,
+    run_cli,
+    synthetic,
+    write_input,
+    write_parquet_inputs,
+)
 
 
 def expected_holdout(inter: pd.DataFrame) -> pd.DataFrame:
@@ -66,13 +74,7 @@ def test_same_pipeline_on_local_delta_and_classic_parquet(spark, cfg, tmp_path) 
     inter, items = load_synthetic(spark, cfg, n_users=20, n_items=80, per_user=10)
 
     classic_root = tmp_path / "classic" / "tables"
-    for name, frame in {"interactions": inter, "items": items}.items():
-        (classic_root / name).mkdir(parents=True)
-        pq.write_table(
-            pa.Table.from_pandas(frame, preserve_index=False),
-            classic_root / name / "part-0.parquet",
-            coerce_timestamps="us",
-        )
+    write_parquet_inputs(classic_root, {"interactions": inter, "items": items})
     proc = run_cli(
         [
             "data",
