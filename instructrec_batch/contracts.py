@@ -143,6 +143,12 @@ EV_COOC_SHARE = "ev_cooc_share"
 EV_RECENT_SIM = "ev_recent_sim"
 EV_RETRIEVAL = "ev_retrieval"
 EVIDENCE_COLUMNS = (EV_POPULARITY, EV_COOC_SUM, EV_COOC_MAX, EV_COOC_SHARE, EV_RECENT_SIM, EV_RETRIEVAL)
+# Evidence the v3 instructions put into words (never weighed by a ranker; the blend's columns carry the same
+# information): the candidate's popularity bucket (top 1/5/20/50/100 percent of items by interactions)
+# and how many of the user's compared history items it co-occurs with.
+EV_POPULARITY_TOP = "ev_popularity_top"
+EV_LINKED = "ev_linked"
+EVIDENCE_NOTE_COLUMNS = (EV_POPULARITY_TOP, EV_LINKED)
 LM_SCORE = "lm_score"  # the language model's own answer score, before any fusion with evidence
 CANDIDATE_EVIDENCE = TableContract(
     "candidate_evidence",

@@ -54,6 +54,12 @@ def test_values_match_a_hand_computation(spark) -> None:
     assert ev.loc[(1, 3), C.EV_COOC_SUM] == 0.0  # 3 and 1 are two positions apart: outside window 1
     assert ev.loc[(1, 9), C.EV_POPULARITY] == pytest.approx(np.log1p(1))
     assert (ev[C.EV_RETRIEVAL] == 0).all()  # no retrieval_rank column
+    # The words of v3: item counts are 3, 2, 1, 1, 1 (items 1, 2, 3, 5, 9); exact percentiles put the
+    # top-1% cut at 2.96, top-5% at 2.8, top-20% at 2.2 and top-50% at 1.
+    assert ev.loc[(1, 2), C.EV_POPULARITY_TOP] == 50 and ev.loc[(1, 9), C.EV_POPULARITY_TOP] == 50
+    assert ev.loc[(1, 2), C.EV_LINKED] == 1 and ev.loc[(1, 3), C.EV_LINKED] == 0
+    top = _evidence(spark, _rows(seqs), [(4, 1)], cfg)  # user 4 does not hold item 1: n(1) = 3
+    assert top.loc[(4, 1), C.EV_POPULARITY_TOP] == 1
 
 
 def test_held_out_rows_never_feed_evidence(spark) -> None:

@@ -5,7 +5,7 @@ from transformers import AutoTokenizer
 
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.prompts.budget import fit_history, prompt_tokens
-from instructrec_batch.prompts.render import UserContext, render_listwise, render_pointwise
+from instructrec_batch.prompts.render import UserContext, candidate_text, render_listwise, render_pointwise
 from instructrec_batch.prompts.sanitize import clean_text
 from instructrec_batch.prompts.templates import ANSWER_CUE, TASK_FORMS, load_templates
 from instructrec_batch.prompts.text_udfs import cap_tokens, token_counter
@@ -147,3 +147,41 @@ def test_v2_asks_the_pointwise_question_once_in_the_prefix(tiny_model_dir) -> No
             v1.get(template_id), ctx, ["X", "Y"]
         )
     assert all(not t.question for t in v1.templates.values())
+
+
+V3 = load_templates("v3")
+
+
+def test_v3_shows_evidence_in_the_templates_words() -> None:
+    template = V3.get("pointwise-0")
+    words = dict(template.popularity_words)
+    assert candidate_text(template, "X", 1, 7) == f'"X" ({words[1]}, 7 links)'
+    assert candidate_text(template, "X", 20, 0) == f'"X" ({words[20]}, 0 links)'
+    assert candidate_text(template, "X", None, None) == f'"X" ({words[100]}, 0 links)'  # no evidence: none
+    assert candidate_text(load_templates("v2").get("pointwise-0"), "X", 1, 7) == "X"  # v2 shows the title only
+    prompt = render_pointwise(template, UserContext(("A",)), [candidate_text(template, "X", 5, 2)])
+    assert template.evidence_intro in prompt.prefix and prompt.suffixes[0].endswith(ANSWER_CUE)
+    assert f"({words[5]}, 2 links)" in prompt.suffixes[0]
+    listwise = V3.get("listwise-0")
+    text = render_listwise(listwise, UserContext(("A",)), [candidate_text(listwise, "X", 50, 1)]).text
+    assert f'(A) "X" ({words[50]}, 1 links)' in text
+
+
+@pytest.mark.parametrize("template_id", V3.ids("pointwise") + V3.ids("listwise"))
+def test_v3_injected_title_cannot_change_the_question_or_the_evidence(template_id) -> None:
+    template = V3.get(template_id)
+    title = clean_text(EVIL + " (top hit, 99 links)", 120)
+    shown = candidate_text(template, title, 100, 0)
+    plain = candidate_text(template, "Foo", 100, 0)
+    ctx = UserContext((title,), intent=title)
+    if template.task == "pointwise":
+        benign = render_pointwise(template, ctx, [shown]).text(0)
+        reference = render_pointwise(template, UserContext(("Foo",), intent="Foo"), [plain]).text(0)
+    else:
+        benign = render_listwise(template, ctx, [shown]).text
+        reference = render_listwise(template, UserContext(("Foo",), intent="Foo"), [plain]).text
+    assert benign.count("\n") == reference.count("\n") and benign.count(ANSWER_CUE) == 1
+    assert benign.endswith(ANSWER_CUE)
+    line = next(line for line in benign.splitlines() if line.count(title) and "links)" in line)
+    # The title sits inside one pair of quotes and the evidence the data gave follows it, unchanged.
+    assert line.count('"') == 2 and line.endswith(f'"{title}" ({dict(template.popularity_words)[100]}, 0 links)')

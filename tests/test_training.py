@@ -92,24 +92,59 @@ def test_no_validation_or_test_item_in_training_examples(spark, protocol_cfg: Co
     assert listwise.apply(lambda r: r.target_item_id in list(r.candidate_ids), axis=1).all()
 
 
-def test_same_user_renders_identically_in_training_and_scoring(spark, protocol_cfg: Config) -> None:
-    prompts_job(spark, protocol_cfg)
-    prompts = deltalake.DeltaTable(str(Path(protocol_cfg.tables_root) / "prompts")).to_pandas().set_index("user_id")
-    examples = _examples(spark, protocol_cfg)
+@pytest.mark.parametrize("version", [DEFAULT_VERSION, "v3"])
+def test_same_user_renders_identically_in_training_and_scoring(spark, protocol_cfg: Config, version: str) -> None:
+    """Also with v3's evidence notes: the validation target's note in training equals its note in scoring."""
+    cfg = protocol_cfg.model_copy(
+        update={"prompt": protocol_cfg.prompt.model_copy(update={"template_version": version})}
+    )
+    prompts_job(spark, cfg)
+    prompts = deltalake.DeltaTable(str(Path(cfg.tables_root) / "prompts")).to_pandas().set_index("user_id")
+    examples = _examples(spark, cfg)
     valid = examples[examples.kind == "valid"].set_index("user_id")
-    template = load_templates(DEFAULT_VERSION).get("pointwise-0")
+    template = load_templates(version).get("pointwise-0")
     assert len(valid) == 30
+    targets_compared = 0
     for user, example in valid.iterrows():
         scoring = prompts.loc[user]
         assert list(example.history_item_ids) == list(scoring.history_item_ids)
         train_prefix = render_pointwise(template, context_of(example), ["x"]).prefix
         score_prefix = render_pointwise(template, context_of(scoring), ["x"]).prefix
         assert train_prefix.encode() == score_prefix.encode()
-        shared = set(example.candidate_titles) & set(scoring.candidate_titles)
-        for title in shared:  # the target is in both lists: its full input text is byte-identical
-            a = render_pointwise(template, context_of(example), [title]).text(0)
-            b = render_pointwise(template, context_of(scoring), [title]).text(0)
+        target = example.target_item_id
+        if target in list(scoring.candidate_ids):  # the target is in both lists: byte-identical input text
+            shown = example.candidate_titles[list(example.candidate_ids).index(target)]
+            assert shown == scoring.candidate_titles[list(scoring.candidate_ids).index(target)]
+            a = render_pointwise(template, context_of(example), [shown]).text(0)
+            b = render_pointwise(template, context_of(scoring), [shown]).text(0)
             assert a == b
+            targets_compared += 1
+    assert targets_compared > 0
+    if template.shows_evidence:
+        assert prompts.candidate_titles.map(lambda ts: all(" links)" in t for t in ts)).all()
+
+
+def test_v3_training_notes_are_the_evidence_as_of_each_target(spark, protocol_cfg: Config) -> None:
+    """A training example's notes come from the evidence as of its target (own interaction left out)."""
+    from instructrec_batch.evidence.features import AS_OF, candidate_evidence, evidence_interactions
+    from instructrec_batch.prompts.render import candidate_text
+
+    cfg = protocol_cfg.model_copy(update={"prompt": protocol_cfg.prompt.model_copy(update={"template_version": "v3"})})
+    interactions, holdout = read_input(spark, cfg, C.INTERACTIONS), read_input(spark, cfg, C.HOLDOUT)
+    examples = _examples(spark, cfg)
+    rows = examples[examples.kind == "train"].head(8)
+    wanted = pd.DataFrame(
+        [(r.user_id, r.target_item_id, item) for r in rows.itertuples() for item in r.candidate_ids],
+        columns=["user_id", AS_OF, "item_id"],
+    )
+    ev = candidate_evidence(evidence_interactions(interactions, holdout), spark.createDataFrame(wanted), cfg.evidence)
+    ev = wanted.merge(ev.toPandas(), on=["user_id", AS_OF, "item_id"], how="left")
+    template = load_templates("v3").get("pointwise-0")
+    pairs = zip(ev.ev_popularity_top, ev.ev_linked, strict=True)
+    notes = [candidate_text(template, "", top, linked)[2:] for top, linked in pairs]
+    shown = [t for r in rows.itertuples() for t in r.candidate_titles]
+    assert all(text.endswith(note) for text, note in zip(shown, notes, strict=True))
+    assert ev.ev_linked.max() > 0  # some candidates are linked: the notes are not all the same
 
 
 def test_training_lowers_validation_loss_and_adapter_round_trips(spark, protocol_cfg: Config, tiny_model_dir) -> None:

@@ -12,6 +12,11 @@ weigh next to the language model's answer:
   consumed last count most;
 - `ev_retrieval`: the upstream retrieval rank as 1 / rank (0 when the candidates table has none).
 
+Two more columns say the same in a form an instruction can put into words (EVIDENCE_NOTE_COLUMNS):
+`ev_popularity_top`, the smallest of 1, 5, 20, 50, 100 such that the candidate is among that top
+percent of items by interaction count (exact percentiles of the items' counts), and `ev_linked`,
+how many of the compared history items co-occur with it.
+
 Two rules keep training and scoring honest:
 - Only the interactions given are used: callers pass training interactions (every user's rows
   before their first held-out row), so no held-out row can feed a feature.
@@ -36,6 +41,8 @@ from instructrec_batch.data.protocol import history_cut
 from instructrec_batch.rejects import null_keys
 
 POPULARITY, COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM, RETRIEVAL = C.EVIDENCE_COLUMNS
+POPULARITY_TOP, LINKED = C.EVIDENCE_NOTE_COLUMNS
+TOP_PERCENTS = (1, 5, 20, 50)  # popularity buckets: among the top 1%, 5%, 20%, 50% of items, else 100
 
 _POS = "_d"  # position in the user's deduplicated sequence, 1 = newest
 
@@ -124,16 +131,35 @@ def candidate_evidence(train: DataFrame, candidates: DataFrame, cfg: EvidenceCon
     similarity = per_pair.groupBy(*keys).agg(
         F.sum("_sim").alias(COOC_SUM),
         F.max("_sim").alias(COOC_MAX),
-        (F.sum((F.col("_sim") > 0).cast("double")) / F.count(F.lit(1))).alias(COOC_SHARE),
         F.sum(F.col("_sim") / F.col("_age")).alias(RECENT_SIM),
+        F.sum((F.col("_sim") > 0).cast("int")).alias(LINKED),
+        F.count(F.lit(1)).alias("_compared"),
     )
-    out = rows.join(similarity, keys, "left")
+    similarity = similarity.withColumn(COOC_SHARE, F.col(LINKED).cast("double") / F.col("_compared"))
+    out = rows.join(similarity, keys, "left").crossJoin(_popularity_cuts(counts))
     return out.select(
         *keys,
         _zero(F.log1p(F.col("_nc").cast("double"))).alias(POPULARITY),
         *[_zero(F.col(c)).alias(c) for c in (COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM)],
         _zero(1.0 / F.col("_rank").cast("double")).alias(RETRIEVAL),
+        _top_percent(F.col("_nc")).alias(POPULARITY_TOP),
+        F.coalesce(F.col(LINKED), F.lit(0)).cast("int").alias(LINKED),
     )
+
+
+def _popularity_cuts(counts: DataFrame) -> DataFrame:
+    """One row: `_cut<p>`, the interaction count an item needs to be among the top p% of items."""
+    quantiles = [1 - p / 100 for p in TOP_PERCENTS]
+    cuts = counts.agg(F.percentile(F.col("_n").cast("double"), quantiles).alias("_q"))
+    return cuts.select(*[F.col("_q")[i].alias(f"_cut{p}") for i, p in enumerate(TOP_PERCENTS)])
+
+
+def _top_percent(count: Column) -> Column:
+    """The smallest TOP_PERCENTS bucket whose cut `count` reaches (100 when none, or no interactions)."""
+    bucket = F.lit(100)
+    for p in reversed(TOP_PERCENTS):
+        bucket = F.when((count > 0) & (count >= F.col(f"_cut{p}")), F.lit(p)).otherwise(bucket)
+    return bucket.cast("int")
 
 
 def _zero(column: Column) -> Column:

@@ -23,7 +23,7 @@ from instructrec_batch.evidence.features import candidate_evidence, evidence_int
 from instructrec_batch.input_errors import explains_undecodable_inputs
 from instructrec_batch.models.base import load_tokenizer, resolve_base
 from instructrec_batch.prompts.budget import prompt_tokens
-from instructrec_batch.prompts.render import UserContext
+from instructrec_batch.prompts.render import UserContext, candidate_text
 from instructrec_batch.prompts.templates import Template, load_templates
 from instructrec_batch.prompts.text_udfs import (
     PROMPT_COLUMNS,
@@ -85,7 +85,10 @@ def check_budget(template: Template, tokenizer: object, cfg: Config, max_candida
     title = cap_tokens(tokenizer, [title], p.title_max_tokens)[0]
     text = cap_tokens(tokenizer, [text], p.text_max_tokens)[0]
     worst = UserContext(history=(), preference=text, intent=text)
-    need = prompt_tokens(template, worst, [title] * max_candidates, token_counter(tokenizer))
+    count = token_counter(tokenizer)
+    shown = [candidate_text(template, title, top, cfg.evidence.history) for top, _ in template.popularity_words]
+    longest = max(shown or [title], key=lambda t: count([t])[0])
+    need = prompt_tokens(template, worst, [longest] * max_candidates, count)
     if need > p.max_tokens:
         raise ConfigError(
             f"prompt.max_tokens={p.max_tokens} cannot hold the instruction, intent and {max_candidates} "
@@ -120,8 +123,11 @@ def _candidate_order(cands: DataFrame) -> list[Column]:
     return [*order, F.col(C.ITEM_ID).asc()]
 
 
-def _prepare_candidates(cands: DataFrame, titles: DataFrame, run_id: str) -> tuple[DataFrame, list[DataFrame]]:
-    """Per-user candidate lists in upstream order, and the rejected candidate rows."""
+def _prepare_candidates(
+    cands: DataFrame, titles: DataFrame, evidence: DataFrame | None, run_id: str
+) -> tuple[DataFrame, list[DataFrame]]:
+    """Per-user candidate lists in upstream order (with their evidence notes when given), and the
+    rejected candidate rows."""
     rejects = [_reject(cands.where(null_keys([C.USER_ID, C.ITEM_ID])), run_id, "candidates", "null_key")]
     cands = cands.where(~null_keys([C.USER_ID, C.ITEM_ID]))
     order = _candidate_order(cands)
@@ -133,11 +139,15 @@ def _prepare_candidates(cands: DataFrame, titles: DataFrame, run_id: str) -> tup
     reason = item_reason(F.col("_known"), F.col(C.TITLE))
     rejects.append(_reject(joined.where(reason.isNotNull()), run_id, "candidates", reason))
     valid = joined.where(reason.isNull())
+    notes: list[str] = []
+    if evidence is not None:
+        notes = list(C.EVIDENCE_NOTE_COLUMNS)
+        valid = valid.join(evidence.select(C.USER_ID, C.ITEM_ID, *notes), [C.USER_ID, C.ITEM_ID], "left")
     pos = F.row_number().over(Window.partitionBy(C.USER_ID).orderBy(*order))
     lists = (
         valid.withColumn("pos", pos)
         .groupBy(C.USER_ID)
-        .agg(F.collect_list(F.struct("pos", C.ITEM_ID, C.TITLE)).alias("cands"))
+        .agg(F.collect_list(F.struct("pos", C.ITEM_ID, C.TITLE, *notes)).alias("cands"))
     )
     return lists, rejects
 
@@ -218,11 +228,18 @@ class _Inputs:
 
 
 def _build(
-    inputs: _Inputs, titles: DataFrame, cfg: Config, template: Template, tokenizer_path: str, run_id: str
+    inputs: _Inputs,
+    titles: DataFrame,
+    evidence: DataFrame,
+    cfg: Config,
+    template: Template,
+    tokenizer_path: str,
+    run_id: str,
 ) -> tuple[DataFrame, DataFrame]:
     """The prompts and rejects of one slice of users (lazy DataFrames)."""
     p = cfg.prompt
-    cand_lists, rejects = _prepare_candidates(inputs.candidates, titles, run_id)
+    notes = evidence if template.shows_evidence else None
+    cand_lists, rejects = _prepare_candidates(inputs.candidates, titles, notes, run_id)
     hist, review, hist_rejects = _prepare_history(inputs.interactions, titles, inputs.holdout, p.max_history, run_id)
     rejects += hist_rejects
     users = cand_lists.join(hist, C.USER_ID, "left")
@@ -286,6 +303,13 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
         run_id = run.identity.run_id
         write_table(titled_items(items, cfg, tokenizer_path), cfg, staging.ref("titles"))
         titles = staging.read(spark, "titles")
+        # Evidence first: a template that shows it renders it into every candidate.
+        keyed = candidates.where(~null_keys([C.USER_ID, C.ITEM_ID]))
+        ranks = [C.RETRIEVAL_RANK] if C.RETRIEVAL_RANK in candidates.columns else []
+        listed = keyed.select(C.USER_ID, C.ITEM_ID, *ranks)
+        evidence = candidate_evidence(evidence_interactions(interactions, holdout), listed, cfg.evidence)
+        write_table(evidence, cfg, staging.ref("evidence"))
+        evidence = staging.read(spark, "evidence")
         per_user = candidates.where(F.col(C.USER_ID).isNotNull()).groupBy(C.USER_ID).count()
         stats = per_user.agg(F.count(F.lit(1)).alias("users"), F.max("count").alias("longest")).first()
         max_cands = (stats["longest"] or 1) if template.task == "listwise" else 1
@@ -293,7 +317,9 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
         slices = max(1, math.ceil((stats["users"] or 0) / p.users_per_slice))
         everything = _Inputs(interactions, candidates, intents, holdout)
         for index in range(slices):
-            prompts, rejects = _build(everything.slice(index, slices), titles, cfg, template, tokenizer_path, run_id)
+            prompts, rejects = _build(
+                everything.slice(index, slices), titles, evidence, cfg, template, tokenizer_path, run_id
+            )
             mode = "overwrite" if index == 0 else "append"
             write_table(prompts, cfg, staging.ref("prompts"), mode=mode)
             write_table(rejects, cfg, staging.ref("rejects"), mode=mode)
@@ -307,11 +333,8 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
             staging.read(spark, "rejects"), cfg, resolve(cfg, "rejects"), {"run_id": run_id, "stage": STAGE}
         )
         kept = staging.read(spark, "prompts").select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
-        ranks = [C.RETRIEVAL_RANK] if C.RETRIEVAL_RANK in candidates.columns else []
-        listed = kept.join(candidates.select(C.USER_ID, C.ITEM_ID, *ranks), [C.USER_ID, C.ITEM_ID], "left")
-        evidence = candidate_evidence(evidence_interactions(interactions, holdout), listed, cfg.evidence)
         write_run_scoped(
-            evidence.select(F.lit(run_id).alias(C.RUN_ID), "*"),
+            evidence.join(kept, [C.USER_ID, C.ITEM_ID], "left_semi").select(F.lit(run_id).alias(C.RUN_ID), "*"),
             cfg,
             resolve(cfg, "candidate_evidence"),
             {"run_id": run_id},

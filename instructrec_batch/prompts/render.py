@@ -55,6 +55,8 @@ def context_block(template: Template, ctx: UserContext) -> str:
         lines.append(template.intention.format(intent=ctx.intent))
     if ctx.cold_start:
         lines.append(template.no_context)
+    if template.evidence_intro:
+        lines.append(template.evidence_intro)
     if template.question:
         lines.append(template.question)
     return "\n".join(lines) + "\n"
@@ -80,3 +82,15 @@ def render_listwise(template: Template, ctx: UserContext, candidates: Sequence[s
         template.candidate_line.format(label=lab, title=t) for lab, t in zip(labels, candidates, strict=True)
     )
     return ListwisePrompt(text=context_block(template, ctx) + template.body.format(candidates=block), labels=labels)
+
+
+def candidate_text(template: Template, title: str, popularity_top: int | None, linked: int | None) -> str:
+    """How a candidate is shown: its title, and with a v3 template the evidence note in the template's
+    words. `popularity_top` is the item's popularity bucket (top percent, 100 = the rest) and `linked`
+    how many of the user's recent items it co-occurs with; missing evidence reads as none."""
+    if not template.shows_evidence:
+        return title
+    top = 100 if popularity_top is None else int(popularity_top)
+    words = next((w for p, w in template.popularity_words if top <= p), template.popularity_words[-1][1])
+    count = 0 if linked is None else int(linked)
+    return template.evidence_candidate.format(title=title, popularity=words, linked=count)

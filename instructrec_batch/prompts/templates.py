@@ -19,7 +19,7 @@ from instructrec_batch.errors import ConfigError
 TaskForm = Literal["pointwise", "listwise"]
 TASK_FORMS: tuple[TaskForm, ...] = ("pointwise", "listwise")
 ANSWER_CUE = "Answer:"
-DEFAULT_VERSION = "v2"  # v2: the pointwise question once per user (v1: once per candidate)
+DEFAULT_VERSION = "v2"  # v2: the pointwise question once per user (v1: once per candidate; v3: v2 + evidence notes)
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,15 @@ class Template:
     positive: str
     negative: str
     question: str = ""  # optional last line of the user part (pointwise: asked once, not per candidate)
+    # Collaborative evidence in words (v3): a line before the question, how a candidate is shown
+    # ({title}, {popularity}, {linked}) and the words of each popularity bucket (top percent).
+    evidence_intro: str = ""
+    evidence_candidate: str = "{title}"
+    popularity_words: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def shows_evidence(self) -> bool:
+        return bool(self.popularity_words)
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,10 @@ def _check(template: Template) -> None:
     ):
         if ANSWER_CUE in getattr(template, name):
             raise ConfigError(f"template {template.template_id}: {name} must not contain the answer cue")
+    if template.shows_evidence:
+        for field in ("{title}", "{popularity}", "{linked}"):
+            if field not in template.evidence_candidate:
+                raise ConfigError(f"template {template.template_id}: evidence.candidate must contain {field}")
 
 
 @cache
@@ -86,6 +99,7 @@ def load_templates(version: str) -> TemplateSet:
         raise ConfigError(f"prompt.template_version '{version}' has no file templates/{version}.yaml")
     raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     templates: dict[str, Template] = {}
+    evidence = raw.get("evidence") or {}
     for task in TASK_FORMS:
         body = raw["pointwise_candidate"] if task == "pointwise" else raw["listwise_candidates"]
         questions = (raw.get("question") or {}).get(task) or []
@@ -115,6 +129,9 @@ def load_templates(version: str) -> TemplateSet:
                 positive=raw["answers"]["positive"],
                 negative=raw["answers"]["negative"],
                 question=questions[k] if questions else "",
+                evidence_intro=evidence.get("intro", ""),
+                evidence_candidate=evidence.get("candidate", "{title}"),
+                popularity_words=tuple(sorted((int(p), str(w)) for p, w in (evidence.get("popularity") or {}).items())),
             )
             _check(template)
             templates[template.template_id] = template

@@ -132,13 +132,24 @@ def prompt_schema(user_type: str, item_type: str) -> str:
     )
 
 
+def shown_candidates(template: Any, cands: Sequence[dict]) -> list[str]:
+    """Each candidate as the template shows it: its title, plus the evidence note when the template
+    has one (the cands structs then carry the EVIDENCE_NOTE_COLUMNS)."""
+    from instructrec_batch.prompts.render import candidate_text
+
+    if not template.shows_evidence:
+        return [c[C.TITLE] for c in cands]
+    top, linked = C.EVIDENCE_NOTE_COLUMNS
+    return [candidate_text(template, c[C.TITLE], c.get(top), c.get(linked)) for c in cands]
+
+
 def warmup_texts(users: Sequence[tuple[Any, list[dict], Any, list[dict]]]) -> list[str]:
     """Every text the budget check of these users will count first: full prompts or prefix + suffixes."""
     from instructrec_batch.prompts.render import render_listwise, render_pointwise
 
     texts: list[str] = []
     for template, cands, ctx, _ in users:
-        titles = [c["title"] for c in cands]
+        titles = shown_candidates(template, cands)
         if template.task == "pointwise":
             prompt = render_pointwise(template, ctx, titles)
             texts.append(prompt.prefix)
@@ -159,7 +170,8 @@ def render_prompts_fn(
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """Per row: clean intent and review, order history and candidates, fit the budget, emit a prompt row.
 
-    Input columns: user_id, cands (array of {pos, item_id, title}), hist (array of {ts, item_id,
+    Input columns: user_id, cands (array of {pos, item_id, title}, plus EVIDENCE_NOTE_COLUMNS for a
+    template that shows evidence), hist (array of {ts, item_id,
     title} or null), history_available, intent, review; optionally template_id (per-row template,
     as training uses; else `template_id`) and the `passthrough` columns, copied to the output after
     PROMPT_COLUMNS. Scoring prompts and training examples both go through this function, which is
@@ -193,7 +205,7 @@ def render_prompts_fn(
             for user, available, (template, cands, ctx, hists) in zip(
                 frame[C.USER_ID], frame["history_available"], users, strict=True
             ):
-                titles = [c["title"] for c in cands]
+                titles = shown_candidates(template, cands)
                 fitted = fit_history(template, ctx, titles, count, budget)
                 if fitted is None:  # excluded by check_budget on the driver; reaching here is a bug
                     raise RuntimeError(f"user {user}: prompt exceeds {budget} tokens even without history")

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import history_cut
+from instructrec_batch.evidence.features import AS_OF, candidate_evidence, evidence_interactions
 from instructrec_batch.prompts.job import titled_items
 from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.prompts.text_udfs import PROMPT_COLUMNS, prompt_schema, render_prompts_fn
@@ -101,11 +102,13 @@ def build_examples(
     )
 
     examples = []
+    templates = load_templates(cfg.prompt.template_version)
     for task in tasks:
         wanted = t.fusion_negatives if fusion else t.negatives if task == "pointwise" else t.list_size - 1
         negatives = _sample_negatives(targets, titles, rows, wanted, t.seed)
-        cands = _candidate_lists(targets, negatives, titles, t.seed)
-        n_templates = len(load_templates(cfg.prompt.template_version).ids(task))
+        source = evidence_interactions(interactions, holdout) if templates.get(f"{task}-0").shows_evidence else None
+        cands = _candidate_lists(targets, negatives, titles, t.seed, source, cfg)
+        n_templates = len(templates.ids(task))
         template_id = F.when(F.col("kind") != TRAIN, F.lit(f"{task}-0")).otherwise(
             F.concat(
                 F.lit(f"{task}-"),
@@ -166,10 +169,30 @@ def _sample_negatives(targets: DataFrame, titles: DataFrame, seen_rows: DataFram
     )
 
 
-def _candidate_lists(targets: DataFrame, negatives: DataFrame, titles: DataFrame, seed: int) -> DataFrame:
-    """Target + negatives per example, with titles, shuffled by hash into positions 1..n."""
+def _candidate_lists(
+    targets: DataFrame,
+    negatives: DataFrame,
+    titles: DataFrame,
+    seed: int,
+    evidence_source: DataFrame | None,
+    cfg: Config,
+) -> DataFrame:
+    """Target + negatives per example, with titles, shuffled by hash into positions 1..n.
+
+    With an `evidence_source` (training interactions) each candidate also carries its evidence notes,
+    computed as of the example's target: the history before the target, the user's own interaction
+    with the target left out, exactly what a candidate the user has not seen gets at scoring time.
+    """
     positives = targets.select(C.USER_ID, F.col(C.ITEM_ID).alias("target_item_id"), "kind", C.ITEM_ID)
     pool = positives.unionByName(negatives).join(titles, C.ITEM_ID)
+    notes: list[str] = []
+    if evidence_source is not None:
+        notes = list(C.EVIDENCE_NOTE_COLUMNS)
+        rows = pool.select(C.USER_ID, F.col("target_item_id").alias(AS_OF), C.ITEM_ID)
+        evidence = candidate_evidence(evidence_source, rows, cfg.evidence).select(
+            C.USER_ID, F.col(AS_OF).alias("target_item_id"), C.ITEM_ID, *notes
+        )
+        pool = pool.join(evidence, [C.USER_ID, "target_item_id", C.ITEM_ID], "left")
     example = [C.USER_ID, "target_item_id", "kind"]
     shuffle = Window.partitionBy(*example).orderBy(
         _hash_int(seed + 2, C.USER_ID, "target_item_id", C.ITEM_ID), C.ITEM_ID
@@ -177,5 +200,5 @@ def _candidate_lists(targets: DataFrame, negatives: DataFrame, titles: DataFrame
     return (
         pool.withColumn("pos", F.row_number().over(shuffle))
         .groupBy(*example)
-        .agg(F.collect_list(F.struct("pos", C.ITEM_ID, C.TITLE)).alias("cands"))
+        .agg(F.collect_list(F.struct("pos", C.ITEM_ID, C.TITLE, *notes)).alias("cands"))
     )
