@@ -23,6 +23,7 @@ install: $(STAMP)
 quality: install
 	$(BIN)/ruff check instructrec_batch jobs tests
 	$(BIN)/ruff format --check instructrec_batch jobs tests
+	$(BIN)/lint-imports
 
 style: install
 	$(BIN)/ruff check --fix instructrec_batch jobs tests

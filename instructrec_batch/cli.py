@@ -16,9 +16,9 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from instructrec_batch.config import Config, load_config
-from instructrec_batch.engine import spark_session
 from instructrec_batch.errors import InstructRecError
 from instructrec_batch.logs import setup_logging
+from instructrec_batch.spark.engine import spark_session
 
 log = logging.getLogger("instructrec_batch")
 
@@ -211,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", parents=[common], help="HR/NDCG/MRR of the model and baselines → metrics table + report"
     )
-    evaluate.add_argument("--adapter", help="adapter of the lora method (shortcut for --set score.adapter=DIR)")
+    evaluate.add_argument(
+        "--adapter", help="adapter of the lora and hybrid methods (shortcut for --set score.adapter=DIR)"
+    )
     evaluate.add_argument("--max-users", type=int, help="shortcut for --set evaluate.max_users=N")
     _add_shortcuts(evaluate, "--base", "--run-id", "--run-date")
     evaluate.set_defaults(func=_run_spark_job(evaluate_job))

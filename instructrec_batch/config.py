@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.paths import BARE_NAME, CATALOG_NAME, is_catalog_schema, is_path, outside_roots, table_location
-from instructrec_batch.prompts.templates import DEFAULT_VERSION
+
+# The instruction template version of prompts and adapters unless prompt.template_version says otherwise.
+DEFAULT_TEMPLATE_VERSION = "v2"
 
 
 class _Section(BaseModel):
@@ -133,7 +135,7 @@ class PromptConfig(_Section):
     """How instructions are built."""
 
     task: TaskFormName = Field("pointwise", description="pointwise (Yes/No per candidate) or listwise")
-    template_version: str = Field(DEFAULT_VERSION, description="templates/<version>.yaml")
+    template_version: str = Field(DEFAULT_TEMPLATE_VERSION, description="templates/<version>.yaml")
     template_id: str | None = Field(None, description="pinned inference template; None = '<task>-0'")
     max_tokens: int = Field(512, ge=64, description="token budget of the longest model input per user")
     max_history: int = Field(30, ge=0, description="newest history items considered before the budget")
@@ -222,6 +224,9 @@ class ScoreConfig(_Section):
         description="onepass: users packed per forward up to this many tokens (rows × longest row); small batches "
         "are fastest on CPUs, raise it (e.g. 16384) on GPUs",
     )
+    cached_models: int = Field(
+        1, ge=1, description="models kept loaded per executor process; the least recently used is dropped first"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     merge_adapter: bool = Field(True, description="merge LoRA weights into the base for faster inference")
@@ -269,7 +274,6 @@ class EvaluateConfig(_Section):
     tasks: list[TaskFormName] = Field(
         default_factory=lambda: ["pointwise"], description="task forms the model methods are reported for"
     )
-    adapter: str | None = Field(None, description="adapter of the lora method; None = score.adapter")
     max_users: int | None = Field(None, ge=1, description="evaluate a seeded sample of this many users; None = all")
     seed: int = Field(42, description="seed of the user sample and of the random baseline")
     dataset: str | None = Field(None, description="label in the metrics table; None = the candidates table location")
@@ -337,7 +341,6 @@ class Config(_Section):
             "tables.staging": self.tables.staging,
             "train.output": self.train.output,
             "score.adapter": self.score.adapter,
-            "evaluate.adapter": self.evaluate.adapter,
             "evaluate.report_dir": self.evaluate.report_dir,
         }
         found.update({key: value for key, value in optional.items() if value})

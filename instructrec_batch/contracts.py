@@ -1,7 +1,8 @@
 """Column names and input table contracts.
 
-Jobs refer to columns through these constants, never through string literals, so renaming a column
-is one edit. A contract lists required and optional columns with the Spark types each may have;
+The columns of the table contracts are named here once, and jobs use these constants for them, so
+renaming a contract column is one edit (a job's own intermediate columns stay local literals).
+A contract lists required and optional columns with the Spark types each may have;
 `tables.read_input` checks a table against its contract before any job logic runs.
 """
 

@@ -14,8 +14,8 @@ from typing import TypeVar
 
 from instructrec_batch.bench.memory import peak_rss
 from instructrec_batch.config import Config
-from instructrec_batch.engine import spark_session
 from instructrec_batch.models.base import KNOWN_MODELS, pull
+from instructrec_batch.spark.engine import spark_session
 
 T = TypeVar("T")
 
@@ -82,7 +82,6 @@ def run_demo(cfg: Config, say: Callable[[str], None] = print) -> DemoResult:
         tuned = cfg.model_copy(
             update={
                 "score": cfg.score.model_copy(update={"adapter": adapter}),
-                "evaluate": cfg.evaluate.model_copy(update={"adapter": adapter}),
             }
         )
         stage(5, "scoring (top-k per user)", lambda: score_job(spark, tuned))

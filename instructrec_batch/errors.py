@@ -1,4 +1,5 @@
-"""Exception types. Each says what is wrong and how to fix it; all are raised before any write.
+"""Exception types. Each says what is wrong and how to fix it. All but ConcurrentWriteError are raised before
+any write; that one means a commit kept losing its race, and nothing of that write became visible.
 
 They subclass ValueError (bad input) or RuntimeError (bad environment) so callers that only know
 the builtin hierarchy still catch them sensibly; the CLI turns any of them into exit code 2.
@@ -27,6 +28,10 @@ class EngineError(InstructRecError, RuntimeError):
 
 class ArtifactError(InstructRecError, ValueError):
     """A model or adapter artifact is missing, unsafe (pickle weights), tampered with, or for another base."""
+
+
+class TrainingError(InstructRecError, RuntimeError):
+    """Training had nothing to learn from, or produced no usable adapter; nothing was written."""
 
 
 class ConcurrentWriteError(InstructRecError, RuntimeError):

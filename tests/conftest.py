@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from instructrec_batch.config import Config, EngineConfig, build_config
-from instructrec_batch.engine import spark_session
+from instructrec_batch.spark.engine import spark_session
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,9 +55,9 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
     from instructrec_batch.models.adapter import save_adapter
     from instructrec_batch.models.base import BaseModel, load_causal_lm
-    from instructrec_batch.prompts.templates import DEFAULT_VERSION
 
     torch.manual_seed(1)
     model = get_peft_model(

@@ -64,7 +64,7 @@ def test_gpu_cluster_carries_gpu_scheduling() -> None:
 
 def test_bundle_settings_resolve_catalog_tables(tmp_path: Path) -> None:
     from instructrec_batch.config import load_config
-    from instructrec_batch.tables import resolve
+    from instructrec_batch.spark.tables import resolve
 
     cfg = load_config(overrides=["tables.root=main.recsys", "tables.items=/mnt/items", "tables.staging=/tmp/s"])
     assert (resolve(cfg, "prompts").location, resolve(cfg, "prompts").is_catalog) == ("main.recsys.prompts", True)

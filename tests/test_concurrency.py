@@ -46,8 +46,8 @@ def test_concurrent_runs_into_one_table_both_land(spark, tiny_cfg: Config) -> No
 def test_a_lost_commit_race_is_retried_then_reported_clearly(monkeypatch) -> None:
     import pytest
 
-    from instructrec_batch import tables
     from instructrec_batch.errors import ConcurrentWriteError
+    from instructrec_batch.spark import tables
 
     monkeypatch.setattr(tables.time, "sleep", lambda _: None)
     ref = tables.TableRef("recommendations", "/w/tables/recommendations", is_catalog=False)

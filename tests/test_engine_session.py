@@ -14,7 +14,7 @@ from tests.helpers import REPO
 SCENARIO = """
 import sys, time
 from instructrec_batch.config import EngineConfig
-from instructrec_batch.engine import spark_session
+from instructrec_batch.spark.engine import spark_session
 
 cfg = EngineConfig(kind="local", shuffle_partitions=1, session_timeout_secs=2, keep_alive=sys.argv[1] == "on")
 with spark_session(cfg) as spark:

@@ -143,7 +143,8 @@ def test_random_baseline_is_independent_of_the_negative_sampling(spark, cfg: Con
 
 def test_evaluate_reuses_the_score_jobs_candidate_scores(spark, evaluated_inputs: Config) -> None:
     from instructrec_batch import executor_cache
-    from instructrec_batch.scoring.job import prepare_model_scoring, score_job
+    from instructrec_batch.scoring.job import score_job
+    from instructrec_batch.scoring.model import prepare_model_scoring
     from instructrec_batch.scoring.udf import model_cache_key, resolve_dtype
 
     cfg = evaluated_inputs.model_copy(

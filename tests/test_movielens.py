@@ -8,11 +8,12 @@ import deltalake
 import pytest
 from transformers import AutoTokenizer
 
+from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
 from instructrec_batch.data import movielens
 from instructrec_batch.errors import DataSourceError
 from instructrec_batch.prompts.budget import prompt_tokens
 from instructrec_batch.prompts.render import UserContext
-from instructrec_batch.prompts.templates import DEFAULT_VERSION, load_templates
+from instructrec_batch.prompts.templates import load_templates
 from tests.helpers import run_cli
 
 INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t881250949\n2\t11\t5\t881250950\n"

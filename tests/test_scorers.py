@@ -5,11 +5,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
 from instructrec_batch.models.base import load_causal_lm
 from instructrec_batch.models.forward import last_logits, pad_id_of
-from instructrec_batch.models.inputs import label_ids, listwise_inputs, pointwise_inputs, yes_no_ids
+from instructrec_batch.prompts.encoding import label_ids, listwise_inputs, pointwise_inputs, yes_no_ids
 from instructrec_batch.prompts.render import UserContext, render_listwise, render_pointwise
-from instructrec_batch.prompts.templates import DEFAULT_VERSION, load_templates
+from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.scoring.scorers import (
     Listwise,
     ModelHandle,

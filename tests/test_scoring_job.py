@@ -8,13 +8,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from instructrec_batch import executor_cache, faults
+from instructrec_batch import executor_cache
+from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ArtifactError, ConfigError, ContractError
 from instructrec_batch.prompts.job import prompts_job
-from instructrec_batch.prompts.templates import DEFAULT_VERSION
 from instructrec_batch.scoring.job import score_job
 from instructrec_batch.scoring.udf import ScoringSpec, model_cache_key, resolve_dtype
+from instructrec_batch.spark import faults
 from tests.helpers import REPO, load_synthetic, run_cli
 
 
@@ -70,7 +71,16 @@ def test_model_loaded_once_per_process_across_partitions(spark, prompted: Config
     from instructrec_batch.models.adapter import verify_adapter
 
     sha = verify_adapter(prompted.score.adapter).sha256
-    spec = ScoringSpec(str(tiny_model_dir), "auto", "auto", "shared_prefix", 7, DEFAULT_VERSION, True, sha)
+    spec = ScoringSpec(
+        model_path=str(tiny_model_dir),
+        dtype="auto",
+        device="auto",
+        method="shared_prefix",
+        batch_size=7,
+        template_version=DEFAULT_VERSION,
+        merge_adapter=True,
+        adapter_sha256=sha,
+    )
     key = model_cache_key(spec, "cpu", resolve_dtype("auto", "cpu"))
     assert executor_cache.request_count(key) >= 4  # many partitions/batches asked for the model...
     assert executor_cache.load_count(key) == 1  # ...and it was loaded once in this process

@@ -7,7 +7,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import build_config
 from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ContractError
-from instructrec_batch.tables import read_input, resolve, write_table
+from instructrec_batch.spark.tables import read_input, resolve, write_table
 from tests.helpers import load_synthetic, write_input
 
 ITEMS = pd.DataFrame({"item_id": [1, 2, 3], "title": ["A", "B", "C"]})

@@ -12,18 +12,18 @@ import torch
 from transformers import AutoTokenizer
 
 from instructrec_batch import contracts as C
+from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ArtifactError
 from instructrec_batch.models.adapter import load_adapter, verify_adapter
 from instructrec_batch.models.base import BaseModel, load_causal_lm, resolve_base
 from instructrec_batch.models.forward import last_logits, pad_id_of
 from instructrec_batch.prompts.job import prompts_job
-from instructrec_batch.prompts.render import render_pointwise
-from instructrec_batch.prompts.templates import DEFAULT_VERSION, load_templates
-from instructrec_batch.tables import read_input
+from instructrec_batch.prompts.render import context_of, render_pointwise
+from instructrec_batch.prompts.templates import load_templates
+from instructrec_batch.spark.tables import read_input
 from instructrec_batch.training.examples import build_examples
 from instructrec_batch.training.job import train_job
-from instructrec_batch.training.sequences import context_of
 from tests.helpers import load_synthetic
 
 
@@ -333,3 +333,15 @@ def test_evidence_priors_follow_each_examples_candidate_order(spark, protocol_cf
     got = [p for r in rows.itertuples() for p in r.candidate_priors]
     assert got == pytest.approx(list(blend.apply(expected)), abs=1e-9)
     assert len(set(got)) > 1  # the priors tell candidates apart
+
+
+def test_training_without_examples_is_a_clear_error(tiny_model_dir) -> None:
+    """No examples is a TrainingError naming what to fix (the CLI turns it into exit code 2, not a traceback)."""
+    from instructrec_batch.config import TrainConfig
+    from instructrec_batch.errors import InstructRecError, TrainingError
+    from instructrec_batch.training.trainer import train_lora
+
+    model = load_causal_lm(tiny_model_dir)
+    with pytest.raises(TrainingError, match=r"training needs examples: got 0 training.*instructrec-batch protocol"):
+        train_lora(model, [], [], TrainConfig(), pad_id_of(AutoTokenizer.from_pretrained(tiny_model_dir)))
+    assert issubclass(TrainingError, InstructRecError)

@@ -18,7 +18,7 @@ from instructrec_batch.bench.memory import peak_rss
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
-from instructrec_batch.tables import read_input, read_table, resolve, write_table
+from instructrec_batch.spark.tables import read_input, read_table, resolve, write_table
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.bench.memory import peak_rss
 from instructrec_batch.config import Config
 from instructrec_batch.prompts.job import prompts_job
-from instructrec_batch.tables import resolve, write_table
+from instructrec_batch.spark.tables import resolve, write_table
 
 _WORDS = ["Star", "Night", "Love", "War", "City", "King", "Dream", "Story", "Return", "Secret", "Last", "River"]
 

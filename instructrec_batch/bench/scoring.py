@@ -29,15 +29,14 @@ from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
 from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
 from instructrec_batch.models.forward import pad_id_of
-from instructrec_batch.models.inputs import encode
+from instructrec_batch.prompts.encoding import encode
 from instructrec_batch.prompts.job import prompts_job
-from instructrec_batch.prompts.render import render_listwise, render_pointwise
+from instructrec_batch.prompts.render import context_of, render_listwise, render_pointwise
 from instructrec_batch.prompts.templates import Template, load_templates
 from instructrec_batch.scoring.job import score_job
 from instructrec_batch.scoring.scorers import ModelHandle, Scorer, ScoringPrompt, make_scorer
 from instructrec_batch.scoring.udf import pick_device, resolve_dtype
-from instructrec_batch.tables import read_input
-from instructrec_batch.training.sequences import context_of
+from instructrec_batch.spark.tables import read_input
 
 
 @dataclass(frozen=True)
@@ -160,8 +159,8 @@ def _plain_forward_tokens_per_s(handle: ModelHandle, prompts: list[ScoringPrompt
     import torch
 
     from instructrec_batch.models.forward import decoder_of
-    from instructrec_batch.models.inputs import pointwise_inputs, yes_no_ids
     from instructrec_batch.models.packing import pack_pointwise
+    from instructrec_batch.prompts.encoding import pointwise_inputs, yes_no_ids
 
     rows = []
     for p in prompts:

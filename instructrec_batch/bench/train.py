@@ -22,7 +22,7 @@ from instructrec_batch.data.job import protocol_job
 from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
 from instructrec_batch.models.forward import pad_id_of
 from instructrec_batch.prompts.templates import load_templates
-from instructrec_batch.tables import read_input
+from instructrec_batch.spark.tables import read_input
 from instructrec_batch.training.examples import TRAIN, VALID, build_examples
 from instructrec_batch.training.sequences import sequences
 from instructrec_batch.training.trainer import train_lora

@@ -12,10 +12,10 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.data import movielens
 from instructrec_batch.data.protocol import holdout_split, sample_candidates, shown_items, usable_interactions
-from instructrec_batch.input_errors import explains_undecodable_inputs
-from instructrec_batch.rejects import reject_rows
-from instructrec_batch.runs import run_identity
-from instructrec_batch.tables import (
+from instructrec_batch.spark.input_errors import explains_undecodable_inputs
+from instructrec_batch.spark.rejects import reject_rows
+from instructrec_batch.spark.runs import run_identity
+from instructrec_batch.spark.tables import (
     check_output_format,
     read_input,
     resolve,

@@ -11,7 +11,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.rejects import NULL_KEY, item_reason, null_keys, utf8_text
+from instructrec_batch.spark.rejects import NULL_KEY, item_reason, null_keys, utf8_text
 
 
 def _seeded_order(seed: int) -> list[Column]:

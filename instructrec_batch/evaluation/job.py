@@ -33,9 +33,7 @@ from instructrec_batch.evaluation.metrics import METHOD, SCORE
 from instructrec_batch.evaluation.report import ReportPaths, interval_table, markdown_table, wide_table, write_report
 from instructrec_batch.evaluation.spark_metrics import metrics_frame, target_ranks
 from instructrec_batch.evidence.features import evidence_interactions
-from instructrec_batch.input_errors import explains_undecodable_inputs
-from instructrec_batch.runs import recorded_run, run_identity
-from instructrec_batch.scoring.job import (
+from instructrec_batch.scoring.model import (
     HYBRID,
     MODEL,
     ModelScoring,
@@ -45,7 +43,9 @@ from instructrec_batch.scoring.job import (
     read_run_prompts,
     score_candidates,
 )
-from instructrec_batch.tables import (
+from instructrec_batch.spark.input_errors import explains_undecodable_inputs
+from instructrec_batch.spark.runs import recorded_run, run_identity
+from instructrec_batch.spark.tables import (
     Staging,
     check_output_format,
     read_input,
@@ -78,10 +78,10 @@ class EvaluationResult:
 def _model_methods(spark: SparkSession, cfg: Config) -> dict[str, ModelScoring]:
     """Checked model scorings per reported name ('lora/pointwise' ...), before any data is read."""
     e = cfg.evaluate
-    adapter = e.adapter or cfg.score.adapter
+    adapter = cfg.score.adapter  # the one adapter key: score and evaluate read it, --adapter sets it
     if "lora" in e.methods and not adapter:
         raise ConfigError(
-            "evaluate.methods includes 'lora' but neither evaluate.adapter nor score.adapter is set; "
+            "evaluate.methods includes 'lora' but score.adapter is not set; "
             "pass --adapter DIR (an adapter folder from `instructrec-batch train`) or drop lora from evaluate.methods"
         )
     scorings = {}

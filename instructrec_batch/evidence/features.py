@@ -38,7 +38,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
 from instructrec_batch.data.protocol import history_cut
-from instructrec_batch.rejects import null_keys
+from instructrec_batch.spark.rejects import null_keys
 
 POPULARITY, COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM, RETRIEVAL = C.EVIDENCE_COLUMNS
 POPULARITY_TOP, LINKED = C.EVIDENCE_NOTE_COLUMNS

@@ -2,7 +2,9 @@
 
 History is the only part that gives way: the newest items that fit are kept (cut from the oldest
 side); the instruction, the candidates and the answer cue are never cut. When even an empty history
-does not fit, the caller rejects the user rather than emit an over-long prompt.
+does not fit, `fit_history` returns None: the prompts job checks a worst-case prompt on the driver
+before any work (`check_budget`), so a user reaching that point is a bug and the job raises rather than
+emit an over-long prompt.
 """
 
 from __future__ import annotations

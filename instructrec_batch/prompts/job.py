@@ -20,22 +20,22 @@ from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import history_cut, sample_users
 from instructrec_batch.errors import ConfigError, ContractError
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
-from instructrec_batch.input_errors import explains_undecodable_inputs
 from instructrec_batch.models.base import load_tokenizer, resolve_base
 from instructrec_batch.prompts.budget import prompt_tokens
+from instructrec_batch.prompts.frames import titled_items
 from instructrec_batch.prompts.render import UserContext, candidate_text
 from instructrec_batch.prompts.templates import Template, load_templates
 from instructrec_batch.prompts.text_udfs import (
     PROMPT_COLUMNS,
     cap_tokens,
-    clean_titles_fn,
     prompt_schema,
     render_prompts_fn,
     token_counter,
 )
-from instructrec_batch.rejects import INVALID_UTF8, item_reason, null_keys, reject_rows, utf8_text
-from instructrec_batch.runs import recorded_run
-from instructrec_batch.tables import (
+from instructrec_batch.spark.input_errors import explains_undecodable_inputs
+from instructrec_batch.spark.rejects import INVALID_UTF8, item_reason, null_keys, reject_rows, utf8_text
+from instructrec_batch.spark.runs import recorded_run
+from instructrec_batch.spark.tables import (
     Staging,
     check_output_format,
     read_input,
@@ -95,16 +95,6 @@ def check_budget(template: Template, tokenizer: object, cfg: Config, max_candida
             f"candidate(s) of a worst-case user ({need} tokens); raise prompt.max_tokens or lower "
             "prompt.title_max_tokens / prompt.text_max_tokens"
         )
-
-
-def titled_items(items: DataFrame, cfg: Config, tokenizer_path: str) -> DataFrame:
-    """items(item_id, title) with titles sanitised and capped on executors; null where nothing is left."""
-    p = cfg.prompt
-    title = F.when(utf8_text(C.TITLE), F.col(C.TITLE)).alias(C.TITLE)
-    return items.select(C.ITEM_ID, title).mapInPandas(
-        clean_titles_fn(tokenizer_path, p.title_max_chars, p.title_max_tokens),
-        f"{C.ITEM_ID} {_type(items, C.ITEM_ID)}, {C.TITLE} STRING",
-    )
 
 
 def _reject(

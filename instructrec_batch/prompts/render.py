@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.prompts.templates import Template
@@ -26,6 +27,12 @@ class UserContext:
     @property
     def cold_start(self) -> bool:
         return not self.history and not self.intent and not self.preference
+
+
+def context_of(row: Any) -> UserContext:
+    """The UserContext stored in a `prompts`-shaped row (scoring prompts and training examples alike)."""
+    history = () if row.history_titles is None else tuple(row.history_titles)
+    return UserContext(history, row.preference_text, row.intention_text)
 
 
 @dataclass(frozen=True)

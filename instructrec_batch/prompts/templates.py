@@ -19,7 +19,6 @@ from instructrec_batch.errors import ConfigError
 TaskForm = Literal["pointwise", "listwise"]
 TASK_FORMS: tuple[TaskForm, ...] = ("pointwise", "listwise")
 ANSWER_CUE = "Answer:"
-DEFAULT_VERSION = "v2"  # v2: the pointwise question once per user (v1: once per candidate; v3: v2 + evidence notes)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,6 @@ import pandas as pd
 from instructrec_batch import contracts as C
 from instructrec_batch.prompts.sanitize import ELLIPSIS, clean_text
 
-ITEM_TEXT_SCHEMA_TAIL = f"{C.TITLE} STRING"
-
 
 def tokenizer_for(path: str) -> Any:
     from instructrec_batch.executor_cache import get_or_load

@@ -11,21 +11,21 @@ from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
-from instructrec_batch.engine import is_connect
-from instructrec_batch.errors import ConfigError, ContractError
-from instructrec_batch.evidence.ranker import LinearRanker
-from instructrec_batch.faults import failing_write
-from instructrec_batch.input_errors import explains_undecodable_inputs
-from instructrec_batch.models.adapter import AdapterInfo, read_blob, verify_adapter
-from instructrec_batch.models.base import resolve_base
-from instructrec_batch.runs import recorded_run, run_identity
-from instructrec_batch.scoring.udf import MODEL, AdapterPayload, ScoringSpec, score_fn, scored_schema
-from instructrec_batch.tables import (
+from instructrec_batch.scoring.model import (
+    fuse,
+    prepare_model_scoring,
+    read_run_evidence,
+    read_run_prompts,
+    score_candidates,
+)
+from instructrec_batch.spark.faults import failing_write
+from instructrec_batch.spark.input_errors import explains_undecodable_inputs
+from instructrec_batch.spark.runs import recorded_run, run_identity
+from instructrec_batch.spark.tables import (
     Staging,
     check_output_format,
     read_input,
     resolve,
-    table_exists,
     write_run_scoped,
     write_table,
 )
@@ -33,16 +33,6 @@ from instructrec_batch.tables import (
 log = logging.getLogger(__name__)
 
 STAGE = "score"
-_PROMPT_INPUT = [
-    "user_id",
-    "template_id",
-    "history_titles",
-    "preference_text",
-    "intention_text",
-    "candidate_ids",
-    "candidate_titles",
-    "cold_start",
-]
 
 
 @dataclass(frozen=True)
@@ -58,125 +48,6 @@ def top_k(scored: DataFrame, k: int) -> DataFrame:
     """Best k per user: score descending, then item_id ascending (deterministic ties)."""
     order = Window.partitionBy(C.USER_ID).orderBy(F.col("score").desc(), F.col(C.ITEM_ID).asc())
     return scored.withColumn("rank", F.row_number().over(order).cast("int")).where(F.col("rank") <= k)
-
-
-def _payload(spark: SparkSession, adapter: AdapterInfo | None) -> AdapterPayload:
-    if adapter is None:
-        return AdapterPayload()
-    files = read_blob(adapter)
-    if is_connect(spark):  # no SparkContext over Connect: the bytes travel in the UDF closure
-        return AdapterPayload(files=files)
-    return AdapterPayload(broadcast=spark.sparkContext.broadcast(files))
-
-
-@dataclass(frozen=True)
-class ModelScoring:
-    """A checked model (+ adapter) ready to ship to executors, and its lineage id."""
-
-    spec: ScoringSpec
-    payload: AdapterPayload
-    model_id: str
-    fusion_head: LinearRanker | None = None  # trained with the adapter: model score + evidence
-
-
-def prepare_model_scoring(
-    spark: SparkSession, cfg: Config, adapter_path: str | None, template_id: str | None = None
-) -> ModelScoring:
-    """Check the base model and the adapter (files, sha256, base model) on the driver, before any task."""
-    s = cfg.score
-    base = resolve_base(cfg)
-    base_sha = base.sha256()
-    adapter = verify_adapter(adapter_path, base_sha256=base_sha) if adapter_path else None
-    trained_on = adapter.manifest.get("template_version") if adapter else None
-    if trained_on and trained_on != cfg.prompt.template_version:
-        raise ConfigError(
-            f"adapter {adapter_path} was trained on template version {trained_on} but prompt.template_version="
-            f"{cfg.prompt.template_version}; build prompts and score with prompt.template_version={trained_on}, "
-            "or train an adapter on the new version"
-        )
-    model_id = f"{base.name}@{base_sha[:12]}" + (f"+lora@{adapter.sha256[:12]}" if adapter else "")
-    spec = ScoringSpec(
-        str(base.path),
-        s.dtype,
-        s.device,
-        s.method,
-        s.batch_size,
-        cfg.prompt.template_version,
-        s.merge_adapter,
-        adapter.sha256 if adapter else None,
-        template_id,
-        s.fail_after_batches,
-        s.max_batch_tokens,
-    )
-    return ModelScoring(spec, _payload(spark, adapter), model_id, adapter.fusion_head() if adapter else None)
-
-
-def score_candidates(prompts: DataFrame, scoring: ModelScoring, partitions: int | None = None) -> DataFrame:
-    """One row per candidate: user_id, item_id, score, position, ranked_by, template_id (lazy)."""
-    schema = scored_schema(
-        prompts.schema[C.USER_ID].dataType.simpleString(),
-        prompts.schema["candidate_ids"].dataType.elementType.simpleString(),
-    )
-    if partitions:
-        prompts = prompts.repartition(partitions, C.USER_ID)
-    return prompts.select(*_PROMPT_INPUT).mapInPandas(score_fn(scoring.spec, scoring.payload), schema)
-
-
-HYBRID = "hybrid"
-
-
-def read_run_evidence(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame:
-    """The candidate_evidence rows the prompts job wrote for `run_id` (user_id, item_id, evidence columns)."""
-    missing = ContractError(
-        f"table 'candidate_evidence' has no rows for run_id '{run_id}'; the adapter has a fusion head that needs "
-        "them: rerun `instructrec-batch prompts` for that run, or set score.fusion=false to rank by the model alone"
-    )
-    if not table_exists(spark, resolve(cfg, "candidate_evidence")):
-        raise missing
-    evidence = read_input(spark, cfg, C.CANDIDATE_EVIDENCE).where(F.col(C.RUN_ID) == run_id)
-    if evidence.limit(1).count() == 0:
-        raise missing
-    return evidence.select(C.USER_ID, C.ITEM_ID, *C.EVIDENCE_COLUMNS)
-
-
-def fuse(scored: DataFrame, evidence: DataFrame, head: LinearRanker, score: str = "score") -> DataFrame:
-    """Model-ranked rows get the fusion head's score over (model score, evidence); others keep theirs.
-
-    The model's own score is read from `lm_score`; a candidate without an evidence row counts as
-    having none (every feature 0), which is what the prompts job writes for an unseen item anyway.
-    """
-    joined = scored.join(evidence, [C.USER_ID, C.ITEM_ID], "left").fillna(0.0, subset=list(C.EVIDENCE_COLUMNS))
-    by_model = F.col("ranked_by") == MODEL
-    return (
-        joined.withColumn(score, F.when(by_model, head.column()).otherwise(F.col(score)))
-        .withColumn("ranked_by", F.when(by_model, F.lit(HYBRID)).otherwise(F.col("ranked_by")))
-        .drop(*C.EVIDENCE_COLUMNS)
-    )
-
-
-def read_run_prompts(spark: SparkSession, cfg: Config, run_id: str) -> tuple[DataFrame, int]:
-    """The prompts of `run_id` and their row count; an empty selection is an error naming the job to run.
-
-    The count is returned because every caller needs it (slicing, coverage checks) and each count is a
-    full scan of the prompts table. Rows must have been rendered with prompt.template_version, since
-    scoring re-renders them with that version's templates.
-    """
-    prompts = read_input(spark, cfg, C.PROMPTS).where(F.col(C.RUN_ID) == run_id)
-    by_version = {r["template_version"]: r["count"] for r in prompts.groupBy("template_version").count().collect()}
-    if not by_version:
-        raise ContractError(
-            f"table 'prompts' has no rows for run_id '{run_id}'; run `instructrec-batch prompts` for that "
-            "run first, or set score.prompts_run_id"
-        )
-    wanted = cfg.prompt.template_version
-    if set(by_version) != {wanted}:
-        found = ", ".join(sorted(by_version))
-        raise ContractError(
-            f"table 'prompts' rows of run_id '{run_id}' were built with template version {found} but "
-            f"prompt.template_version={wanted}; rerun `instructrec-batch prompts` with this setting, or score "
-            f"with prompt.template_version={found}"
-        )
-    return prompts, sum(by_version.values())
 
 
 @explains_undecodable_inputs

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from instructrec_batch.models.forward import answer_logits, last_hidden, left_pad
-from instructrec_batch.models.inputs import label_ids, listwise_inputs, pointwise_inputs, yes_no_ids
 from instructrec_batch.models.packing import PackedRow, attention_kind, pack_pointwise, packed_inputs
+from instructrec_batch.prompts.encoding import label_ids, listwise_inputs, pointwise_inputs, yes_no_ids
 from instructrec_batch.prompts.render import UserContext, render_listwise, render_pointwise
 from instructrec_batch.prompts.templates import Template
 

@@ -7,6 +7,7 @@ executor process and kept in `executor_cache` under (model path, adapter sha256,
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ from typing import Any
 import pandas as pd
 
 from instructrec_batch import contracts as C
-from instructrec_batch.faults import note_batch
 from instructrec_batch.hardware import cpu_has_amx_bf16
+from instructrec_batch.spark.faults import note_batch
+
+log = logging.getLogger(__name__)
 
 RETRIEVAL_ORDER = "retrieval_order"
 MODEL = "model"
@@ -31,7 +34,7 @@ def scored_schema(user_type: str, item_type: str) -> str:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScoringSpec:
     """What an executor needs to score; small and picklable."""
 
@@ -46,6 +49,7 @@ class ScoringSpec:
     template_id: str | None = None  # render every warm user with this template (evaluation of a task form)
     fail_after_batches: int | None = None  # fault injection: raise once this many batches were scored
     max_batch_tokens: int = 8192  # onepass: tokens per forward
+    cached_models: int = 1  # models kept per executor process (least recently used dropped first)
 
 
 class AdapterPayload:
@@ -73,8 +77,8 @@ def pick_device(preference: str) -> str:
         gpus = context.resources().get("gpu") if context is not None else None
         if gpus is not None and gpus.addresses:
             return f"cuda:{gpus.addresses[0]}"
-    except Exception:  # Connect engines have no TaskContext resources: fall back to the first GPU
-        pass
+    except (AttributeError, RuntimeError) as exc:  # e.g. no TaskContext resources over Connect
+        log.info("no GPU address from the task context (%s); using cuda:0", exc)
     return "cuda:0"
 
 
@@ -112,23 +116,24 @@ def load_handle(spec: ScoringSpec, payload: AdapterPayload) -> Any:
         tokenizer = load_tokenizer(spec.model_path)
         model = load_causal_lm(spec.model_path, dtype, device)
         if spec.adapter_sha256:
-            folder = Path(tempfile.mkdtemp(prefix="instructrec-adapter-"))
-            model = load_adapter(model, materialize_blob(payload.files(), spec.adapter_sha256, folder))
+            # The folder only carries the bytes into peft: the weights are in memory once loaded.
+            with tempfile.TemporaryDirectory(prefix="instructrec-adapter-") as folder:
+                model = load_adapter(model, materialize_blob(payload.files(), spec.adapter_sha256, Path(folder)))
             if spec.merge_adapter:
                 model = model.merge_and_unload()
             model.eval()
         return ModelHandle(model, tokenizer, pad_id_of(tokenizer))
 
-    return get_or_load(model_cache_key(spec, device, dtype), load)
+    return get_or_load(model_cache_key(spec, device, dtype), load, capacity=spec.cached_models)
 
 
 def score_fn(spec: ScoringSpec, payload: AdapterPayload) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """prompts rows → one row per candidate with its score; cold-start users keep retrieval order."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from instructrec_batch.prompts.render import context_of
         from instructrec_batch.prompts.templates import load_templates
         from instructrec_batch.scoring.scorers import ScoringPrompt, make_scorer
-        from instructrec_batch.training.sequences import context_of
 
         templates = load_templates(spec.template_version)
         scorers: dict[str, Any] = {}

@@ -19,12 +19,11 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import history_cut
 from instructrec_batch.evidence.features import AS_OF, candidate_evidence, evidence_interactions
-from instructrec_batch.prompts.job import titled_items
+from instructrec_batch.prompts.frames import titled_items
 from instructrec_batch.prompts.templates import load_templates
-from instructrec_batch.prompts.text_udfs import PROMPT_COLUMNS, prompt_schema, render_prompts_fn
+from instructrec_batch.prompts.text_udfs import prompt_schema, render_prompts_fn
 
 TRAIN, VALID, FUSION = "train", "valid", "fusion"
-EXAMPLE_COLUMNS = [*PROMPT_COLUMNS, "kind", "task_form", "target_item_id"]
 
 
 def _hash_int(seed: int, *cols: Column | str) -> Column:

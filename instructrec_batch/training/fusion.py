@@ -26,8 +26,8 @@ from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.evaluation.baselines import validation_lists
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
 from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
+from instructrec_batch.prompts.render import context_of
 from instructrec_batch.prompts.templates import TemplateSet
-from instructrec_batch.training.sequences import context_of
 
 log = logging.getLogger(__name__)
 

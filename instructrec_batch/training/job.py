@@ -13,13 +13,13 @@ from pyspark.sql import SparkSession
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ContractError
-from instructrec_batch.input_errors import explains_undecodable_inputs
 from instructrec_batch.models.adapter import save_adapter
 from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
 from instructrec_batch.models.forward import pad_id_of
 from instructrec_batch.prompts.templates import load_templates
-from instructrec_batch.runs import recorded_run
-from instructrec_batch.tables import delta_version, read_input, resolve, table_exists
+from instructrec_batch.spark.input_errors import explains_undecodable_inputs
+from instructrec_batch.spark.runs import recorded_run
+from instructrec_batch.spark.tables import delta_version, read_input, resolve, table_exists
 from instructrec_batch.training.examples import TRAIN, VALID, build_examples
 from instructrec_batch.training.fusion import evidence_priors, fit_fusion_head
 from instructrec_batch.training.sequences import sequences

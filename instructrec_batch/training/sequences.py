@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from instructrec_batch.models.inputs import label_ids, listwise_inputs, pointwise_inputs, yes_no_ids
-from instructrec_batch.prompts.render import UserContext, render_listwise, render_pointwise
+from instructrec_batch.prompts.encoding import label_ids, listwise_inputs, pointwise_inputs, yes_no_ids
+from instructrec_batch.prompts.render import context_of, render_listwise, render_pointwise
 from instructrec_batch.prompts.templates import TemplateSet
 
 
@@ -27,12 +27,6 @@ class TrainSequence:
     yes_no: tuple[int, int] | None = None  # pointwise answer token ids
     prefix_len: int = 0  # pointwise: input_ids[:prefix_len] is the user prefix its example shares
     prior: float = 0.0  # pointwise: the evidence score the model's answer score is added to in ranking
-
-
-def context_of(row: Any) -> UserContext:
-    """The UserContext stored in a `prompts`-shaped row (scoring prompts and training examples alike)."""
-    history = () if row.history_titles is None else tuple(row.history_titles)
-    return UserContext(history, row.preference_text, row.intention_text)
 
 
 def sequences(frame: pd.DataFrame, tokenizer: Any, templates: TemplateSet, max_length: int) -> list[TrainSequence]:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from instructrec_batch.config import TrainConfig
+from instructrec_batch.errors import TrainingError
 from instructrec_batch.hardware import cpu_has_amx_bf16
 from instructrec_batch.models.forward import decoder_of, last_logits
 from instructrec_batch.models.packing import PackedRow, attention_kind, pack_pointwise, packed_inputs
@@ -188,7 +189,11 @@ def train_lora(
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
     if not train or not valid:
-        raise ValueError(f"training needs examples: got {len(train)} training and {len(valid)} validation sequences")
+        raise TrainingError(
+            f"training needs examples: got {len(train)} training and {len(valid)} validation sequences; users need "
+            "at least two titled interactions before their held-out rows and a `valid` row in the holdout table "
+            "(run `instructrec-batch protocol`), and train.max_length must hold a prompt"
+        )
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     device = next(base_model.parameters()).device
@@ -277,5 +282,5 @@ def train_lora(
     result.val_loss = best_val
     model.eval()
     if not math.isfinite(best_val):
-        raise FloatingPointError("validation loss is not finite; lower train.lr")
+        raise TrainingError("validation loss is not finite, so no adapter was saved; lower train.lr and rerun")
     return result

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pyspark.sql import SparkSession
 
 from instructrec_batch.config import Config
-from instructrec_batch.tables import resolve, write_run_scoped
+from instructrec_batch.spark.tables import resolve, write_run_scoped
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ContractError
-from instructrec_batch.tables import read_table, resolve, table_exists
+from instructrec_batch.spark.tables import read_table, resolve, table_exists
 
 INPUTS = (C.INTERACTIONS, C.ITEMS, C.CANDIDATES, C.INTENTS, C.HOLDOUT)
 _TEXT_FAILURES = ("non utf-8", "invalid utf-8", "not valid utf-8")

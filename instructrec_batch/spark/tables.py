@@ -22,9 +22,9 @@ from pyspark.sql import DataFrame, SparkSession
 
 from instructrec_batch.config import Config
 from instructrec_batch.contracts import TableContract
-from instructrec_batch.engine import is_connect
 from instructrec_batch.errors import ConcurrentWriteError, ConfigError, ContractError, EngineError
 from instructrec_batch.paths import is_catalog_schema, table_location
+from instructrec_batch.spark.engine import is_connect
 
 log = logging.getLogger(__name__)
 
