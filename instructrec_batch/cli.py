@@ -98,9 +98,16 @@ def _run_spark_job(job: SparkJob) -> Callable[[argparse.Namespace], int]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from instructrec_batch.demo import run_demo
+    from instructrec_batch.pipeline import run_demo
 
     print(run_demo(_config_from(args)))
+    return 0
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from instructrec_batch.pipeline import run_pipeline
+
+    print(run_pipeline(_config_from(args), holdout=not args.no_holdout))
     return 0
 
 
@@ -223,6 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--full", action="store_true", help="all 943 users instead of the configured sample")
     demo.set_defaults(func=_demo)
+
+    pipeline = commands.add_parser(
+        "pipeline",
+        parents=[common],
+        help="the whole flow on your configured tables: protocol, prompts, train, score, evaluate (one run_id)",
+    )
+    pipeline.add_argument(
+        "--no-holdout",
+        action="store_true",
+        help="skip the protocol and evaluation stages: score the configured candidates table as on a real night",
+    )
+    _add_shortcuts(pipeline, "--base", "--run-id", "--run-date")
+    pipeline.set_defaults(func=_pipeline)
 
     model = commands.add_parser("model", help="base models")
     model_commands = model.add_subparsers(dest="model_command", required=True)

@@ -224,6 +224,9 @@ class ScoreConfig(_Section):
         description="onepass: users packed per forward up to this many tokens (rows × longest row); small batches "
         "are fastest on CPUs, raise it (e.g. 16384) on GPUs",
     )
+    progress_secs: float = Field(
+        30.0, ge=0, description="seconds between progress lines (users done, candidates/s, ETA); 0 = none"
+    )
     cached_models: int = Field(
         1, ge=1, description="models kept loaded per executor process; the least recently used is dropped first"
     )
@@ -236,7 +239,9 @@ class ScoreConfig(_Section):
         None, ge=0, description="fault injection for tests: fail once this many batches were scored in a process"
     )
     fail_during_write: bool = Field(
-        False, description="fault injection for tests: fail inside the tasks that write recommendations"
+        False,
+        description="fault injection for tests: fail inside the tasks of the run's last table write "
+        "(candidate_scores with write_scores, else recommendations)",
     )
     write_scores: bool = Field(
         False, description="also write every candidate's score to candidate_scores (evaluate reuses them)"

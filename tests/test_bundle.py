@@ -70,3 +70,30 @@ def test_bundle_settings_resolve_catalog_tables(tmp_path: Path) -> None:
     assert (resolve(cfg, "prompts").location, resolve(cfg, "prompts").is_catalog) == ("main.recsys.prompts", True)
     assert (resolve(cfg, "items").location, resolve(cfg, "items").is_catalog) == ("/mnt/items", False)
     assert resolve(load_config(overrides=["tables.root=folder"]), "items").location == "folder/items"
+
+
+def _runtime(version: str) -> tuple[int, int]:
+    major, minor = re.match(r"(\d+)\.(\d+)\.", version).groups()
+    return int(major), int(minor)
+
+
+def test_every_cluster_runs_a_spark_4_runtime() -> None:
+    """Databricks Runtime 17.3 LTS is the first with Spark 4 (Scala 2.13), which the package needs."""
+    clusters = [c["new_cluster"] for c in _jobs()["nightly"]["job_clusters"]]
+    assert clusters
+    for cluster in clusters:
+        version = cluster["spark_version"]
+        assert _runtime(version) >= (17, 3), version
+        assert "scala2.12" not in version, version
+
+
+def test_a_bare_wheel_requires_no_spark_stack() -> None:
+    """The installed metadata: pyspark, delta-spark and pysail come only with the `local` extra."""
+    from importlib.metadata import requires
+
+    requirements = requires("instructrec-batch") or []
+    spark_stack = ("pyspark", "delta-spark", "pysail")
+    bare = [r for r in requirements if "extra ==" not in r]
+    local = [r for r in requirements if re.search(r"extra\s*==\s*['\"]local['\"]", r)]
+    assert bare and not [r for r in bare if r.split(";")[0].strip().lower().startswith(spark_stack)]
+    assert {name for name in spark_stack if any(r.lower().startswith(name) for r in local)} == set(spark_stack)

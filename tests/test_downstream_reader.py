@@ -24,11 +24,20 @@ def test_readme_reader_snippet_reads_one_night(spark, tiny_cfg: Config, capsys: 
         cfg = tiny_cfg.model_copy(update={"run": tiny_cfg.run.model_copy(update={"run_id": run_id, "run_date": date})})
         prompts_job(spark, cfg)
         score_job(spark, cfg)
-    table = Path(tiny_cfg.tables_root) / "recommendations"
-    code = _snippet().replace('"work/tables/recommendations"', repr(str(table)))
+    # A later attempt on the same night whose recommendations landed but whose run failed afterwards.
+    broken = cfg.model_copy(
+        update={
+            "run": cfg.run.model_copy(update={"run_id": "night-2-broken"}),
+            "score": cfg.score.model_copy(update={"write_scores": True, "fail_during_write": True}),
+        }
+    )
+    prompts_job(spark, broken)
+    with pytest.raises(Exception, match="injected fault"):
+        score_job(spark, broken)
+    code = _snippet().replace('"work/tables"', repr(str(Path(tiny_cfg.tables_root))))
     scope: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), scope)  # the documented code, unchanged but for the path
     top3 = scope["top3"]
-    assert set(top3.run_id) == {"night-2"} and top3.user_id.nunique() == 10
+    assert set(top3.run_id) == {"night-2"} and top3.user_id.nunique() == 10  # not the failed attempt
     assert sorted(top3["rank"].unique()) == [1, 2, 3] and len(top3) == 30
     assert "night-2" in capsys.readouterr().out

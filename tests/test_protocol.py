@@ -49,6 +49,10 @@ def test_protocol_split_and_candidates(spark, cfg) -> None:
     assert len(cands.merge(test)) == 12  # every target is in its user's list
     negatives = cands.merge(test, how="left", indicator=True).query("_merge == 'left_only'")
     assert negatives.merge(inter[["user_id", "item_id"]]).empty  # no negative the user touched
+    runs = deltalake.DeltaTable(str(root / "runs")).to_pandas()
+    row = runs[runs.job == "protocol"]  # the protocol job records its run like every other job
+    assert len(row) == 1 and row.status.iloc[0] == "succeeded"
+    assert (row.users.iloc[0], row.candidates.iloc[0]) == (12, 12 * 20)
 
 
 def test_protocol_is_deterministic_and_seeded(spark, cfg, tmp_path) -> None:

@@ -1,5 +1,6 @@
 """The score job: top-k, idempotent reruns, one model load per process, adapter checks, engine parity."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -212,3 +213,16 @@ def test_template_version_mismatches_are_refused_before_scoring(spark, prompted:
     with pytest.raises(ContractError, match=r"built with template version v2 but prompt.template_version=v1"):
         score_job(spark, base_only)
     assert not (Path(prompted.tables_root) / "recommendations").exists()
+
+
+def test_scoring_reports_progress_with_an_eta(spark, prompted: Config, caplog: pytest.LogCaptureFixture) -> None:
+    """On the local engine the UDFs run in the driver's process: it logs users done, rate and ETA."""
+    import logging
+
+    from instructrec_batch.scoring.progress import progress_line
+
+    assert progress_line("score", 30, 120, 600, 60.0) == "score: 30/120 users (25%), 10.0 candidates/s, ETA 3m 00s"
+    with caplog.at_level(logging.INFO, logger="instructrec_batch.scoring.progress"):
+        score_job(spark, _with(prompted, progress_secs=0.2, partitions=24))
+    lines = [r.getMessage() for r in caplog.records if r.name == "instructrec_batch.scoring.progress"]
+    assert any(re.match(r"score: \d+/24 users \(\d+%\), [\d.]+ candidates/s, ETA \d+m \d\ds", line) for line in lines)

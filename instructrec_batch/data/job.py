@@ -14,7 +14,7 @@ from instructrec_batch.data import movielens
 from instructrec_batch.data.protocol import holdout_split, sample_candidates, shown_items, usable_interactions
 from instructrec_batch.spark.input_errors import explains_undecodable_inputs
 from instructrec_batch.spark.rejects import reject_rows
-from instructrec_batch.spark.runs import run_identity
+from instructrec_batch.spark.runs import recorded_run, run_identity
 from instructrec_batch.spark.tables import (
     check_output_format,
     read_input,
@@ -50,23 +50,32 @@ def protocol_job(spark: SparkSession, cfg: Config) -> ProtocolCounts:
     check_output_format(spark, cfg)
     interactions = read_input(spark, cfg, C.INTERACTIONS, nonempty=True)
     items = read_input(spark, cfg, C.ITEMS, nonempty=True)
-    run_id = run_identity(cfg).run_id
+    identity = run_identity(cfg)
     usable, rejected = usable_interactions(interactions, items)
     holdout_ref, candidates_ref = resolve(cfg, "holdout"), resolve(cfg, "candidates")
-    write_table(holdout_split(usable), cfg, holdout_ref)
-    holdout = read_input(spark, cfg, C.HOLDOUT)
-    candidates = sample_candidates(
-        usable, shown_items(items), holdout, seed=cfg.data.seed, negatives=cfg.data.negatives
-    )
-    write_table(candidates, cfg, candidates_ref)
-    rejects = reject_rows(rejected, run_id, STAGE, "interactions", F.col("reason"))
-    write_run_scoped(rejects, cfg, resolve(cfg, "rejects"), {C.RUN_ID: run_id, "stage": STAGE})
-    counts = ProtocolCounts(
-        users=holdout.where(f"{C.SPLIT} = '{C.SPLIT_TEST}'").count(),
-        holdout_rows=holdout.count(),
-        candidate_rows=read_input(spark, cfg, C.CANDIDATES).count(),
-        rejected_interactions=rejected.count(),
-    )
+    with recorded_run(spark, cfg, STAGE, identity) as run:
+        write_table(holdout_split(usable), cfg, holdout_ref)
+        holdout = read_input(spark, cfg, C.HOLDOUT)
+        candidates = sample_candidates(
+            usable, shown_items(items), holdout, seed=cfg.data.seed, negatives=cfg.data.negatives
+        )
+        write_table(candidates, cfg, candidates_ref)
+        rejects = reject_rows(rejected, identity.run_id, STAGE, "interactions", F.col("reason"))
+        write_run_scoped(rejects, cfg, resolve(cfg, "rejects"), {C.RUN_ID: identity.run_id, "stage": STAGE})
+        counts = ProtocolCounts(
+            users=holdout.where(f"{C.SPLIT} = '{C.SPLIT_TEST}'").count(),
+            holdout_rows=holdout.count(),
+            candidate_rows=read_input(spark, cfg, C.CANDIDATES).count(),
+            rejected_interactions=rejected.count(),
+        )
+        run.add(
+            {
+                "users": counts.users,
+                "candidates": counts.candidate_rows,
+                "rejects": counts.rejected_interactions,
+                "holdout_rows": counts.holdout_rows,
+            }
+        )
     log.info("protocol: %s", counts)
     return counts
 

@@ -43,6 +43,7 @@ from instructrec_batch.scoring.model import (
     read_run_prompts,
     score_candidates,
 )
+from instructrec_batch.scoring.progress import reporting
 from instructrec_batch.spark.input_errors import explains_undecodable_inputs
 from instructrec_batch.spark.runs import recorded_run, run_identity
 from instructrec_batch.spark.tables import (
@@ -163,7 +164,7 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
         "sasrec": lambda: sasrec_scores(spark, candidates, train, e.sasrec, e.seed),
     }
     dataset = e.dataset or resolve(cfg, "candidates").location
-    with recorded_run(spark, cfg, STAGE) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
+    with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         mode = "overwrite"
 
         def stage(frame: DataFrame, name: str) -> None:
@@ -187,7 +188,8 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
                 scored = score_candidates(prompts, scoring, cfg.score.partitions).select(
                     C.USER_ID, C.ITEM_ID, SCORE, "ranked_by"
                 )
-            write_table(scored, cfg, staging.ref(f"model-{name.replace('/', '-')}"))
+            with reporting(f"evaluate {name}", n_users if how == "scored" else 0, cfg.score.progress_secs):
+                write_table(scored, cfg, staging.ref(f"model-{name.replace('/', '-')}"))
             scored = staging.read(spark, f"model-{name.replace('/', '-')}")
             stage(scored, name)
             log.info("evaluate: %s %s (%s)", name, how, scoring.model_id)

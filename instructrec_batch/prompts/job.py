@@ -34,7 +34,7 @@ from instructrec_batch.prompts.text_udfs import (
 )
 from instructrec_batch.spark.input_errors import explains_undecodable_inputs
 from instructrec_batch.spark.rejects import INVALID_UTF8, item_reason, null_keys, reject_rows, utf8_text
-from instructrec_batch.spark.runs import recorded_run
+from instructrec_batch.spark.runs import recorded_run, run_identity
 from instructrec_batch.spark.tables import (
     Staging,
     check_output_format,
@@ -289,8 +289,9 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
     }
     _check_key_types({k: v for k, v in inputs.items() if v is not None})
 
-    with recorded_run(spark, cfg, STAGE) as run, Staging(cfg, f"{STAGE}-{run.identity.run_id}") as staging:
-        run_id = run.identity.run_id
+    identity = run_identity(cfg)
+    with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
+        run_id = identity.run_id
         write_table(titled_items(items, cfg, tokenizer_path), cfg, staging.ref("titles"))
         titles = staging.read(spark, "titles")
         # Evidence first: a template that shows it renders it into every candidate.

@@ -18,6 +18,7 @@ from instructrec_batch.scoring.model import (
     read_run_prompts,
     score_candidates,
 )
+from instructrec_batch.scoring.progress import reporting
 from instructrec_batch.spark.faults import failing_write
 from instructrec_batch.spark.input_errors import explains_undecodable_inputs
 from instructrec_batch.spark.runs import recorded_run, run_identity
@@ -65,31 +66,24 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
     prompts_run = s.prompts_run_id or identity.run_id
     prompts, n_users = read_run_prompts(spark, cfg, prompts_run)
     slices = max(1, math.ceil(n_users / s.users_per_slice))
-    with recorded_run(spark, cfg, STAGE) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
+    with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         run.model_id = model_id
-        for index in range(slices):
-            part = (
-                prompts if slices == 1 else prompts.where(F.pmod(F.xxhash64(F.col(C.USER_ID)), F.lit(slices)) == index)
-            )
-            scored = score_candidates(part, scoring, s.partitions)
-            write_table(scored, cfg, staging.ref("scored"), mode="overwrite" if index == 0 else "append")
-            log.info("score: slice %d/%d staged", index + 1, slices)
+        with reporting(STAGE, n_users, s.progress_secs):
+            for index in range(slices):
+                part = (
+                    prompts
+                    if slices == 1
+                    else prompts.where(F.pmod(F.xxhash64(F.col(C.USER_ID)), F.lit(slices)) == index)
+                )
+                scored = score_candidates(part, scoring, s.partitions)
+                write_table(scored, cfg, staging.ref("scored"), mode="overwrite" if index == 0 else "append")
+                log.info("score: slice %d/%d staged", index + 1, slices)
         scored = staging.read(spark, "scored").withColumn(C.LM_SCORE, F.col("score"))
         if scoring.fusion_head is not None and s.fusion:
             scored = fuse(scored, read_run_evidence(spark, cfg, prompts_run), scoring.fusion_head)
             model_id = run.model_id = f"{model_id}+fusion"
-        if s.write_scores:
-            all_scores = scored.select(
-                F.lit(identity.run_id).alias(C.RUN_ID),
-                C.USER_ID,
-                C.ITEM_ID,
-                "score",
-                F.lit(model_id).alias("model_id"),
-                "template_id",
-                "ranked_by",
-                C.LM_SCORE,
-            )
-            write_run_scoped(all_scores, cfg, resolve(cfg, "candidate_scores"), {C.RUN_ID: identity.run_id})
+        # Recommendations first, candidate scores second, the runs row last: the run counts as
+        # complete only when that row says 'succeeded' (see spark/runs.py).
         recs = top_k(scored, s.k).select(
             F.lit(identity.run_id).alias(C.RUN_ID),
             F.to_date(F.lit(identity.run_date)).alias("run_date"),
@@ -104,12 +98,29 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
             F.lit(prompts_run).alias("prompts_run_id"),
         )
         write_run_scoped(
-            failing_write(recs, "score", s.fail_during_write),
+            failing_write(recs, "score", s.fail_during_write and not s.write_scores),
             cfg,
             resolve(cfg, "recommendations"),
             {C.RUN_ID: identity.run_id},
             partition_by=["run_date"],
         )
+        if s.write_scores:
+            all_scores = scored.select(
+                F.lit(identity.run_id).alias(C.RUN_ID),
+                C.USER_ID,
+                C.ITEM_ID,
+                "score",
+                F.lit(model_id).alias("model_id"),
+                "template_id",
+                "ranked_by",
+                C.LM_SCORE,
+            )
+            write_run_scoped(
+                failing_write(all_scores, "score", s.fail_during_write),
+                cfg,
+                resolve(cfg, "candidate_scores"),
+                {C.RUN_ID: identity.run_id},
+            )
         written = read_input(spark, cfg, C.RECOMMENDATIONS).where(F.col(C.RUN_ID) == identity.run_id)
         stats = written.agg(
             F.countDistinct(C.USER_ID).alias("users"),

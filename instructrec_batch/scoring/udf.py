@@ -18,6 +18,7 @@ import pandas as pd
 
 from instructrec_batch import contracts as C
 from instructrec_batch.hardware import cpu_has_amx_bf16
+from instructrec_batch.scoring.progress import note_scored
 from instructrec_batch.spark.faults import note_batch
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ def score_fn(spec: ScoringSpec, payload: AdapterPayload) -> Callable[[Iterator[p
                     (row.user_id, item, value, pos, how, used)
                     for item, value, pos in zip(ids, values, positions, strict=True)
                 ]
+            note_scored(len(frame), len(rows))
             yield pd.DataFrame(rows, columns=SCORED_COLUMNS)
 
     return run

@@ -1,4 +1,14 @@
-"""Run identity and the `runs` table: one row per (run_id, job), replaced when a run is re-run."""
+"""Run identity and the `runs` table: one row per (run_id, job), replaced when a run is re-run.
+
+The `runs` row is each job's commit marker. A job first marks its run 'running' (replacing the row of
+an earlier attempt), then writes its tables, and marks it 'succeeded' last ('failed' with the error
+when anything raised). So a reader that takes a run's rows only when its row says 'succeeded' never
+sees half a night: a score run whose recommendations landed but whose candidate_scores did not is
+'failed', and a rerun in progress is 'running'.
+
+An invocation resolves its identity once (`run_identity`, or `pin_run` for a flow of several jobs)
+and passes it down, so a job crossing UTC midnight still writes every row under one run_id.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +45,14 @@ def run_identity(cfg: Config, today: datetime | None = None) -> RunIdentity:
     return RunIdentity(run_id=cfg.run.run_id or f"{run_date}-{cfg.run_fingerprint()[:8]}", run_date=run_date)
 
 
+def pin_run(cfg: Config) -> Config:
+    """`cfg` with run.run_date and run.run_id resolved now, for a flow whose jobs must share one run."""
+    identity = run_identity(cfg)
+    return cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"run_id": identity.run_id, "run_date": identity.run_date})}
+    )
+
+
 @dataclass
 class RunRecord:
     """Counts and lineage a job fills in while it runs; written to `runs` at the end."""
@@ -50,10 +68,12 @@ class RunRecord:
 
 
 @contextmanager
-def recorded_run(spark: SparkSession, cfg: Config, job: str) -> Iterator[RunRecord]:
-    """Yield a RunRecord; write it as status 'succeeded', or 'failed' with the error, when the job ends."""
-    record = RunRecord(job=job, identity=run_identity(cfg))
+def recorded_run(spark: SparkSession, cfg: Config, job: str, identity: RunIdentity) -> Iterator[RunRecord]:
+    """Mark the run 'running', yield a RunRecord, and mark it 'succeeded' (or 'failed' with the error)
+    when the job ends: the `runs` row is written first and last, around every other write."""
+    record = RunRecord(job=job, identity=identity)
     log.info("%s: run_id=%s run_date=%s", job, record.identity.run_id, record.identity.run_date)
+    _write(spark, cfg, record, "running", None)
     try:
         yield record
     except Exception as exc:

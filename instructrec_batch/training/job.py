@@ -18,7 +18,7 @@ from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolv
 from instructrec_batch.models.forward import pad_id_of
 from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.spark.input_errors import explains_undecodable_inputs
-from instructrec_batch.spark.runs import recorded_run
+from instructrec_batch.spark.runs import recorded_run, run_identity
 from instructrec_batch.spark.tables import delta_version, read_input, resolve, table_exists
 from instructrec_batch.training.examples import TRAIN, VALID, build_examples
 from instructrec_batch.training.fusion import evidence_priors, fit_fusion_head
@@ -54,7 +54,7 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
     items = read_input(spark, cfg, C.ITEMS, nonempty=True)
     holdout = read_input(spark, cfg, C.HOLDOUT)
     torch_threads = os.cpu_count() or 1
-    with recorded_run(spark, cfg, "train") as run:
+    with recorded_run(spark, cfg, "train", run_identity(cfg)) as run:
         examples = build_examples(interactions, items, holdout, cfg, str(base.path))
         frame = examples.toPandas()
         prior_blend = None

@@ -1,0 +1,125 @@
+"""The whole nightly flow on one engine: [protocol] → prompts → train → score → [evaluate].
+
+`instructrec-batch pipeline --config my.yaml` runs it on the configured tables; `instructrec-batch
+demo` (and `make demo`, with conf/demo.yaml: a CPU budget and a seeded user sample) is the same flow
+on MovieLens-100K, whose first stage downloads the data and writes the protocol tables. Each stage is
+the library function its own subcommand runs, on one session and under one run_id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from instructrec_batch.bench.memory import peak_rss
+from instructrec_batch.config import Config
+from instructrec_batch.models.base import KNOWN_MODELS, pull
+from instructrec_batch.spark.engine import spark_session
+from instructrec_batch.spark.runs import pin_run
+
+T = TypeVar("T")
+
+# A first stage that writes the input and protocol tables: (label, job(spark, cfg)).
+DataStage = tuple[str, Callable[[Any, Config], object]]
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    name: str
+    tables: Path
+    adapter: str
+    report: Path | None  # None without a holdout: nothing to evaluate
+    chart: Path | None
+    table: str
+    seconds: float
+
+    def __str__(self) -> str:
+        lines = ["", self.table, ""] if self.table else [""]
+        lines += [
+            f"{self.name} finished in {self.seconds / 60:.1f} min",
+            f"output tables (Delta): {self.tables}  (recommendations, metrics, prompts, rejects, runs)",
+            f"adapter:               {self.adapter}",
+        ]
+        if self.report is not None:
+            lines += [f"report:                {self.report}", f"chart:                 {self.chart}"]
+        return "\n".join(lines)
+
+
+def run_pipeline(
+    cfg: Config,
+    say: Callable[[str], None] = print,
+    *,
+    data: DataStage | None = None,
+    holdout: bool = True,
+    name: str = "pipeline",
+) -> PipelineResult:
+    """Run every stage in order on one session, announcing each with its time and peak RSS.
+
+    `data` replaces the protocol stage (the demo's MovieLens download writes the protocol tables
+    itself). Without `holdout` the protocol and evaluation stages are skipped: prompts are built for
+    the configured candidates table and scored, as on a production night.
+    """
+    from instructrec_batch.data.job import protocol_job
+    from instructrec_batch.evaluation.job import evaluate_job
+    from instructrec_batch.prompts.job import prompts_job
+    from instructrec_batch.scoring.job import score_job
+    from instructrec_batch.training.job import train_job
+
+    started = time.monotonic()
+    first: DataStage | None = data or (("evaluation protocol (holdout, candidates)", protocol_job) if holdout else None)
+    stages = 4 + (first is not None) + holdout
+    counter = iter(range(1, stages + 1))
+
+    def stage(label: str, run: Callable[[], T], describe: Callable[[T], object] = str) -> T:
+        number = next(counter)
+        say(f"[{number}/{stages}] {label} ...")
+        t0 = time.monotonic()
+        with peak_rss() as memory:
+            result = run()
+        took, peak_gb = time.monotonic() - t0, memory.peak_mb / 1024
+        say(f"[{number}/{stages}] {label} done in {took:.0f} s, peak RSS {peak_gb:.2f} GB: {describe(result)}")
+        return result
+
+    if cfg.model.base in KNOWN_MODELS:
+        stage(f"base model {cfg.model.base}", lambda: pull(cfg.model.base, cfg.cache_path, cfg.model.dtype).path)
+    else:
+        say(f"[{next(counter)}/{stages}] base model: using the folder {cfg.model.base}")
+    cfg = pin_run(cfg)  # every stage writes under one run_id, even across UTC midnight
+    with spark_session(cfg.engine) as spark:
+        if first is not None:
+            label, job = first
+            stage(label, lambda: job(spark, cfg))
+        stage("prompts", lambda: prompts_job(spark, cfg))
+        trained = stage("LoRA training", lambda: train_job(spark, cfg))
+        if trained.stopped == "time_budget":
+            say(
+                f"WARNING: training was cut by its wall-clock safety limit after {trained.steps} of "
+                f"{cfg.train.max_steps} steps (train.max_minutes={cfg.train.max_minutes}); the adapter is "
+                "undertrained and the figures below understate the model"
+            )
+        tuned = cfg.model_copy(update={"score": cfg.score.model_copy(update={"adapter": trained.adapter})})
+        stage("scoring (top-k per user)", lambda: score_job(spark, tuned))
+        evaluation = None
+        if holdout:
+            evaluation = stage(
+                "evaluation against baselines", lambda: evaluate_job(spark, tuned), lambda r: f"run {r.run_id}"
+            )
+    return PipelineResult(
+        name=name,
+        tables=Path(cfg.tables_root).resolve(),
+        adapter=trained.adapter,
+        report=evaluation.report.markdown.resolve() if evaluation else None,
+        chart=evaluation.report.chart.resolve() if evaluation else None,
+        table=evaluation.table() if evaluation else "",
+        seconds=time.monotonic() - started,
+    )
+
+
+def run_demo(cfg: Config, say: Callable[[str], None] = print) -> PipelineResult:
+    """The pipeline on MovieLens-100K: its first stage fetches the data and writes the protocol tables."""
+    from instructrec_batch.data.job import movielens_job
+
+    return run_pipeline(cfg, say, data=("MovieLens-100K tables and evaluation protocol", movielens_job), name="demo")
