@@ -158,7 +158,7 @@ def test_bad_input_corpus_runs_the_whole_pipeline_rejects_and_reconciles(spark, 
     assert {"random", "popularity", "itemknn", "zero_shot/pointwise", "lora/pointwise"} <= methods
     assert (evaluated.metrics["n_users"] > 0).all()
     runs = _delta(cfg, "runs")
-    assert sorted(runs.query("run_id == 'bad-input'").job) == ["evaluate", "prompts", "score", "train"]
+    assert sorted(runs.query("run_id == 'bad-input'").job) == ["evaluate", "prompts", "protocol", "score", "train"]
     assert (runs.status == "succeeded").all()
 
 
