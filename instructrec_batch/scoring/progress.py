@@ -1,7 +1,7 @@
 """Progress of a scoring pass: users done / total, candidates per second and an ETA, logged at a steady
 interval by a driver-side thread.
 
-Executors count what they scored (`note_scored`, called per Arrow batch by the scoring UDF) in this
+Executors count what they scored (`note_scored`, called by the scoring UDF every few dozen users) in this
 module's counters. The driver reads them where the UDFs run in its own process, which is the local
 (embedded Sail) engine. On classic Spark and remote Connect servers the UDFs run in Python worker
 processes the driver cannot read; there the reporter says once that no progress is visible and stays
@@ -66,7 +66,11 @@ def reporting(label: str, total_users: int, every_s: float) -> Iterator[None]:
             users, candidates = users - start_users, candidates - start_candidates
             if users == 0:
                 if not silent_warned:
-                    log.info("%s: no progress visible from the driver yet (executors in other processes)", label)
+                    log.info(
+                        "%s: no user scored yet (with executors in other processes, as on classic Spark, progress "
+                        "is not visible here: see the Spark UI)",
+                        label,
+                    )
                     silent_warned = True
                 continue
             log.info(progress_line(label, min(users, total_users), total_users, candidates, time.monotonic() - started))

@@ -23,6 +23,8 @@ from instructrec_batch.spark.faults import note_batch
 
 log = logging.getLogger(__name__)
 
+PROGRESS_CHUNK = 64  # users scored between progress counts (one packed forward holds a few on CPUs)
+
 RETRIEVAL_ORDER = "retrieval_order"
 MODEL = "model"
 SCORED_COLUMNS = [C.USER_ID, C.ITEM_ID, "score", "position", "ranked_by", "template_id"]
@@ -152,7 +154,12 @@ def score_fn(spec: ScoringSpec, payload: AdapterPayload) -> Callable[[Iterator[p
                     ScoringPrompt(template, context_of(row), tuple(row.candidate_titles))
                     for row in group.itertuples(index=False)
                 ]
-                scores.update(zip(group.index, scorers[template.task].score(prompts), strict=True))
+                # In chunks of users, so progress is counted while a large Arrow batch is scored.
+                for start in range(0, len(prompts), PROGRESS_CHUNK):
+                    chunk = prompts[start : start + PROGRESS_CHUNK]
+                    values = scorers[template.task].score(chunk)
+                    scores.update(zip(group.index[start : start + PROGRESS_CHUNK], values, strict=True))
+                    note_scored(len(chunk), sum(len(p.candidates) for p in chunk))
             rows = []
             for index, row in zip(frame.index, frame.itertuples(index=False), strict=True):
                 ids = list(row.candidate_ids)
@@ -166,7 +173,8 @@ def score_fn(spec: ScoringSpec, payload: AdapterPayload) -> Callable[[Iterator[p
                     (row.user_id, item, value, pos, how, used)
                     for item, value, pos in zip(ids, values, positions, strict=True)
                 ]
-            note_scored(len(frame), len(rows))
+            cold = frame[frame["cold_start"].astype(bool)]  # kept in retrieval order: done at once
+            note_scored(len(cold), sum(len(ids) for ids in cold["candidate_ids"]))
             yield pd.DataFrame(rows, columns=SCORED_COLUMNS)
 
     return run
