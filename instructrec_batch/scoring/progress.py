@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from instructrec_batch.periodic import every
+
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
@@ -55,30 +57,23 @@ def reporting(label: str, total_users: int, every_s: float) -> Iterator[None]:
     if every_s <= 0 or total_users <= 0:
         yield
         return
-    stop = threading.Event()
     start_users, start_candidates = scored_so_far()
     started = time.monotonic()
+    silent = [False]  # whether "nothing scored yet" was said
 
     def report() -> None:
-        silent_warned = False
-        while not stop.wait(every_s):
-            users, candidates = scored_so_far()
-            users, candidates = users - start_users, candidates - start_candidates
-            if users == 0:
-                if not silent_warned:
-                    log.info(
-                        "%s: no user scored yet (with executors in other processes, as on classic Spark, progress "
-                        "is not visible here: see the Spark UI)",
-                        label,
-                    )
-                    silent_warned = True
-                continue
-            log.info(progress_line(label, min(users, total_users), total_users, candidates, time.monotonic() - started))
+        users, candidates = scored_so_far()
+        users, candidates = users - start_users, candidates - start_candidates
+        if users == 0:
+            if not silent[0]:
+                log.info(
+                    "%s: no user scored yet (with executors in other processes, as on classic Spark, progress "
+                    "is not visible here: see the Spark UI)",
+                    label,
+                )
+                silent[0] = True
+            return
+        log.info(progress_line(label, min(users, total_users), total_users, candidates, time.monotonic() - started))
 
-    thread = threading.Thread(target=report, name=f"{label}-progress", daemon=True)
-    thread.start()
-    try:
+    with every(every_s, report, f"{label}-progress"):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,6 +17,7 @@ from pyspark.sql import SparkSession
 
 from instructrec_batch.config import EngineConfig
 from instructrec_batch.errors import EngineError
+from instructrec_batch.periodic import every
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +44,17 @@ def _keep_alive(spark: SparkSession, every_s: float) -> Iterator[None]:
     driver-side work (training, fitting) can outlast it, and the job would then fail at its next
     write. A cheap config read is a request, so the session never looks idle.
     """
-    stop = threading.Event()
 
-    def ping() -> None:
-        while not stop.wait(every_s):
-            try:
-                spark.conf.get("spark.sql.session.timeZone")
-            except Exception as exc:  # the session is closing or gone: nothing left to keep alive
-                log.debug("keep-alive stopped: %s", exc)
-                return
+    def ping() -> bool:
+        try:
+            spark.conf.get("spark.sql.session.timeZone")
+        except Exception as exc:  # the session is closing or gone: nothing left to keep alive
+            log.debug("keep-alive stopped: %s", exc)
+            return False
+        return True
 
-    thread = threading.Thread(target=ping, name="sail-keep-alive", daemon=True)
-    thread.start()
-    try:
+    with every(every_s, ping, "sail-keep-alive"):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 @contextmanager
