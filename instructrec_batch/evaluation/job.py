@@ -183,12 +183,13 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
                 log.info("evaluate: %s scored", name)
         for name, scoring in scorings.items():
             scored = _stored_scores(spark, cfg, identity.run_id, scoring, prompts, n_users)
-            how = "read from candidate_scores" if scored is not None else "scored"
-            if scored is None:
+            stored = scored is not None
+            how = "read from candidate_scores" if stored else "scored"
+            if not stored:
                 scored = score_candidates(prompts, scoring, cfg.score.partitions).select(
                     C.USER_ID, C.ITEM_ID, SCORE, "ranked_by"
                 )
-            with reporting(f"evaluate {name}", n_users if how == "scored" else 0, cfg.score.progress_secs):
+            with reporting(f"evaluate {name}", 0 if stored else n_users, cfg.score.progress_secs):
                 write_table(scored, cfg, staging.ref(f"model-{name.replace('/', '-')}"))
             scored = staging.read(spark, f"model-{name.replace('/', '-')}")
             stage(scored, name)

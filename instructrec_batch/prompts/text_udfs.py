@@ -135,8 +135,6 @@ def shown_candidates(template: Any, cands: Sequence[dict]) -> list[str]:
     has one (the cands structs then carry the EVIDENCE_NOTE_COLUMNS)."""
     from instructrec_batch.prompts.render import candidate_text
 
-    if not template.shows_evidence:
-        return [c[C.TITLE] for c in cands]
     top, linked = C.EVIDENCE_NOTE_COLUMNS
     return [candidate_text(template, c[C.TITLE], c.get(top), c.get(linked)) for c in cands]
 

@@ -59,19 +59,20 @@ def reporting(label: str, total_users: int, every_s: float) -> Iterator[None]:
         return
     start_users, start_candidates = scored_so_far()
     started = time.monotonic()
-    silent = [False]  # whether "nothing scored yet" was said
+    said_nothing_yet = False
 
     def report() -> None:
+        nonlocal said_nothing_yet
         users, candidates = scored_so_far()
         users, candidates = users - start_users, candidates - start_candidates
         if users == 0:
-            if not silent[0]:
+            if not said_nothing_yet:
                 log.info(
                     "%s: no user scored yet (with executors in other processes, as on classic Spark, progress "
                     "is not visible here: see the Spark UI)",
                     label,
                 )
-                silent[0] = True
+                said_nothing_yet = True
             return
         log.info(progress_line(label, min(users, total_users), total_users, candidates, time.monotonic() - started))
 
