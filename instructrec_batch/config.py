@@ -111,6 +111,7 @@ class DataConfig(_Section):
 
 
 TaskFormName = Literal["pointwise", "listwise"]
+ItemAttribute = Literal["category", "brand"]
 
 
 class EvidenceConfig(_Section):
@@ -141,6 +142,11 @@ class PromptConfig(_Section):
     max_history: int = Field(30, ge=0, description="newest history items considered before the budget")
     title_max_chars: int = Field(120, ge=8, description="item titles are cut to this many characters")
     title_max_tokens: int = Field(32, ge=2, description="... and to this many tokens")
+    item_attributes: list[ItemAttribute] = Field(
+        default_factory=list,
+        description="items columns shown after each title ('Title | Comedy, Drama'); absent ones are skipped",
+    )
+    attribute_max_tokens: int = Field(16, ge=2, description="each shown attribute is cut to this many tokens")
     text_max_chars: int = Field(300, ge=8, description="intents and reviews are cut to this many characters")
     text_max_tokens: int = Field(64, ge=2, description="... and to this many tokens")
     users_per_slice: int = Field(

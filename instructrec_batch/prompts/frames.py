@@ -12,10 +12,15 @@ from instructrec_batch.spark.rejects import utf8_text
 
 
 def titled_items(items: DataFrame, cfg: Config, tokenizer_path: str) -> DataFrame:
-    """items(item_id, title) with titles sanitised and capped on executors; null where nothing is left."""
+    """items(item_id, title): the text each item is shown as, built on executors; null where no title is left.
+
+    That text is the sanitised, capped title followed by the prompt.item_attributes the items table
+    has (absent optional columns are skipped, so one config fits tables with and without them).
+    """
     p = cfg.prompt
-    title = F.when(utf8_text(C.TITLE), F.col(C.TITLE)).alias(C.TITLE)
-    return items.select(C.ITEM_ID, title).mapInPandas(
-        clean_titles_fn(tokenizer_path, p.title_max_chars, p.title_max_tokens),
+    attributes = [a for a in p.item_attributes if a in items.columns]
+    text = [F.when(utf8_text(c), F.col(c)).alias(c) for c in (C.TITLE, *attributes)]
+    return items.select(C.ITEM_ID, *text).mapInPandas(
+        clean_titles_fn(tokenizer_path, p.title_max_chars, p.title_max_tokens, attributes, p.attribute_max_tokens),
         f"{C.ITEM_ID} {items.schema[C.ITEM_ID].dataType.simpleString()}, {C.TITLE} STRING",
     )

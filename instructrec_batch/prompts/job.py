@@ -26,6 +26,7 @@ from instructrec_batch.prompts.frames import titled_items
 from instructrec_batch.prompts.render import UserContext, candidate_text
 from instructrec_batch.prompts.templates import Template, load_templates
 from instructrec_batch.prompts.text_udfs import (
+    ATTRIBUTE_SEPARATOR,
     PROMPT_COLUMNS,
     cap_tokens,
     prompt_schema,
@@ -82,7 +83,10 @@ def check_budget(template: Template, tokenizer: object, cfg: Config, max_candida
     p = cfg.prompt
     filler = "recommendation " * 400
     title, text = cap_tokens(tokenizer, [filler[: p.title_max_chars], filler[: p.text_max_chars]], 10**6)
-    title = cap_tokens(tokenizer, [title], p.title_max_tokens)[0]
+    attribute = cap_tokens(tokenizer, [title], p.attribute_max_tokens)[0]
+    title = ATTRIBUTE_SEPARATOR.join(
+        [cap_tokens(tokenizer, [title], p.title_max_tokens)[0]] + [attribute] * len(p.item_attributes)
+    )
     text = cap_tokens(tokenizer, [text], p.text_max_tokens)[0]
     worst = UserContext(history=(), preference=text, intent=text)
     count = token_counter(tokenizer)

@@ -88,16 +88,36 @@ def _cut(tokenizer: Any, ids: list[int], max_tokens: int) -> str | None:
     return None
 
 
+ATTRIBUTE_SEPARATOR = " | "
+
+
 def clean_titles_fn(
-    tokenizer_path: str, max_chars: int, max_tokens: int
+    tokenizer_path: str,
+    max_chars: int,
+    max_tokens: int,
+    attributes: Sequence[str] = (),
+    attribute_max_tokens: int = 16,
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """items(item_id, title) → items(item_id, title): sanitised and capped; None when nothing is left."""
+    """items(item_id, title, *attributes) → items(item_id, title): the text an item is shown as.
+
+    The title is sanitised and capped; each attribute (e.g. category, brand) likewise, to its own
+    cap, and appended after the title when present ('Toy Story (1995) | Animation, Comedy'). None
+    when nothing of the title is left: an item is never shown by its attributes alone.
+    """
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         tokenizer = tokenizer_for(tokenizer_path)
         for frame in batches:
-            cleaned = [clean_text(t, max_chars) for t in frame[C.TITLE]]
-            yield pd.DataFrame({C.ITEM_ID: frame[C.ITEM_ID], C.TITLE: cap_tokens(tokenizer, cleaned, max_tokens)})
+            titles = cap_tokens(tokenizer, [clean_text(t, max_chars) for t in frame[C.TITLE]], max_tokens)
+            shown = [
+                cap_tokens(tokenizer, [clean_text(v, max_chars) for v in frame[a]], attribute_max_tokens)
+                for a in attributes
+            ]
+            texts = [
+                None if title is None else ATTRIBUTE_SEPARATOR.join([title, *(v for v in values if v)])
+                for title, *values in zip(titles, *shown, strict=True)
+            ]
+            yield pd.DataFrame({C.ITEM_ID: frame[C.ITEM_ID], C.TITLE: texts})
 
     return run
 
