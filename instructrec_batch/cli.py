@@ -210,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_run_spark_job(train_job))
 
     score = commands.add_parser("score", parents=[common], help="score prompts → top-k per user in recommendations")
-    score.add_argument("--adapter", help="shortcut for --set score.adapter=DIR ('none' = base model alone)")
+    score.add_argument(
+        "--adapter",
+        help="adapter folder or models:/<name>@<alias> (--set score.adapter=...); 'none' = base model alone",
+    )
     score.add_argument("--k", type=int, help="shortcut for --set score.k=K")
     _add_shortcuts(score, "--base", "--run-id", "--run-date")
     score.set_defaults(func=_run_spark_job(score_job))
@@ -219,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", parents=[common], help="HR/NDCG/MRR of the model and baselines → metrics table + report"
     )
     evaluate.add_argument(
-        "--adapter", help="adapter of the lora and hybrid methods (shortcut for --set score.adapter=DIR)"
+        "--adapter",
+        help="adapter of the lora and hybrid methods: a folder or models:/<name>@<alias> (--set score.adapter=...)",
     )
     evaluate.add_argument("--max-users", type=int, help="shortcut for --set evaluate.max_users=N")
     _add_shortcuts(evaluate, "--base", "--run-id", "--run-date")

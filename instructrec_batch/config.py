@@ -216,7 +216,11 @@ class TrainConfig(_Section):
 class ScoreConfig(_Section):
     """Batch scoring on executors."""
 
-    adapter: str | None = Field(None, description="LoRA adapter folder; None scores with the base model alone")
+    adapter: str | None = Field(
+        None,
+        description="LoRA adapter folder, or models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/<path>; "
+        "None scores with the base model alone",
+    )
     k: int = Field(10, ge=1, description="recommendations kept per user")
     method: Literal["onepass", "shared_prefix", "naive"] = Field(
         "onepass",
@@ -293,6 +297,23 @@ class EvaluateConfig(_Section):
     sasrec: SasrecConfig = Field(default_factory=SasrecConfig)
 
 
+class MlflowConfig(_Section):
+    """MLflow tracking and model registry of adapters (training runs, registered versions, evaluations)."""
+
+    enabled: bool = Field(True, description="log training and evaluation to MLflow and register adapters")
+    tracking_uri: str | None = Field(
+        None, description="None = a SQLite store in <workdir>/mlflow; 'databricks' on Databricks"
+    )
+    registry_uri: str | None = Field(None, description="None = the tracking store; 'databricks-uc' for Unity Catalog")
+    experiment: str = Field("instructrec_batch", description="experiment name (a workspace path on Databricks)")
+    model_name: str = Field(
+        "instructrec_adapter", description="registered model of the adapters (catalog.schema.name in Unity Catalog)"
+    )
+    alias: str = Field(
+        "challenger", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,254}$", description="alias set on each newly trained version"
+    )
+
+
 class RunConfig(_Section):
     """Identity of one nightly run; outputs are replaced per run_id, so reruns are idempotent."""
 
@@ -324,6 +345,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     allowed_roots: list[str] = Field(
         default_factory=list,
@@ -351,7 +373,7 @@ class Config(_Section):
             "cache_dir": self.cache_dir,
             "tables.staging": self.tables.staging,
             "train.output": self.train.output,
-            "score.adapter": self.score.adapter,
+            "score.adapter": None if is_registry_ref(self.score.adapter) else self.score.adapter,
             "evaluate.report_dir": self.evaluate.report_dir,
         }
         found.update({key: value for key, value in optional.items() if value})
@@ -363,7 +385,8 @@ class Config(_Section):
     def fingerprint(self) -> str:
         """A short stable hash of what determines results (not the run's own identity or folders)."""
         canonical = json.dumps(
-            self.model_dump(mode="json", exclude={"run", "workdir", "cache_dir", "allowed_roots"}), sort_keys=True
+            self.model_dump(mode="json", exclude={"run", "workdir", "cache_dir", "allowed_roots", "mlflow"}),
+            sort_keys=True,
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -378,6 +401,11 @@ class Config(_Section):
             self.model_dump(mode="json", include={"tables", "data", "evidence", "prompt"}), sort_keys=True
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def is_registry_ref(value: str | None) -> bool:
+    """An MLflow models:/ or runs:/ URI: resolved by the tracking module, not a path to check."""
+    return bool(value) and str(value).startswith(("models:/", "runs:/"))
 
 
 def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:

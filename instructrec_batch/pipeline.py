@@ -19,6 +19,7 @@ from instructrec_batch.config import Config
 from instructrec_batch.models.base import KNOWN_MODELS, pull
 from instructrec_batch.spark.engine import spark_session
 from instructrec_batch.spark.runs import pin_run
+from instructrec_batch.tracking import TrainingRecord
 
 T = TypeVar("T")
 
@@ -35,6 +36,7 @@ class PipelineResult:
     chart: Path | None
     table: str
     seconds: float
+    mlflow: str | None = None  # where the run, model version and alias are, when MLflow is on
 
     def __str__(self) -> str:
         lines = ["", self.table, ""] if self.table else [""]
@@ -45,6 +47,8 @@ class PipelineResult:
         ]
         if self.report is not None:
             lines += [f"report:                {self.report}", f"chart:                 {self.chart}"]
+        if self.mlflow:
+            lines.append(f"mlflow:                {self.mlflow}")
         return "\n".join(lines)
 
 
@@ -100,7 +104,9 @@ def run_pipeline(
                 f"{cfg.train.max_steps} steps (train.max_minutes={cfg.train.max_minutes}); the adapter is "
                 "undertrained and the figures below understate the model"
             )
-        tuned = cfg.model_copy(update={"score": cfg.score.model_copy(update={"adapter": trained.adapter})})
+        # With MLflow on, score and evaluate use the registered version, as a scheduled job would.
+        adapter = trained.mlflow.model_uri if trained.mlflow else trained.adapter
+        tuned = cfg.model_copy(update={"score": cfg.score.model_copy(update={"adapter": adapter})})
         stage("scoring (top-k per user)", lambda: score_job(spark, tuned))
         evaluation = None
         if holdout:
@@ -115,6 +121,16 @@ def run_pipeline(
         chart=evaluation.report.chart.resolve() if evaluation else None,
         table=evaluation.table() if evaluation else "",
         seconds=time.monotonic() - started,
+        mlflow=_mlflow_line(cfg, trained.mlflow) if trained.mlflow else None,
+    )
+
+
+def _mlflow_line(cfg: Config, record: TrainingRecord) -> str:
+    from instructrec_batch.tracking import store_uri
+
+    return (
+        f"run {record.run_id} in {store_uri(cfg)}; registered {record.model_uri} with alias {cfg.mlflow.alias}: "
+        f"instructrec-batch score --adapter {record.alias_uri}"
     )
 
 

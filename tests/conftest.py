@@ -33,7 +33,10 @@ def spark() -> Iterator[SparkSession]:
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> Config:
-    return build_config([{"workdir": str(tmp_path / "work"), "cache_dir": str(tmp_path / "cache")}])
+    """MLflow off: tests/test_tracking.py switches it on and checks the store (CLI runs use the default)."""
+    return build_config(
+        [{"workdir": str(tmp_path / "work"), "cache_dir": str(tmp_path / "cache"), "mlflow": {"enabled": False}}]
+    )
 
 
 @pytest.fixture(scope="session")

@@ -23,11 +23,15 @@ def _jobs() -> dict:
 
 
 def _fill(argument: str, job: dict, variables: dict) -> str:
-    """Substitute ${var.x} and {{job.parameters.x}} the way the bundle and the job run would."""
-    argument = re.sub(r"\$\{var\.(\w+)\}", lambda m: str(variables[m.group(1)]["default"]), argument)
+    """Substitute ${var.x} and {{job.parameters.x}} (which may name variables) the way the bundle would."""
     defaults = {p["name"]: p["default"] for p in job["parameters"]}
     defaults["run_date"] = "2026-11-22"  # {{job.start_time.iso_date}} at run time
-    return re.sub(r"\{\{job\.parameters\.(\w+)\}\}", lambda m: str(defaults[m.group(1)]), argument)
+    previous = None
+    while argument != previous:
+        previous = argument
+        argument = re.sub(r"\{\{job\.parameters\.(\w+)\}\}", lambda m: str(defaults[m.group(1)]), argument)
+        argument = re.sub(r"\$\{var\.(\w+)\}", lambda m: str(variables[m.group(1)]["default"]), argument)
+    return argument
 
 
 def test_every_task_runs_an_existing_entry_point_with_parsable_parameters() -> None:
@@ -97,3 +101,15 @@ def test_a_bare_wheel_requires_no_spark_stack() -> None:
     local = [r for r in requirements if re.search(r"extra\s*==\s*['\"]local['\"]", r)]
     assert bare and not [r for r in bare if r.split(";")[0].strip().lower().startswith(spark_stack)]
     assert {name for name in spark_stack if any(r.lower().startswith(name) for r in local)} == set(spark_stack)
+
+
+def test_tasks_share_one_settings_overlay_and_score_the_registered_champion() -> None:
+    """Each task carries only its entry point, cluster and dependencies; settings come from one list."""
+    variables = yaml.safe_load((BUNDLE / "databricks.yml").read_text())["variables"]
+    job = _jobs()["nightly"]
+    lists = [t["spark_python_task"]["parameters"] for t in job["tasks"]]
+    assert all(params == lists[0] for params in lists[1:])
+    settings = [_fill(a, job, variables) for a in lists[0]]
+    assert "score.adapter=models:/main.instructrec.instructrec_adapter@champion" in settings
+    assert {"mlflow.tracking_uri=databricks", "mlflow.registry_uri=databricks-uc"} <= set(settings)
+    assert "mlflow.model_name=main.instructrec.instructrec_adapter" in settings

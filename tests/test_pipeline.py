@@ -65,3 +65,24 @@ def test_pipeline_on_tables_written_from_csv(tmp_path: Path, tiny_model_dir: Pat
     assert (metrics.n_users == 12).all()  # every user evaluated
     assert runs.run_id.nunique() == 1  # one run_id for the whole flow
     assert set(runs.job) == {"protocol", "prompts", "train", "score", "evaluate"} and (runs.status == "succeeded").all()
+    # MLflow (on by default): the training run and the registered version; score by the alias from the CLI.
+    assert "mlflow:" in proc.stdout and "registered models:/instructrec_adapter/1 with alias challenger" in proc.stdout
+    assert (runs.loc[runs.job == "score", "model_id"].str.endswith("+fusion (models:/instructrec_adapter/1)")).all()
+    run_id = runs.run_id.iloc[0]
+    by_alias = [
+        "score",
+        "--config",
+        str(config),
+        "--adapter",
+        "models:/instructrec_adapter@challenger",
+        "--run-id",
+        run_id,
+        "--k",
+        "5",
+        *[a for s in small[:1] for a in ("--set", s)],
+    ]
+    proc = run_cli(by_alias, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recs = deltalake.DeltaTable(str(tables / "recommendations")).to_pandas()
+    assert recs.groupby("user_id").size().eq(5).all()
+    assert set(recs.model_id) == set(runs.loc[runs.job == "score", "model_id"])

@@ -55,6 +55,7 @@ from instructrec_batch.spark.tables import (
     write_run_scoped,
     write_table,
 )
+from instructrec_batch.tracking import log_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class EvaluationResult:
     run_id: str
     metrics: pd.DataFrame  # method, metric, k, value, n_users
     report: ReportPaths
+    mlflow_run_id: str | None = None  # the (training) run the figures and report were logged to
 
     def table(self) -> str:
         return markdown_table(wide_table(self.metrics)) + "\n\n" + interval_table(self.metrics)
@@ -109,7 +111,7 @@ def _stored_scores(
         read_input(spark, cfg, C.CANDIDATE_SCORES)
         .where(
             (F.col(C.RUN_ID) == run_id)
-            & F.col("model_id").isin(scoring.model_id, f"{scoring.model_id}+fusion")
+            & F.col("model_id").isin(scoring.lineage(), scoring.lineage(fused=True))
             & (F.col("template_id") == scoring.spec.template_id)
         )
         .join(prompts.select(C.USER_ID), C.USER_ID, "left_semi")
@@ -193,7 +195,7 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
                 write_table(scored, cfg, staging.ref(f"model-{name.replace('/', '-')}"))
             scored = staging.read(spark, f"model-{name.replace('/', '-')}")
             stage(scored, name)
-            log.info("evaluate: %s %s (%s)", name, how, scoring.model_id)
+            log.info("evaluate: %s %s (%s)", name, how, scoring.lineage())
             task = name.split("/")[1]
             if name.startswith("lora/") and HYBRID in e.methods and task == "pointwise":
                 if scoring.fusion_head is None:
@@ -218,7 +220,7 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
             {C.RUN_ID: identity.run_id},
         )
         users = int(table["n_users"].max()) if len(table) else 0
-        run.model_id = ", ".join(sorted({s.model_id for s in scorings.values()})) or None
+        run.model_id = ", ".join(sorted({s.lineage() for s in scorings.values()})) or None
         run.add({"users": users, "methods": table[METHOD].nunique(), "prompts_users": n_users})
         report = write_report(
             table,
@@ -230,5 +232,17 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
                 "models": run.model_id or "none",
             },
         )
+        tuned = next((s for name, s in scorings.items() if name.startswith("lora/")), None)
+        tracked = (
+            log_evaluation(
+                cfg,
+                tuned.adapter if tuned else None,
+                tuned.adapter_sha256 if tuned else None,
+                table,
+                report.markdown.parent,
+            )
+            if cfg.mlflow.enabled
+            else None
+        )
     log.info("evaluate: report at %s", report.markdown)
-    return EvaluationResult(identity.run_id, table, report)
+    return EvaluationResult(identity.run_id, table, report, tracked)

@@ -62,7 +62,7 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
     s = cfg.score
     identity = run_identity(cfg)
     scoring = prepare_model_scoring(spark, cfg, s.adapter)
-    model_id = scoring.model_id
+    model_id = scoring.lineage()
     prompts_run = s.prompts_run_id or identity.run_id
     prompts, n_users = read_run_prompts(spark, cfg, prompts_run)
     slices = max(1, math.ceil(n_users / s.users_per_slice))
@@ -81,7 +81,7 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
         scored = staging.read(spark, "scored").withColumn(C.LM_SCORE, F.col("score"))
         if scoring.fusion_head is not None and s.fusion:
             scored = fuse(scored, read_run_evidence(spark, cfg, prompts_run), scoring.fusion_head)
-            model_id = run.model_id = f"{model_id}+fusion"
+            model_id = run.model_id = scoring.lineage(fused=True)
         # Recommendations first, candidate scores second, the runs row last: the run counts as
         # complete only when that row says 'succeeded' (see spark/runs.py).
         recs = top_k(scored, s.k).select(

@@ -21,6 +21,7 @@ from instructrec_batch.models.base import resolve_base
 from instructrec_batch.scoring.udf import MODEL, AdapterPayload, ScoringSpec, score_fn, scored_schema
 from instructrec_batch.spark.engine import is_connect
 from instructrec_batch.spark.tables import read_input, resolve, table_exists
+from instructrec_batch.tracking import ResolvedAdapter, resolve_adapter
 
 _PROMPT_INPUT = [
     "user_id",
@@ -51,16 +52,28 @@ class ModelScoring:
     payload: AdapterPayload
     model_id: str
     fusion_head: LinearRanker | None = None  # trained with the adapter: model score + evidence
+    adapter: ResolvedAdapter | None = None  # where the adapter came from (folder, registered version, run)
+    adapter_sha256: str | None = None
+
+    def lineage(self, fused: bool = False) -> str:
+        """The model_id written to output rows: base@sha+lora@sha[+fusion] [(models:/<name>/<version>)]."""
+        registered = self.adapter.registered if self.adapter else None
+        return f"{self.model_id}{'+fusion' if fused else ''}" + (f" ({registered})" if registered else "")
 
 
 def prepare_model_scoring(
     spark: SparkSession, cfg: Config, adapter_path: str | None, template_id: str | None = None
 ) -> ModelScoring:
-    """Check the base model and the adapter (files, sha256, base model) on the driver, before any task."""
+    """Check the base model and the adapter (files, sha256, base model) on the driver, before any task.
+
+    `adapter_path` is a folder or an MLflow models:/ or runs:/ reference, downloaded first and then
+    checked the same way, and the lineage then also names the registered version.
+    """
     s = cfg.score
     base = resolve_base(cfg)
     base_sha = base.sha256()
-    adapter = verify_adapter(adapter_path, base_sha256=base_sha) if adapter_path else None
+    source = resolve_adapter(cfg, adapter_path) if adapter_path else None
+    adapter = verify_adapter(source.folder, base_sha256=base_sha) if source else None
     trained_on = adapter.manifest.get("template_version") if adapter else None
     if trained_on and trained_on != cfg.prompt.template_version:
         raise ConfigError(
@@ -83,7 +96,14 @@ def prepare_model_scoring(
         max_batch_tokens=s.max_batch_tokens,
         cached_models=s.cached_models,
     )
-    return ModelScoring(spec, _payload(spark, adapter), model_id, adapter.fusion_head() if adapter else None)
+    return ModelScoring(
+        spec,
+        _payload(spark, adapter),
+        model_id,
+        adapter.fusion_head() if adapter else None,
+        source,
+        adapter.sha256 if adapter else None,
+    )
 
 
 def score_candidates(prompts: DataFrame, scoring: ModelScoring, partitions: int | None = None) -> DataFrame:

@@ -20,6 +20,7 @@ from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.spark.input_errors import explains_undecodable_inputs
 from instructrec_batch.spark.runs import recorded_run, run_identity
 from instructrec_batch.spark.tables import delta_version, read_input, resolve, table_exists
+from instructrec_batch.tracking import TrainingRecord, log_training
 from instructrec_batch.training.examples import TRAIN, VALID, build_examples
 from instructrec_batch.training.fusion import evidence_priors, fit_fusion_head
 from instructrec_batch.training.sequences import sequences
@@ -39,6 +40,7 @@ class TrainSummary:
     train_sequences: int
     val_sequences: int
     fusion: dict[str, float] = field(default_factory=dict)  # MRR of model / evidence / head on the fusion lists
+    mlflow: TrainingRecord | None = None  # the MLflow run and registered version (mlflow.enabled)
 
 
 @explains_undecodable_inputs
@@ -114,7 +116,10 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
             },
             fusion_head=head,
         )
-        run.model_id = f"{base.name}@{base_sha[:12]}+{info.sha256[:12]}"
+        record = log_training(cfg, out, info.manifest) if cfg.mlflow.enabled else None
+        run.model_id = f"{base.name}@{base_sha[:12]}+lora@{info.sha256[:12]}" + (
+            f" ({record.model_uri})" if record else ""
+        )
         run.add(
             {
                 "users": int(frame.user_id.nunique()),
@@ -133,6 +138,7 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
         len(train_seqs),
         len(val_seqs),
         fusion_figures,
+        record,
     )
     log.info("train: %s", summary)
     return summary
