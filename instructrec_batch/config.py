@@ -143,7 +143,7 @@ class PromptConfig(_Section):
     title_max_chars: int = Field(120, ge=8, description="item titles are cut to this many characters")
     title_max_tokens: int = Field(32, ge=2, description="... and to this many tokens")
     item_attributes: list[ItemAttribute] = Field(
-        default_factory=list,
+        default_factory=lambda: ["category", "brand"],
         description="items columns shown after each title ('Title | Comedy, Drama'); absent ones are skipped",
     )
     attribute_max_tokens: int = Field(16, ge=2, description="each shown attribute is cut to this many tokens")
@@ -181,6 +181,12 @@ class TrainConfig(_Section):
         True,
         description="one sequence per pointwise example (prefix once, suffixes masked apart); false = "
         "every candidate's sequence in full (the reference)",
+    )
+    micro_batch_tokens: int = Field(
+        1024,
+        ge=64,
+        description="a batch is run in parts of whole examples up to this many (padded) tokens, gradients "
+        "accumulated to the whole batch's: same updates, a fraction of the activation memory",
     )
     residual: bool = Field(
         False,

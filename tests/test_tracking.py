@@ -74,6 +74,8 @@ def test_training_is_logged_registered_and_scored_by_alias(spark, tracked: Confi
     )
     assert "eval/popularity/mrr_ci_low" in run.data.metrics
     assert "report/report.md" in {a.path for a in client.list_artifacts(record.run_id, "report")}
+    # Evaluated from the adapter folder instead, the figures still find the run through its sha256 tag.
+    assert evaluate_job(spark, _with(tracked, score={"adapter": trained.adapter})).mlflow_run_id == record.run_id
 
 
 def test_a_tampered_registered_artifact_is_refused_before_writing(spark, tracked: Config) -> None:

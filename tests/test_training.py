@@ -237,8 +237,8 @@ def test_pairwise_term_rewards_ranking_the_target_first_and_batches_keep_example
     logits[0, yes], logits[1, yes] = 0.0, 2.0  # now the negative is on top
     bad = _pairwise(logits, batch)
     assert good is not None and bad is not None
-    assert float(good) == pytest.approx(-math.log(1 / (1 + math.exp(-2.0))))  # one pair: group 0 only
-    assert float(bad) > float(good)
+    assert good[1] == 1 and float(good[0]) == pytest.approx(-math.log(1 / (1 + math.exp(-2.0))))  # group 0 only
+    assert float(bad[0]) > float(good[0])
     assert _pairwise(logits, batch[2:]) is None
 
     seqs = [
@@ -309,6 +309,40 @@ def test_one_pass_training_loss_and_gradients_equal_per_sequence(spark, protocol
     for name, grad in ref_grads.items():
         torch.testing.assert_close(packed_grads[name], grad, atol=1e-4, rtol=1e-3)
     assert any(float(g.abs().max()) > 1e-6 for g in ref_grads.values())
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_micro_batches_accumulate_the_whole_batchs_gradient(spark, protocol_cfg: Config, packed: bool) -> None:
+    """A batch run in parts of whole examples (train.micro_batch_tokens) gives the loss and LoRA
+    gradients of the batch run at once (fp32), with the pairwise term's mean over all of its pairs."""
+    from peft import LoraConfig, get_peft_model
+
+    from instructrec_batch.training.sequences import sequences
+    from instructrec_batch.training.trainer import _loss, accumulate_gradients, micro_batches
+
+    frame = _examples(spark, protocol_cfg)
+    base = resolve_base(protocol_cfg)
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    seqs = sequences(frame[frame.kind == "train"].head(4), tokenizer, load_templates(DEFAULT_VERSION), 1024)
+    seqs = [s.__class__(**{**s.__dict__, "prior": 0.1 * i}) for i, s in enumerate(seqs)]
+    parts = micro_batches(seqs, 64, packed)
+    assert len(parts) == 4 and all(len({s.group for s in part}) == 1 for part in parts)  # whole examples
+    assert [s for part in parts for s in part] == seqs
+    torch.manual_seed(0)
+    model = get_peft_model(
+        load_causal_lm(base.path),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False),
+    )
+    pad = pad_id_of(tokenizer)
+    model.zero_grad()
+    whole = _loss(model, seqs, pad, autocast=False, pairwise_weight=1.0, packed=packed)
+    (whole * 0.5).backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    parted = accumulate_gradients(model, seqs, pad, False, 1.0, packed, max_tokens=64, scale=0.5)
+    assert parted == pytest.approx(whole.item(), abs=1e-4)
+    for name, grad in expected.items():
+        torch.testing.assert_close(model.get_parameter(name).grad, grad, atol=1e-5, rtol=1e-4)
 
 
 def test_evidence_priors_follow_each_examples_candidate_order(spark, protocol_cfg: Config) -> None:

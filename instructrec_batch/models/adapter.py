@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,8 +138,18 @@ def verify_adapter(folder: Path | str, *, base_sha256: str | None = None) -> Ada
     return AdapterInfo(folder, actual, manifest)
 
 
+@contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Silence the FutureWarning transformers raises when peft's PeftModel reads the deprecated
+    `is_gradient_checkpointing` property while wrapping a model (peft's call, not this package's)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def load_adapter(model: Any, info: AdapterInfo) -> Any:
     """Wrap `model` with the verified adapter (inference mode)."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(info.path), is_trainable=False)
+    with peft_wrapping():
+        return PeftModel.from_pretrained(model, str(info.path), is_trainable=False)

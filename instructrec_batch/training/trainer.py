@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from instructrec_batch.config import TrainConfig
 from instructrec_batch.errors import TrainingError
 from instructrec_batch.hardware import cpu_has_amx_bf16
+from instructrec_batch.models.adapter import peft_wrapping
 from instructrec_batch.models.forward import decoder_of, last_logits
 from instructrec_batch.models.packing import PackedRow, attention_kind, pack_pointwise, packed_inputs
 from instructrec_batch.training.sequences import TrainSequence
@@ -83,13 +84,13 @@ def _batches(seqs: Sequence[TrainSequence], size: int, rng: random.Random) -> li
     return batches
 
 
-def _pairwise(logits: torch.Tensor, batch: Sequence[TrainSequence]) -> torch.Tensor | None:
-    """Mean -log sigmoid(score(target) - score(negative)) over the batch's pointwise pairs.
+def _pairwise(logits: torch.Tensor, batch: Sequence[TrainSequence]) -> tuple[torch.Tensor, int] | None:
+    """Sum of -log sigmoid(score(target) - score(negative)) over the batch's pointwise pairs, and their count.
 
     score = logit(Yes) - logit(No) + prior: what the scorer ranks by, plus the sequence's evidence
     prior, so that with priors the model learns what the evidence misses. Cross-entropy alone lets the
     model lower its loss by learning the Yes/No ratio of the data; this term only rewards ordering
-    each user's target above their negatives.
+    each user's target above their negatives. Pairs never cross examples.
     """
     rows = [i for i, s in enumerate(batch) if s.yes_no is not None]
     if not rows:
@@ -103,10 +104,20 @@ def _pairwise(logits: torch.Tensor, batch: Sequence[TrainSequence]) -> torch.Ten
     group = torch.tensor([batch[i].group for i in rows], device=device)
     positive = torch.tensor([batch[i].positive for i in rows], device=device)
     pairs = (group[:, None] == group[None, :]) & positive[:, None] & ~positive[None, :]
-    if not bool(pairs.any()):
+    count = int(pairs.sum())
+    if not count:
         return None
     margins = score[:, None] - score[None, :]
-    return -(F.logsigmoid(margins) * pairs).sum() / pairs.sum()
+    return -(F.logsigmoid(margins) * pairs).sum(), count
+
+
+def _unit_indices(batch: Sequence[TrainSequence]) -> list[list[int]]:
+    """The batch's examples in order of first appearance: a pointwise example's sequences together,
+    any other sequence alone."""
+    units: dict[int, list[int]] = {}
+    for i, seq in enumerate(batch):
+        units.setdefault(seq.group if seq.group >= 0 else -1 - i, []).append(i)
+    return list(units.values())
 
 
 def _per_sequence_logits(model: Any, batch: Sequence[TrainSequence], pad_id: int) -> torch.Tensor:
@@ -116,11 +127,9 @@ def _per_sequence_logits(model: Any, batch: Sequence[TrainSequence], pad_id: int
 
 def _packed_logits(model: Any, batch: Sequence[TrainSequence], pad_id: int) -> torch.Tensor:
     """The same logits with each pointwise example in one packed sequence (its prefix run once)."""
-    units: dict[int, list[int]] = {}
-    for i, seq in enumerate(batch):
-        units.setdefault(seq.group if seq.group >= 0 else -1 - i, []).append(i)
+    units = _unit_indices(batch)
     rows, where = [], []  # where[k] = (row, position) of batch[k]'s answer
-    for members in units.values():
+    for members in units:
         first = batch[members[0]]
         if first.group < 0 or first.prefix_len == 0:
             ids = first.input_ids
@@ -130,7 +139,7 @@ def _packed_logits(model: Any, batch: Sequence[TrainSequence], pad_id: int) -> t
             suffixes = [batch[k].input_ids[first.prefix_len :] for k in members]
             rows.append(pack_pointwise(prefix, suffixes, 0, 0))
         where += [(len(rows) - 1, at) for at in rows[-1].answer_at]
-    order = [k for members in units.values() for k in members]
+    order = [k for members in units for k in members]
     device = next(model.parameters()).device
     inputs = packed_inputs(rows, pad_id, device, attention_kind(model))
     hidden = decoder_of(model)(**inputs, use_cache=False).last_hidden_state
@@ -143,6 +152,17 @@ def _packed_logits(model: Any, batch: Sequence[TrainSequence], pad_id: int) -> t
     return out
 
 
+def _loss_sums(
+    model: Any, batch: Sequence[TrainSequence], pad_id: int, autocast: bool, packed: bool
+) -> tuple[torch.Tensor, tuple[torch.Tensor, int] | None]:
+    """(answer cross-entropy summed over the batch's sequences, pairwise sum and pair count or None)."""
+    device = next(model.parameters()).device
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+        logits = (_packed_logits if packed else _per_sequence_logits)(model, batch, pad_id)
+    answers = torch.tensor([s.answer_id for s in batch], device=logits.device)
+    return F.cross_entropy(logits.float(), answers, reduction="sum"), _pairwise(logits, batch)
+
+
 def _loss(
     model: Any,
     batch: Sequence[TrainSequence],
@@ -151,21 +171,85 @@ def _loss(
     pairwise_weight: float = 0.0,
     packed: bool = True,
 ) -> torch.Tensor:
-    """Answer-token cross-entropy, plus the weighted pairwise ranking term when asked for.
+    """Mean answer-token cross-entropy, plus the weighted mean pairwise ranking term when asked for.
 
     `packed` runs each pointwise example as one sequence (prefix once, suffixes masked apart); the
     per-sequence path computes the same numbers with every candidate's sequence in full.
     """
-    device = next(model.parameters()).device
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-        logits = (_packed_logits if packed else _per_sequence_logits)(model, batch, pad_id)
-    answers = torch.tensor([s.answer_id for s in batch], device=logits.device)
-    loss = F.cross_entropy(logits.float(), answers)
-    if pairwise_weight > 0:
-        ranking = _pairwise(logits, batch)
-        if ranking is not None:
-            loss = loss + pairwise_weight * ranking
+    ce, ranking = _loss_sums(model, batch, pad_id, autocast, packed)
+    loss = ce / len(batch)
+    if pairwise_weight > 0 and ranking is not None:
+        loss = loss + pairwise_weight * ranking[0] / ranking[1]
     return loss
+
+
+def _units(batch: Sequence[TrainSequence]) -> list[list[TrainSequence]]:
+    return [[batch[i] for i in members] for members in _unit_indices(batch)]
+
+
+def _unit_tokens(unit: Sequence[TrainSequence], packed: bool) -> int:
+    if packed and unit[0].group >= 0 and unit[0].prefix_len:
+        prefix = unit[0].prefix_len
+        return prefix + sum(len(s.input_ids) - prefix for s in unit)
+    return sum(len(s.input_ids) for s in unit) if not packed else len(unit[0].input_ids)
+
+
+def micro_batches(batch: Sequence[TrainSequence], max_tokens: int, packed: bool) -> list[list[TrainSequence]]:
+    """Whole examples in order, cut so each part's padded token count stays within `max_tokens`
+    (an example larger than that is a part of its own)."""
+    parts: list[list[TrainSequence]] = []
+    current: list[TrainSequence] = []
+    rows, longest = 0, 0
+    for unit in _units(batch):
+        tokens = _unit_tokens(unit, packed)
+        unit_rows = 1 if packed and unit[0].group >= 0 else len(unit)
+        unit_longest = tokens if packed and unit[0].group >= 0 else max(len(s.input_ids) for s in unit)
+        if current and (rows + unit_rows) * max(longest, unit_longest) > max_tokens:
+            parts.append(current)
+            current, rows, longest = [], 0, 0
+        current += unit
+        rows, longest = rows + unit_rows, max(longest, unit_longest)
+    if current:
+        parts.append(current)
+    return parts
+
+
+def accumulate_gradients(
+    model: Any,
+    batch: Sequence[TrainSequence],
+    pad_id: int,
+    autocast: bool,
+    pairwise_weight: float,
+    packed: bool,
+    max_tokens: int,
+    scale: float = 1.0,
+) -> float:
+    """Backpropagate `scale` × the batch's `_loss` in micro-batches of at most `max_tokens`; return the loss.
+
+    Each part contributes its cross-entropy sum / the batch's sequence count and its pairwise sum /
+    the batch's pair count (pairs never cross examples, and parts hold whole examples), so the
+    accumulated gradient is the whole batch's, while only one part's activations are alive at a time.
+    """
+    parts = micro_batches(batch, max_tokens, packed)
+    if len(parts) == 1:
+        loss = _loss(model, batch, pad_id, autocast, pairwise_weight, packed)
+        (loss * scale).backward()
+        return float(loss.item())
+    pairs = 0
+    if pairwise_weight > 0:
+        for unit in _units(batch):
+            points = [s for s in unit if s.yes_no is not None]
+            positives = sum(1 for s in points if s.positive)
+            pairs += positives * (len(points) - positives) if unit[0].group >= 0 else 0
+    total = 0.0
+    for part in parts:
+        ce, ranking = _loss_sums(model, part, pad_id, autocast, packed)
+        loss = ce / len(batch)
+        if pairwise_weight > 0 and ranking is not None and pairs:
+            loss = loss + pairwise_weight * ranking[0] / pairs
+        (loss * scale).backward()
+        total += float(loss.item())
+    return total
 
 
 @torch.inference_mode()
@@ -208,7 +292,8 @@ def train_lora(
         task_type="CAUSAL_LM",
         bias="none",
     )
-    model = get_peft_model(base_model, lora)
+    with peft_wrapping():
+        model = get_peft_model(base_model, lora)
     eval_batch = cfg.batch_size * 2
     # The budget covers the whole loop, validations included: the zero-shot pass tells how long one
     # validation takes, and training stops early enough to fit the last one inside the budget.
@@ -235,9 +320,17 @@ def train_lora(
                 batches = _batches(train, cfg.batch_size, rng)
             step_start = time.monotonic()
             batch = batches.pop()
-            loss = _loss(model, batch, pad_id, autocast, cfg.pairwise_weight, cfg.packed) / cfg.grad_accum
-            loss.backward()
-            running += loss.item()
+            loss = accumulate_gradients(
+                model,
+                batch,
+                pad_id,
+                autocast,
+                cfg.pairwise_weight,
+                cfg.packed,
+                cfg.micro_batch_tokens,
+                scale=1.0 / cfg.grad_accum,
+            )
+            running += loss / cfg.grad_accum
             result.examples_seen += len({s.group if s.group >= 0 else -1 - i for i, s in enumerate(batch)})
             result.train_seconds += time.monotonic() - step_start
         step_start = time.monotonic()
@@ -257,7 +350,7 @@ def train_lora(
         out_of_time = elapsed + val_seconds > cfg.max_minutes * 60
         if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
             val = evaluate(model, valid, pad_id, eval_batch, autocast, cfg.packed)
-            result.history.append({"step": step, "val_loss": val, "train_loss": loss.item() * cfg.grad_accum})
+            result.history.append({"step": step, "val_loss": val, "train_loss": loss})
             log.info("step %d validation loss %.4f (zero-shot %.4f)", step, val, zero_shot)
             if val < best_val - 1e-4:
                 best_val, bad_evals = val, 0
