@@ -20,6 +20,8 @@ from instructrec_batch.periodic import every
 
 log = logging.getLogger(__name__)
 
+PROGRESS_CHUNK = 64  # users scored between progress counts (one packed forward holds a few on CPUs)
+
 _lock = threading.Lock()
 _users = 0
 _candidates = 0
@@ -68,9 +70,10 @@ def reporting(label: str, total_users: int, every_s: float) -> Iterator[None]:
         if users == 0:
             if not said_nothing_yet:
                 log.info(
-                    "%s: no user scored yet (with executors in other processes, as on classic Spark, progress "
-                    "is not visible here: see the Spark UI)",
+                    "%s: no user scored yet (counts arrive every %d users; where executors run in other "
+                    "processes, as on classic Spark, they never arrive here: see the Spark UI)",
                     label,
+                    PROGRESS_CHUNK,
                 )
                 said_nothing_yet = True
             return

@@ -18,12 +18,11 @@ import pandas as pd
 
 from instructrec_batch import contracts as C
 from instructrec_batch.hardware import cpu_has_amx_bf16
-from instructrec_batch.scoring.progress import note_scored
+from instructrec_batch.scoring.progress import PROGRESS_CHUNK, note_scored
 from instructrec_batch.spark.faults import note_batch
 
 log = logging.getLogger(__name__)
 
-PROGRESS_CHUNK = 64  # users scored between progress counts (one packed forward holds a few on CPUs)
 
 RETRIEVAL_ORDER = "retrieval_order"
 MODEL = "model"
