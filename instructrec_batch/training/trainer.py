@@ -187,11 +187,12 @@ def _units(batch: Sequence[TrainSequence]) -> list[list[TrainSequence]]:
     return [[batch[i] for i in members] for members in _unit_indices(batch)]
 
 
-def _unit_tokens(unit: Sequence[TrainSequence], packed: bool) -> int:
+def _unit_shape(unit: Sequence[TrainSequence], packed: bool) -> tuple[int, int]:
+    """(rows, longest row) an example adds to a padded forward: one packed row, or a row per sequence."""
     if packed and unit[0].group >= 0 and unit[0].prefix_len:
         prefix = unit[0].prefix_len
-        return prefix + sum(len(s.input_ids) - prefix for s in unit)
-    return sum(len(s.input_ids) for s in unit) if not packed else len(unit[0].input_ids)
+        return 1, prefix + sum(len(s.input_ids) - prefix for s in unit)
+    return len(unit), max(len(s.input_ids) for s in unit)
 
 
 def micro_batches(batch: Sequence[TrainSequence], max_tokens: int, packed: bool) -> list[list[TrainSequence]]:
@@ -201,9 +202,7 @@ def micro_batches(batch: Sequence[TrainSequence], max_tokens: int, packed: bool)
     current: list[TrainSequence] = []
     rows, longest = 0, 0
     for unit in _units(batch):
-        tokens = _unit_tokens(unit, packed)
-        unit_rows = 1 if packed and unit[0].group >= 0 else len(unit)
-        unit_longest = tokens if packed and unit[0].group >= 0 else max(len(s.input_ids) for s in unit)
+        unit_rows, unit_longest = _unit_shape(unit, packed)
         if current and (rows + unit_rows) * max(longest, unit_longest) > max_tokens:
             parts.append(current)
             current, rows, longest = [], 0, 0
