@@ -3,6 +3,7 @@ the blend/fusion ranker, and identical rows on the local engine and classic Spar
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
 from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
+from instructrec_batch.evidence.staged import staged_evidence
+from instructrec_batch.spark.tables import Staging
 from tests.helpers import REPO, load_synthetic, run_cli, write_parquet_inputs
 
 SCHEMA = "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP"
@@ -115,6 +118,32 @@ def test_heavy_users_are_capped(spark) -> None:
     ev = _evidence(spark, _rows(seqs), [(2, 1), (2, 260)], cfg)
     assert ev.loc[(2, 1), C.EV_POPULARITY] == 0.0  # item 1 is outside user 1's newest 50 (251..300)
     assert ev.loc[(2, 260), C.EV_POPULARITY] == pytest.approx(np.log1p(1))
+
+
+def test_item_hash_slices_give_exactly_the_unsliced_evidence(spark, cfg, caplog) -> None:
+    """Sliced counting (what bounds memory at scale) must not change a single value."""
+    rng = np.random.default_rng(3)
+    seqs = {u: list(rng.choice(40, size=12, replace=False)) for u in range(30)}
+    candidates = pd.DataFrame(
+        [(u, int(i), int(r)) for u in range(30) for r, i in enumerate(rng.choice(40, size=6, replace=False), 1)],
+        columns=["user_id", "item_id", C.RETRIEVAL_RANK],
+    )
+    train = spark.createDataFrame(_rows(seqs), SCHEMA)
+    cands = spark.createDataFrame(candidates, CAND_SCHEMA + f", {C.RETRIEVAL_RANK} INT")
+    sliced_cfg = cfg.model_copy(
+        update={"evidence": EvidenceConfig(window=3, history=5, max_items=50, pairs_per_slice=200)}
+    )
+    whole = candidate_evidence(train, cands, sliced_cfg.evidence).toPandas()
+    with caplog.at_level(logging.INFO, "instructrec_batch.evidence.staged"), Staging(sliced_cfg, "t") as staging:
+        sliced = staged_evidence(spark, sliced_cfg, train, cands, staging, "ev").toPandas()
+    # 30 users x 12 items x window 3 = 1080 windowed pairs at 200 per slice: 6 slices.
+    assert any("slice 6/6" in message for message in caplog.messages)
+    keys = ["user_id", "item_id"]
+    assert len(sliced) == len(whole) == 180
+    pd.testing.assert_frame_equal(
+        sliced.sort_values(keys).reset_index(drop=True), whole.sort_values(keys).reset_index(drop=True)
+    )
+    assert (whole[C.EV_COOC_SUM] > 0).mean() > 0.5  # the comparison covers real co-occurrence
 
 
 def test_ranker_learns_the_useful_feature_and_round_trips() -> None:

@@ -1,7 +1,7 @@
 """`bench evidence`: the collaborative evidence of every candidate on synthetic tables, timed alone.
 
 Same synthetic tables as `bench prompts` (generated in Spark, not timed). The evidence of all
-users × candidates is computed from the interactions and written to a Delta table (so the work is
+users × candidates is computed from the interactions and staged slice by slice (so the work is
 really done), as the prompts job does. Prints seconds, users/s and the peak RSS.
 """
 
@@ -17,8 +17,9 @@ from instructrec_batch import contracts as C
 from instructrec_batch.bench.memory import peak_rss
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
-from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
-from instructrec_batch.spark.tables import read_input, read_table, resolve, write_table
+from instructrec_batch.evidence.features import evidence_interactions
+from instructrec_batch.evidence.staged import staged_evidence
+from instructrec_batch.spark.tables import Staging, read_input
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class EvidenceBench:
     candidates_per_user: int
     window: int
     history: int
+    pairs_per_slice: int
     seconds: float
     users_per_s: float
     rows: int
@@ -41,14 +43,13 @@ def bench_evidence(
     synthetic_tables(spark, cfg, users, items, per_user, cands)
     interactions = read_input(spark, cfg, C.INTERACTIONS)
     candidates = read_input(spark, cfg, C.CANDIDATES)
-    target = resolve(cfg, "candidate_evidence")
-    with peak_rss() as memory:
+    with Staging(cfg, "bench-evidence") as staging, peak_rss() as memory:
         start = time.perf_counter()
-        write_table(
-            candidate_evidence(evidence_interactions(interactions, None), candidates, cfg.evidence), cfg, target
+        evidence = staged_evidence(
+            spark, cfg, evidence_interactions(interactions, None), candidates, staging, "evidence"
         )
         seconds = time.perf_counter() - start
-    rows = read_table(spark, cfg, target).count()
+        rows = evidence.count()
     return EvidenceBench(
         users,
         items,
@@ -56,6 +57,7 @@ def bench_evidence(
         cands,
         cfg.evidence.window,
         cfg.evidence.history,
+        cfg.evidence.pairs_per_slice,
         round(seconds, 2),
         round(users / seconds, 1),
         rows,

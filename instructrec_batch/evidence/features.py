@@ -60,16 +60,29 @@ def user_sequences(train: DataFrame, max_items: int) -> DataFrame:
     return latest.withColumn(_POS, newest).where(F.col(_POS) <= max_items).select(C.USER_ID, C.ITEM_ID, _POS)
 
 
-def pair_counts(sequences: DataFrame, window: int) -> DataFrame:
-    """_a, _b, _co: in how many users' sequences items a and b lie 1..window positions apart (both orders)."""
-    left = sequences.select(
+def item_part(item: Column, part: tuple[int, int]) -> Column:
+    """Whether `item` falls in item-hash slice `part` = (index, count) (always true for one slice)."""
+    index, count = part
+    return F.lit(True) if count == 1 else F.pmod(F.xxhash64(item), F.lit(count)) == index
+
+
+def pair_counts(sequences: DataFrame, window: int, part: tuple[int, int] = (0, 1)) -> DataFrame:
+    """_a, _b, _co: in how many users' sequences items a and b lie 1..window positions apart (both
+    orders), for the items a of item-hash slice `part` only.
+
+    The slice filter sits on the inputs of the self-join, so a slice costs its share of the pairs."""
+    ahead = sequences.select(
         C.USER_ID,
-        F.col(C.ITEM_ID).alias("_a"),
+        C.ITEM_ID,
         F.explode(F.sequence(F.col(_POS) + 1, F.col(_POS) + window)).alias(_POS),
     )
-    right = sequences.select(C.USER_ID, F.col(C.ITEM_ID).alias("_b"), _POS)
-    one_way = left.join(right, [C.USER_ID, _POS]).select("_a", "_b")
-    both = one_way.unionByName(one_way.select(F.col("_b").alias("_a"), F.col("_a").alias("_b")))
+    behind = sequences.select(C.USER_ID, C.ITEM_ID, _POS)
+    in_part = item_part(F.col(C.ITEM_ID), part)
+    forward = ahead.where(in_part).join(behind.withColumnRenamed(C.ITEM_ID, "_b"), [C.USER_ID, _POS])
+    backward = behind.where(in_part).join(ahead.withColumnRenamed(C.ITEM_ID, "_b"), [C.USER_ID, _POS])
+    both = forward.select(F.col(C.ITEM_ID).alias("_a"), "_b").unionByName(
+        backward.select(F.col(C.ITEM_ID).alias("_a"), "_b")
+    )
     return both.groupBy("_a", "_b").agg(F.count(F.lit(1)).alias("_co"))
 
 
@@ -85,9 +98,18 @@ def candidate_evidence(train: DataFrame, candidates: DataFrame, cfg: EvidenceCon
     shows it. Without it the history is the user's newest items (before the candidate itself when the
     user holds it).
     """
-    seqs = user_sequences(train, cfg.max_items)
+    return sequence_evidence(user_sequences(train, cfg.max_items), candidates, cfg)
+
+
+def sequence_evidence(
+    seqs: DataFrame, candidates: DataFrame, cfg: EvidenceConfig, part: tuple[int, int] = (0, 1)
+) -> DataFrame:
+    """candidate_evidence from `user_sequences` output, for the candidate items of item-hash slice
+    `part` = (index, count) only: every row of a (user, candidate) depends on pairs whose first item is
+    the candidate, so slices partition the output and their union equals the whole."""
+    candidates = candidates.where(item_part(F.col(C.ITEM_ID), part))
     counts = seqs.groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_n"))
-    pairs = pair_counts(seqs, cfg.window)
+    pairs = pair_counts(seqs, cfg.window, part)
     keys = [C.USER_ID, C.ITEM_ID, *([AS_OF] if AS_OF in candidates.columns else [])]
     rank = (
         F.first(C.RETRIEVAL_RANK, ignorenulls=True).alias("_rank")

@@ -19,7 +19,8 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import history_cut, sample_users
 from instructrec_batch.errors import ConfigError, ContractError
-from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
+from instructrec_batch.evidence.features import evidence_interactions
+from instructrec_batch.evidence.staged import staged_evidence
 from instructrec_batch.models.base import load_tokenizer, resolve_base
 from instructrec_batch.prompts.budget import prompt_tokens
 from instructrec_batch.prompts.frames import titled_items
@@ -302,9 +303,9 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
         keyed = candidates.where(~null_keys([C.USER_ID, C.ITEM_ID]))
         ranks = [C.RETRIEVAL_RANK] if C.RETRIEVAL_RANK in candidates.columns else []
         listed = keyed.select(C.USER_ID, C.ITEM_ID, *ranks)
-        evidence = candidate_evidence(evidence_interactions(interactions, holdout), listed, cfg.evidence)
-        write_table(evidence, cfg, staging.ref("evidence"))
-        evidence = staging.read(spark, "evidence")
+        evidence = staged_evidence(
+            spark, cfg, evidence_interactions(interactions, holdout), listed, staging, "evidence"
+        )
         per_user = candidates.where(F.col(C.USER_ID).isNotNull()).groupBy(C.USER_ID).count()
         stats = per_user.agg(F.count(F.lit(1)).alias("users"), F.max("count").alias("longest")).first()
         max_cands = (stats["longest"] or 1) if template.task == "listwise" else 1
