@@ -22,7 +22,7 @@ from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.prompts.render import context_of, render_pointwise
 from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.spark.tables import read_input
-from instructrec_batch.training.examples import build_examples
+from instructrec_batch.training.examples import _sample_negatives, build_examples
 from instructrec_batch.training.job import train_job
 from tests.helpers import load_synthetic
 
@@ -90,6 +90,29 @@ def test_no_validation_or_test_item_in_training_examples(spark, protocol_cfg: Co
     listwise = examples[examples.task_form == "listwise"]
     assert listwise.candidate_ids.map(len).eq(20).all()
     assert listwise.apply(lambda r: r.target_item_id in list(r.candidate_ids), axis=1).all()
+
+
+def test_popularity_negatives_follow_interaction_counts_for_training_targets_only(spark) -> None:
+    """Item 0 holds 300 of 319 training interactions: popularity draws pick it for nearly every
+    training target, uniform draws (validation, fusion, and the default) for about 3 in 20."""
+    titles = spark.createDataFrame(pd.DataFrame({C.ITEM_ID: range(20), C.TITLE: [f"t{i}" for i in range(20)]}))
+    weights = spark.createDataFrame(pd.DataFrame({C.ITEM_ID: [0] * 300 + list(range(1, 20))}))
+    targets = spark.createDataFrame(
+        pd.DataFrame(
+            {C.USER_ID: list(range(100, 200)) * 2, C.ITEM_ID: [19] * 200, "kind": ["train"] * 100 + ["valid"] * 100}
+        )
+    )
+    seen = targets.select(C.USER_ID, C.ITEM_ID)
+
+    def share_with_item_0(popularity) -> pd.Series:
+        drawn = _sample_negatives(targets, titles, seen, 3, 7, popularity).toPandas()
+        assert drawn.groupby([C.USER_ID, "kind"]).size().eq(3).all()  # never short of distinct items
+        assert (drawn[C.ITEM_ID] != 19).all()  # a seen item is never a negative
+        return drawn.groupby("kind").apply(lambda k: k[C.ITEM_ID].eq(0).sum() / 100, include_groups=False)
+
+    by_popularity, uniform = share_with_item_0(weights), share_with_item_0(None)
+    assert by_popularity["train"] > 0.9
+    assert by_popularity["valid"] < 0.4 and uniform["train"] < 0.4 and uniform["valid"] < 0.4
 
 
 @pytest.mark.parametrize("version", [DEFAULT_VERSION, "v3"])

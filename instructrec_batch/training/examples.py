@@ -104,7 +104,8 @@ def build_examples(
     templates = load_templates(cfg.prompt.template_version)
     for task in tasks:
         wanted = t.fusion_negatives if fusion else t.negatives if task == "pointwise" else t.list_size - 1
-        negatives = _sample_negatives(targets, titles, rows, wanted, t.seed)
+        by_popularity = train_seq.select(C.ITEM_ID) if t.negative_sampling == "popularity" else None
+        negatives = _sample_negatives(targets, titles, rows, wanted, t.seed, by_popularity)
         source = evidence_interactions(interactions, holdout) if templates.get(f"{task}-0").shows_evidence else None
         cands = _candidate_lists(targets, negatives, titles, t.seed, source, cfg)
         n_templates = len(templates.ids(task))
@@ -146,16 +147,46 @@ def build_examples(
     return result
 
 
-def _sample_negatives(targets: DataFrame, titles: DataFrame, seen_rows: DataFrame, wanted: int, seed: int) -> DataFrame:
-    """`wanted` distinct titled items per target that the user never interacted with (hash draws)."""
-    indexed = titles.select(C.ITEM_ID).withColumn("_idx", F.row_number().over(Window.orderBy(C.ITEM_ID)) - 1)
-    n_items = F.lit(indexed.count())
+def _sample_negatives(
+    targets: DataFrame,
+    titles: DataFrame,
+    seen_rows: DataFrame,
+    wanted: int,
+    seed: int,
+    popularity: DataFrame | None = None,
+) -> DataFrame:
+    """`wanted` distinct titled items per target that the user never interacted with (hash draws).
+
+    Draws are uniform over titled items; with `popularity` (one item_id row per training
+    interaction), every other draw of a training target follows those interaction counts instead,
+    while validation and fusion targets keep uniform draws (their lists must look like the
+    evaluation's).
+    """
+    uniform = titles.select(C.ITEM_ID).withColumn("_c", F.lit(1))
+    pools = {"uniform": uniform}
+    if popularity is not None:
+        pools["popularity"] = popularity.join(titles.select(C.ITEM_ID), C.ITEM_ID).groupBy(C.ITEM_ID).count()
+        pools["popularity"] = pools["popularity"].withColumnRenamed("count", "_c")
+    ranges, sizes = [], {}
+    for name, pool in pools.items():
+        indexed, size = _item_ranges(pool)
+        ranges.append(indexed.withColumn("_pool", F.lit(name)))
+        sizes[name] = max(size, 1)
+    slots = ranges[0] if len(ranges) == 1 else ranges[0].unionByName(ranges[1])
+    # Training targets alternate: even draws by popularity, odd draws uniform, so lists mix popular
+    # and random items and never run short of distinct items when a few items dominate the counts.
+    by_popularity = (F.col("kind") == TRAIN) & (F.col("_j") % 2 == 0)
+    pool = F.lit("uniform") if popularity is None else F.when(by_popularity, "popularity").otherwise("uniform")
+    size = F.when(pool == "popularity", F.lit(sizes.get("popularity", 1))).otherwise(F.lit(sizes["uniform"]))
     draws = wanted * 3 + 10  # enough that anti-joined draws rarely fall short
     drawn = (
         targets.select(C.USER_ID, F.col(C.ITEM_ID).alias("target_item_id"), "kind")
         .withColumn("_j", F.explode(F.sequence(F.lit(0), F.lit(draws - 1))))
-        .withColumn("_idx", F.pmod(_hash_int(seed, C.USER_ID, "target_item_id", "_j"), n_items))
-        .join(indexed, "_idx")
+        .withColumn("_pool", pool)
+        .withColumn("_u", F.pmod(_hash_int(seed, C.USER_ID, "target_item_id", "_j"), size))
+        .withColumn("_bucket", (F.col("_u") / _BUCKET).cast("long"))
+        .join(slots, ["_pool", "_bucket"])
+        .where((F.col("_lo") <= F.col("_u")) & (F.col("_u") < F.col("_hi")))
         .join(seen_rows.select(C.USER_ID, C.ITEM_ID).distinct(), [C.USER_ID, C.ITEM_ID], "left_anti")
     )
     first_draw = Window.partitionBy(C.USER_ID, "target_item_id", "kind", C.ITEM_ID).orderBy("_j")
@@ -166,6 +197,19 @@ def _sample_negatives(targets: DataFrame, titles: DataFrame, seen_rows: DataFram
         .where(F.col("_r") <= wanted)
         .select(C.USER_ID, "target_item_id", "kind", C.ITEM_ID)
     )
+
+
+_BUCKET = 64  # draws are matched to item ranges within buckets of this many slots (no range join)
+
+
+def _item_ranges(weights: DataFrame) -> tuple[DataFrame, int]:
+    """item_id with its slots [_lo, _hi) out of `size` (one per unit of weight `_c`), listed under
+    every `_bucket` the range touches, so a draw u in [0, size) finds its item by an equality join."""
+    order = Window.orderBy(C.ITEM_ID).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    ranged = weights.withColumn("_hi", F.sum("_c").over(order)).withColumn("_lo", F.col("_hi") - F.col("_c"))
+    size = ranged.agg(F.max("_hi")).first()[0] or 0
+    buckets = F.sequence((F.col("_lo") / _BUCKET).cast("long"), ((F.col("_hi") - 1) / _BUCKET).cast("long"))
+    return ranged.select(C.ITEM_ID, "_lo", "_hi", F.explode(buckets).alias("_bucket")), int(size)
 
 
 def _candidate_lists(
