@@ -100,9 +100,14 @@ def bench_scoring(
     point_prompts, list_prompts = prompts_for(pointwise), prompts_for(listwise)
     n_cands = sum(len(p.candidates) for p in point_prompts)
     with peak_rss() as memory:
+
+        def load() -> ModelHandle:
+            tokenizer = load_tokenizer(base.path)
+            return ModelHandle(load_causal_lm(base.path, dtype, device), tokenizer, pad_id_of(tokenizer))
+
         load_start = time.perf_counter()
-        tokenizer = load_tokenizer(base.path)
-        handle = ModelHandle(load_causal_lm(base.path, dtype, device), tokenizer, pad_id_of(tokenizer))
+        handle = load()
+        tokenizer = handle.tokenizer
         load_seconds = time.perf_counter() - load_start
         prefix_lens, naive_tokens, shared_tokens, listwise_tokens = [], 0, 0, 0
         for p, q in zip(point_prompts, list_prompts, strict=True):
@@ -132,8 +137,7 @@ def bench_scoring(
         score_job(spark, job_cfg)
         job_s = time.perf_counter() - job_start
         after_start = time.perf_counter()  # in process again, model load included: brackets the job in time
-        tokenizer = load_tokenizer(base.path)
-        handle = ModelHandle(load_causal_lm(base.path, dtype, device), tokenizer, pad_id_of(tokenizer))
+        handle = load()
         _timed(make_scorer("pointwise", "onepass", handle, batch, tokens), point_prompts)
         after_s = time.perf_counter() - after_start
         del handle

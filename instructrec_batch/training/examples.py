@@ -162,22 +162,19 @@ def _sample_negatives(
     while validation and fusion targets keep uniform draws (their lists must look like the
     evaluation's).
     """
-    uniform = titles.select(C.ITEM_ID).withColumn("_c", F.lit(1))
-    pools = {"uniform": uniform}
+    slots, n_items = _item_ranges(titles.select(C.ITEM_ID).withColumn("_c", F.lit(1)), "uniform")
+    pool, size = F.lit("uniform"), F.lit(n_items)
     if popularity is not None:
-        pools["popularity"] = popularity.join(titles.select(C.ITEM_ID), C.ITEM_ID).groupBy(C.ITEM_ID).count()
-        pools["popularity"] = pools["popularity"].withColumnRenamed("count", "_c")
-    ranges, sizes = [], {}
-    for name, pool in pools.items():
-        indexed, size = _item_ranges(pool)
-        ranges.append(indexed.withColumn("_pool", F.lit(name)))
-        sizes[name] = max(size, 1)
-    slots = ranges[0] if len(ranges) == 1 else ranges[0].unionByName(ranges[1])
-    # Training targets alternate: even draws by popularity, odd draws uniform, so lists mix popular
-    # and random items and never run short of distinct items when a few items dominate the counts.
-    by_popularity = (F.col("kind") == TRAIN) & (F.col("_j") % 2 == 0)
-    pool = F.lit("uniform") if popularity is None else F.when(by_popularity, "popularity").otherwise("uniform")
-    size = F.when(pool == "popularity", F.lit(sizes.get("popularity", 1))).otherwise(F.lit(sizes["uniform"]))
+        counts = (
+            popularity.join(titles.select(C.ITEM_ID), C.ITEM_ID).groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_c"))
+        )
+        popular, n_interactions = _item_ranges(counts, "popularity")
+        slots = slots.unionByName(popular)
+        # Training targets alternate: even draws by popularity, odd draws uniform, so lists mix popular
+        # and random items and never run short of distinct items when a few items dominate the counts.
+        by_popularity = (F.col("kind") == TRAIN) & (F.col("_j") % 2 == 0)
+        pool = F.when(by_popularity, "popularity").otherwise("uniform")
+        size = F.when(by_popularity, F.lit(n_interactions)).otherwise(F.lit(n_items))
     draws = wanted * 3 + 10  # enough that anti-joined draws rarely fall short
     drawn = (
         targets.select(C.USER_ID, F.col(C.ITEM_ID).alias("target_item_id"), "kind")
@@ -202,14 +199,16 @@ def _sample_negatives(
 _BUCKET = 64  # draws are matched to item ranges within buckets of this many slots (no range join)
 
 
-def _item_ranges(weights: DataFrame) -> tuple[DataFrame, int]:
+def _item_ranges(weights: DataFrame, pool: str) -> tuple[DataFrame, int]:
     """item_id with its slots [_lo, _hi) out of `size` (one per unit of weight `_c`), listed under
-    every `_bucket` the range touches, so a draw u in [0, size) finds its item by an equality join."""
+    every `_bucket` the range touches and tagged `_pool`, so a draw u in [0, size) finds its item by
+    an equality join."""
     order = Window.orderBy(C.ITEM_ID).rowsBetween(Window.unboundedPreceding, Window.currentRow)
     ranged = weights.withColumn("_hi", F.sum("_c").over(order)).withColumn("_lo", F.col("_hi") - F.col("_c"))
     size = ranged.agg(F.max("_hi")).first()[0] or 0
     buckets = F.sequence((F.col("_lo") / _BUCKET).cast("long"), ((F.col("_hi") - 1) / _BUCKET).cast("long"))
-    return ranged.select(C.ITEM_ID, "_lo", "_hi", F.explode(buckets).alias("_bucket")), int(size)
+    slots = ranged.select(C.ITEM_ID, "_lo", "_hi", F.explode(buckets).alias("_bucket"), F.lit(pool).alias("_pool"))
+    return slots, max(int(size), 1)
 
 
 def _candidate_lists(
