@@ -16,6 +16,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ConfigError, ContractError
 from instructrec_batch.evidence.ranker import LinearRanker
+from instructrec_batch.hardware import release_openmp_threads
 from instructrec_batch.models.adapter import AdapterInfo, read_blob, verify_adapter
 from instructrec_batch.models.base import resolve_base
 from instructrec_batch.scoring.udf import MODEL, AdapterPayload, ScoringSpec, score_fn, scored_schema
@@ -107,7 +108,12 @@ def prepare_model_scoring(
 
 
 def score_candidates(prompts: DataFrame, scoring: ModelScoring, partitions: int | None = None) -> DataFrame:
-    """One row per candidate: user_id, item_id, score, position, ranked_by, template_id (lazy)."""
+    """One row per candidate: user_id, item_id, score, position, ranked_by, template_id (lazy).
+
+    Called by the driver right before the action that scores: on the embedded engine the UDF runs on
+    an engine thread of this process, so the driver thread's idle OpenMP team is released first.
+    """
+    release_openmp_threads()
     schema = scored_schema(
         prompts.schema[C.USER_ID].dataType.simpleString(),
         prompts.schema["candidate_ids"].dataType.elementType.simpleString(),

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from instructrec_batch import contracts as C
-from instructrec_batch.hardware import cpu_has_amx_bf16
+from instructrec_batch.hardware import cpu_has_amx_bf16, release_openmp_threads
 from instructrec_batch.scoring.progress import PROGRESS_CHUNK, note_scored
 from instructrec_batch.spark.faults import note_batch
 
@@ -175,5 +175,6 @@ def score_fn(spec: ScoringSpec, payload: AdapterPayload) -> Callable[[Iterator[p
             cold = frame[frame["cold_start"].astype(bool)]  # kept in retrieval order: done at once
             note_scored(len(cold), sum(len(ids) for ids in cold["candidate_ids"]))
             yield pd.DataFrame(rows, columns=SCORED_COLUMNS)
+        release_openmp_threads()  # this engine thread is done with torch: its idle team would slow the next one
 
     return run
