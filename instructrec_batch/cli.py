@@ -268,7 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.set_defaults(func=_bench(name, run))
 
-    synthetic_bench("prompts", "the prompts job on synthetic tables: users/s, seconds, peak RSS", _run_bench_prompts)
+    synthetic_bench(
+        "prompts",
+        "the prompts job on synthetic tables: users/s, seconds (evidence, instructions), peak RSS",
+        _run_bench_prompts,
+    )
     synthetic_bench(
         "evidence",
         "collaborative evidence of every candidate on synthetic tables: seconds, users/s, peak RSS",

@@ -91,6 +91,7 @@ def test_prompts_rejects_cold_start_and_reconciliation(spark, loaded: Config) ->
 
     assert (counts.users_in, counts.users_emitted, counts.users_rejected) == (5, 4, 1)
     assert counts.users_in == counts.users_emitted + counts.users_rejected
+    assert counts.evidence_seconds > 0 and counts.instructions_seconds > 0  # the stage timings bench prompts prints
     assert sorted(prompts.index) == [1, 2, 3, 4]
     candidate_rejects = int((rejects["source_table"] == "candidates").sum()) - counts.users_rejected
     assert counts.candidates_in == counts.candidates_kept + candidate_rejects

@@ -1,7 +1,8 @@
 """`bench prompts`: the prompts job on synthetic tables of a given size, on the configured engine.
 
 Tables are generated inside Spark (range + hashes), so the driver never holds the data; generation
-is not timed. Prints users/s, total seconds and the peak RSS of the job.
+is not timed. Prints users/s, total seconds, the part of them spent on collaborative evidence and on
+the instruction rows, and the peak RSS of the job.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class PromptsBench:
     candidates_per_user: int
     seconds: float
     users_per_s: float
+    evidence_seconds: float  # of `seconds`: collaborative evidence (candidate_evidence)
+    instructions_seconds: float  # of `seconds`: the instruction rows (joins, rendering, token budgets)
     peak_rss_mb: float
     users_emitted: int
 
@@ -77,6 +80,8 @@ def bench_prompts(
         cands,
         round(seconds, 2),
         round(users / seconds, 1),
+        counts.evidence_seconds,
+        counts.instructions_seconds,
         round(memory.peak_mb, 1),
         counts.users_emitted,
     )

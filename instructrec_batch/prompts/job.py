@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -62,6 +63,8 @@ class PromptCounts:
     candidates_in: int
     candidates_kept: int
     rejects: dict[str, int]
+    evidence_seconds: float = 0.0  # collaborative evidence, computed before the instructions that may show it
+    instructions_seconds: float = 0.0  # instruction rows of every user slice, staged
 
 
 def _type(df: DataFrame, column: str) -> str:
@@ -303,14 +306,17 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
         keyed = candidates.where(~null_keys([C.USER_ID, C.ITEM_ID]))
         ranks = [C.RETRIEVAL_RANK] if C.RETRIEVAL_RANK in candidates.columns else []
         listed = keyed.select(C.USER_ID, C.ITEM_ID, *ranks)
+        started = time.perf_counter()
         evidence = staged_evidence(
             spark, cfg, evidence_interactions(interactions, holdout), listed, staging, "evidence"
         )
+        evidence_seconds = time.perf_counter() - started
         per_user = candidates.where(F.col(C.USER_ID).isNotNull()).groupBy(C.USER_ID).count()
         stats = per_user.agg(F.count(F.lit(1)).alias("users"), F.max("count").alias("longest")).first()
         max_cands = (stats["longest"] or 1) if template.task == "listwise" else 1
         check_budget(template, load_tokenizer(tokenizer_path), cfg, max_cands)
         slices = max(1, math.ceil((stats["users"] or 0) / p.users_per_slice))
+        started = time.perf_counter()
         everything = _Inputs(interactions, candidates, intents, holdout)
         for index in range(slices):
             prompts, rejects = _build(
@@ -320,6 +326,7 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
             write_table(prompts, cfg, staging.ref("prompts"), mode=mode)
             write_table(rejects, cfg, staging.ref("rejects"), mode=mode)
             log.info("prompts: slice %d/%d staged", index + 1, slices)
+        instructions_seconds = time.perf_counter() - started
         unreadable = items.where(F.col(C.TITLE).isNotNull() & ~utf8_text(C.TITLE))
         write_table(
             _reject(unreadable, run_id, "items", INVALID_UTF8, user=False), cfg, staging.ref("rejects"), mode="append"
@@ -336,7 +343,11 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
             {"run_id": run_id},
         )
         log.info("prompts: candidate evidence written")
-        counts = _count(spark, cfg, run_id, candidates)
+        counts = replace(
+            _count(spark, cfg, run_id, candidates),
+            evidence_seconds=round(evidence_seconds, 2),
+            instructions_seconds=round(instructions_seconds, 2),
+        )
         run.model_id = base.name
         run.add(
             {
