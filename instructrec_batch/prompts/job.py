@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -63,8 +63,8 @@ class PromptCounts:
     candidates_in: int
     candidates_kept: int
     rejects: dict[str, int]
-    evidence_seconds: float = 0.0  # collaborative evidence, computed before the instructions that may show it
-    instructions_seconds: float = 0.0  # instruction rows of every user slice, staged
+    evidence_seconds: float  # collaborative evidence, computed before the instructions that may show it
+    instructions_seconds: float  # instruction rows of every user slice, staged
 
 
 def _type(df: DataFrame, column: str) -> str:
@@ -343,11 +343,7 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
             {"run_id": run_id},
         )
         log.info("prompts: candidate evidence written")
-        counts = replace(
-            _count(spark, cfg, run_id, candidates),
-            evidence_seconds=round(evidence_seconds, 2),
-            instructions_seconds=round(instructions_seconds, 2),
-        )
+        counts = _count(spark, cfg, run_id, candidates, (evidence_seconds, instructions_seconds))
         run.model_id = base.name
         run.add(
             {
@@ -363,8 +359,11 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
     return counts
 
 
-def _count(spark: SparkSession, cfg: Config, run_id: str, candidates: DataFrame) -> PromptCounts:
-    """Counts read back from what was written (so they reconcile with the tables, not with a plan)."""
+def _count(
+    spark: SparkSession, cfg: Config, run_id: str, candidates: DataFrame, seconds: tuple[float, float]
+) -> PromptCounts:
+    """Counts read back from what was written (so they reconcile with the tables, not with a plan),
+    with the (evidence, instructions) seconds the job measured."""
     written = read_input(spark, cfg, C.PROMPTS).where(F.col("run_id") == run_id)
     stats = written.agg(
         F.count(F.lit(1)).alias("users"),
@@ -391,4 +390,6 @@ def _count(spark: SparkSession, cfg: Config, run_id: str, candidates: DataFrame)
         candidates_in=in_stats["rows"],
         candidates_kept=stats["cands"] or 0,
         rejects=by_reason,
+        evidence_seconds=round(seconds[0], 2),
+        instructions_seconds=round(seconds[1], 2),
     )
