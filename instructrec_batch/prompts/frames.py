@@ -1,8 +1,11 @@
-"""Spark frames of prompt text shared by the prompts job and training: items with their cleaned titles."""
+"""Spark frames of prompt text shared by the prompts job and training: items with their cleaned titles,
+and per-user lists in the order a prompt shows them."""
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from collections.abc import Mapping, Sequence
+
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
@@ -24,3 +27,19 @@ def titled_items(items: DataFrame, cfg: Config, tokenizer_path: str) -> DataFram
         clean_titles_fn(tokenizer_path, p.title_max_chars, p.title_max_tokens, attributes, p.attribute_max_tokens),
         f"{C.ITEM_ID} {items.schema[C.ITEM_ID].dataType.simpleString()}, {C.TITLE} STRING",
     )
+
+
+def collect_ordered(
+    df: DataFrame, keys: Sequence[str], order: Sequence[Column], fields: Mapping[str, str], *extra: Column
+) -> DataFrame:
+    """One row per `keys` group: for each `fields` entry (column -> output name) the group's values as
+    an array sorted by `order` (ties broken by the fields' own values), plus the `extra` aggregates.
+
+    The arrays come out flat and already ordered, which is the input render_prompts_fn takes: Spark
+    sorts one array of structs per group and splits it, so pandas gets no structs and no timestamps.
+    """
+    keyed = [o.alias(f"_order{i}") for i, o in enumerate(order)]
+    packed = F.sort_array(F.collect_list(F.struct(*keyed, *[F.col(c) for c in fields]))).alias("_packed")
+    grouped = df.groupBy(*keys).agg(packed, *extra)
+    rest = [c for c in grouped.columns if c not in (*keys, "_packed")]
+    return grouped.select(*keys, *[F.col(f"_packed.{c}").alias(name) for c, name in fields.items()], *rest)

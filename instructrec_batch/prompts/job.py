@@ -24,11 +24,17 @@ from instructrec_batch.evidence.features import evidence_interactions
 from instructrec_batch.evidence.staged import staged_evidence
 from instructrec_batch.models.base import load_tokenizer, resolve_base
 from instructrec_batch.prompts.budget import prompt_tokens
-from instructrec_batch.prompts.frames import titled_items
+from instructrec_batch.prompts.frames import collect_ordered, titled_items
 from instructrec_batch.prompts.render import UserContext, candidate_text
 from instructrec_batch.prompts.templates import Template, load_templates
 from instructrec_batch.prompts.text_udfs import (
     ATTRIBUTE_SEPARATOR,
+    CAND_IDS,
+    CAND_NOTES,
+    CAND_TITLES,
+    HIST_IDS,
+    HIST_TITLES,
+    NOTE_ARRAYS,
     PROMPT_COLUMNS,
     cap_tokens,
     prompt_schema,
@@ -142,11 +148,8 @@ def _prepare_candidates(
         notes = list(C.EVIDENCE_NOTE_COLUMNS)
         valid = valid.join(evidence.select(C.USER_ID, C.ITEM_ID, *notes), [C.USER_ID, C.ITEM_ID], "left")
     pos = F.row_number().over(Window.partitionBy(C.USER_ID).orderBy(*order))
-    lists = (
-        valid.withColumn("pos", pos)
-        .groupBy(C.USER_ID)
-        .agg(F.collect_list(F.struct("pos", C.ITEM_ID, C.TITLE, *notes)).alias("cands"))
-    )
+    fields = {C.ITEM_ID: CAND_IDS, C.TITLE: CAND_TITLES, **(NOTE_ARRAYS if notes else {})}
+    lists = collect_ordered(valid.withColumn("_pos", pos), [C.USER_ID], [F.col("_pos")], fields)
     return lists, rejects
 
 
@@ -164,13 +167,12 @@ def _prepare_history(
     per_user = Window.partitionBy(C.USER_ID)
     newest = per_user.orderBy(F.col(C.EVENT_TS).desc(), F.col(C.ITEM_ID).desc())
     ranked = usable.withColumn("_n", F.row_number().over(newest)).withColumn("_total", F.count(F.lit(1)).over(per_user))
-    hist = (
-        ranked.where(F.col("_n") <= max_history)
-        .groupBy(C.USER_ID)
-        .agg(
-            F.collect_list(F.struct(F.col(C.EVENT_TS).alias("ts"), C.ITEM_ID, C.TITLE)).alias("hist"),
-            F.max("_total").alias("history_available"),
-        )
+    hist = collect_ordered(
+        ranked.where(F.col("_n") <= max_history),
+        [C.USER_ID],
+        [F.col(C.EVENT_TS), F.col(C.ITEM_ID)],  # oldest first
+        {C.ITEM_ID: HIST_IDS, C.TITLE: HIST_TITLES},
+        F.max("_total").alias("history_available"),
     )
     review = None
     if C.REVIEW in rows.columns:
@@ -258,9 +260,8 @@ def _build(
         tokenizer_path, p.template_version, template.template_id, p.max_tokens, p.text_max_chars, p.text_max_tokens
     )
     schema = prompt_schema(_type(inputs.candidates, C.USER_ID), _type(inputs.candidates, C.ITEM_ID))
-    prompts = users.select(C.USER_ID, "cands", "hist", "history_available", C.INTENT, "review").mapInPandas(
-        render, schema
-    )
+    lists = [CAND_IDS, CAND_TITLES, *(CAND_NOTES if notes is not None else ()), HIST_IDS, HIST_TITLES]
+    prompts = users.select(C.USER_ID, *lists, "history_available", C.INTENT, "review").mapInPandas(render, schema)
     prompts = prompts.select(F.lit(run_id).alias("run_id"), *PROMPT_COLUMNS, F.current_timestamp().alias("created_at"))
     all_rejects = rejects[0]
     for frame in rejects[1:]:

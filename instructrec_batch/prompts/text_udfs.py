@@ -7,6 +7,7 @@ template ids); heavy imports and the tokenizer load happen inside, once per proc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -35,30 +36,83 @@ def token_counter(tokenizer: Any) -> Callable[[Sequence[str]], list[int]]:
     return count
 
 
-class MemoCounter:
-    """A token counter that remembers lengths by text.
+def splits_at_newlines(tokenizer: Any) -> bool:
+    """Whether the tokenizer never merges across a newline between two lines without edge blanks.
 
-    Warmed with every user's full prefix and every candidate suffix of an Arrow batch in one batched
-    (parallel, Rust-side) encode, so the per-user budget check mostly reads lengths from the dict;
-    only the binary-search trials of users over budget reach the tokenizer again. Candidate suffixes
-    repeat across users (they depend on the item only), which the memo also exploits.
+    True for byte-level BPE with the GPT-2 split pattern (e.g. SmolLM2, GPT-2): no normaliser, the
+    ByteLevel pre-tokenizer with its regex and no added prefix space, no BPE dropout. Its pattern
+    ends every pre-token at a newline whose neighbours are not blank and makes that newline a
+    pre-token of its own, and BPE merges only inside pre-tokens; so the count of 'a\nb' is
+    count(a) + count('\n') + count(b). Any other tokenizer is counted text by text.
+    """
+    from tokenizers import models, pre_tokenizers
+
+    backend = tokenizer.backend_tokenizer
+    pre = backend.pre_tokenizer
+    return (
+        backend.normalizer is None
+        and isinstance(pre, pre_tokenizers.ByteLevel)
+        and pre.use_regex
+        and not pre.add_prefix_space
+        and isinstance(backend.model, models.BPE)
+        and not backend.model.dropout
+    )
+
+
+class LineCounter:
+    """Exact token counts of prompt texts, built from memoised counts of their lines.
+
+    Prompts are mostly lines that repeat across users (an item's history line, a template line), so
+    with a tokenizer for which `splits_at_newlines` holds a text's count is the sum of its lines'
+    counts plus one newline token each: each distinct line is encoded once per process instead of
+    every prompt in full. A text with an empty line or a line with edge blanks, and every text of
+    any other tokenizer, is encoded whole (and memoised whole). The memo is cleared when it grows
+    past `max_entries`, which bounds memory on any number of users.
     """
 
-    def __init__(self, tokenizer: Any) -> None:
-        self._count = token_counter(tokenizer)
+    def __init__(self, tokenizer: Any, max_entries: int = 200_000) -> None:
+        self._encode = token_counter(tokenizer)
         self._lengths: dict[str, int] = {}
+        self._max_entries = max_entries
+        self._by_line = splits_at_newlines(tokenizer)
+        self._newline = self._encode(["\n"])[0]
+        self._warmed: dict[str, int] = {}
+
+    def _lines(self, text: str) -> list[str] | None:
+        """The lines whose counts add up to the text's, or None when the text must be encoded whole."""
+        body = text[:-1] if text.endswith("\n") else text  # a closing newline is one token after the last line
+        edges_clear = body and not body[0].isspace() and not body[-1].isspace()
+        if self._by_line and edges_clear and not _BLANK_AT_NEWLINE.search(body):
+            return body.split("\n")
+        return None
+
+    def _counts(self, texts: Sequence[str]) -> list[int]:
+        split = [self._lines(text) for text in texts]
+        if len(self._lengths) > self._max_entries:
+            self._lengths.clear()
+        parts = dict.fromkeys(part for text, lines in zip(texts, split, strict=True) for part in (lines or (text,)))
+        missing = [part for part in parts if part not in self._lengths]
+        if missing:
+            self._lengths.update(zip(missing, self._encode(missing), strict=True))
+        lengths = self._lengths
+        return [
+            lengths[text] if lines is None else sum(map(lengths.__getitem__, lines)) + self._newline * text.count("\n")
+            for text, lines in zip(texts, split, strict=True)
+        ]
 
     def warm(self, texts: Sequence[str]) -> None:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._lengths]
-        if missing:
-            self._lengths.update(zip(missing, self._count(missing), strict=True))
+        """Count `texts` in one batched encode of their lines not counted yet; calls for any of them
+        until the next warm() are then dictionary lookups."""
+        self._warmed = dict(zip(texts, self._counts(texts), strict=True))
 
     def __call__(self, texts: Sequence[str]) -> list[int]:
-        self.warm(texts)
-        return [self._lengths[t] for t in texts]
+        warmed = self._warmed
+        if all(text in warmed for text in texts):
+            return [warmed[text] for text in texts]
+        return self._counts(texts)
 
-    def clear(self) -> None:
-        self._lengths.clear()
+
+_BLANK_AT_NEWLINE = re.compile(r"\s\n|\n\s")  # a blank line, or a line with a blank at its start or end
 
 
 def cap_tokens(tokenizer: Any, texts: Sequence[str | None], max_tokens: int) -> list[str | None]:
@@ -150,28 +204,56 @@ def prompt_schema(user_type: str, item_type: str) -> str:
     )
 
 
-def shown_candidates(template: Any, cands: Sequence[dict]) -> list[str]:
+# Input of render_prompts_fn besides user_id: per-user arrays in display order (candidates in upstream
+# order, history oldest first), built in Spark by prompts.frames.collect_ordered. Flat arrays, not
+# arrays of structs: pandas builds one dict per struct and converts nested timestamps one by one,
+# which made the conversion alone ~30x slower than the arrays.
+CAND_IDS, CAND_TITLES = "cand_ids", "cand_titles"
+CAND_NOTES = tuple(f"cand_{c}" for c in C.EVIDENCE_NOTE_COLUMNS)  # for a template that shows evidence
+NOTE_ARRAYS = dict(zip(C.EVIDENCE_NOTE_COLUMNS, CAND_NOTES, strict=True))  # evidence column -> its array
+HIST_IDS, HIST_TITLES = "hist_ids", "hist_titles"
+
+
+def _plain(values: Any) -> list:
+    """A Python list from an Arrow-converted array column value (a numpy array, or already a list)."""
+    try:
+        return values.tolist()
+    except AttributeError:
+        return list(values)
+
+
+def _maybe_int(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def shown_candidates(template: Any, titles: Sequence[str], notes: Sequence[Sequence[Any]] | None) -> list[str]:
     """Each candidate as the template shows it: its title, plus the evidence note when the template
-    has one (the cands structs then carry the EVIDENCE_NOTE_COLUMNS)."""
+    has one (`notes` then holds one array per EVIDENCE_NOTE_COLUMNS, aligned with `titles`)."""
     from instructrec_batch.prompts.render import candidate_text
 
-    top, linked = C.EVIDENCE_NOTE_COLUMNS
-    return [candidate_text(template, c[C.TITLE], c.get(top), c.get(linked)) for c in cands]
+    if not template.shows_evidence:
+        return _plain(titles)
+    if notes is None:
+        raise ValueError(f"template {template.template_id} shows evidence but the input has no {CAND_NOTES}")
+    tops, linked = notes
+    return [
+        candidate_text(template, title, _maybe_int(top), _maybe_int(link))
+        for title, top, link in zip(titles, tops, linked, strict=True)
+    ]
 
 
-def warmup_texts(users: Sequence[tuple[Any, list[dict], Any, list[dict]]]) -> list[str]:
-    """Every text the budget check of these users will count first: full prompts or prefix + suffixes."""
+def warmup_texts(users: Sequence[tuple[Any, list[str], Any]]) -> list[str]:
+    """Every text the budget check of these users counts first: full prompts, or prefix + suffixes."""
     from instructrec_batch.prompts.render import render_listwise, render_pointwise
 
     texts: list[str] = []
-    for template, cands, ctx, _ in users:
-        titles = shown_candidates(template, cands)
+    for template, shown, ctx in users:
         if template.task == "pointwise":
-            prompt = render_pointwise(template, ctx, titles)
+            prompt = render_pointwise(template, ctx, shown)
             texts.append(prompt.prefix)
             texts.extend(prompt.suffixes)
         else:
-            texts.append(render_listwise(template, ctx, titles).text)
+            texts.append(render_listwise(template, ctx, shown).text)
     return texts
 
 
@@ -184,14 +266,14 @@ def render_prompts_fn(
     text_max_tokens: int,
     passthrough: Sequence[str] = (),
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """Per row: clean intent and review, order history and candidates, fit the budget, emit a prompt row.
+    """Per row: clean intent and review, fit the history to the budget, emit a prompt row.
 
-    Input columns: user_id, cands (array of {pos, item_id, title}, plus EVIDENCE_NOTE_COLUMNS for a
-    template that shows evidence), hist (array of {ts, item_id,
-    title} or null), history_available, intent, review; optionally template_id (per-row template,
-    as training uses; else `template_id`) and the `passthrough` columns, copied to the output after
-    PROMPT_COLUMNS. Scoring prompts and training examples both go through this function, which is
-    what makes their text byte-identical for the same user, history and template.
+    Input columns: user_id, CAND_IDS and CAND_TITLES (upstream order), plus CAND_NOTES for a template
+    that shows evidence, HIST_IDS and HIST_TITLES (oldest first, or null), history_available, intent,
+    review; optionally template_id (per-row template, as training uses; else `template_id`) and the
+    `passthrough` columns, copied to the output after PROMPT_COLUMNS. Scoring prompts and training
+    examples both go through this function, which is what makes their text byte-identical for the
+    same user, history and template.
     """
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -200,7 +282,7 @@ def render_prompts_fn(
         from instructrec_batch.prompts.templates import load_templates
 
         tokenizer = tokenizer_for(tokenizer_path)
-        count = MemoCounter(tokenizer)
+        count = LineCounter(tokenizer)
         templates = load_templates(template_version)
 
         def clean_capped(values: pd.Series) -> list[str | None]:
@@ -208,25 +290,23 @@ def render_prompts_fn(
 
         for frame in batches:
             intents, reviews = clean_capped(frame["intent"]), clean_capped(frame["review"])
-            ids = frame["template_id"] if "template_id" in frame else [template_id] * len(frame)
+            ids = frame["template_id"].tolist() if "template_id" in frame else [template_id] * len(frame)
+            notes = [frame[c].tolist() for c in CAND_NOTES] if CAND_NOTES[0] in frame else None
             users = []
-            for i, (tid, cands, hist) in enumerate(zip(ids, frame["cands"], frame["hist"], strict=True)):
-                cands = sorted(cands, key=lambda c: c["pos"])
-                history = [] if hist is None else sorted(hist, key=lambda h: (h["ts"], h["item_id"]))
-                ctx = UserContext(tuple(h["title"] for h in history), reviews[i], intents[i])
-                users.append((templates.get(tid), cands, ctx, history))
-            count.clear()
-            count.warm(warmup_texts(users))
+            for i, (tid, titles, hist) in enumerate(zip(ids, frame[CAND_TITLES], frame[HIST_TITLES], strict=True)):
+                template = templates.get(tid)
+                ctx = UserContext(() if hist is None else tuple(_plain(hist)), reviews[i], intents[i])
+                users.append((template, shown_candidates(template, titles, notes and [n[i] for n in notes]), ctx))
+            count.warm(warmup_texts(users))  # one batched encode of the lines new to this process
             rows = []
-            for user, available, (template, cands, ctx, hists) in zip(
-                frame[C.USER_ID], frame["history_available"], users, strict=True
+            for user, available, cand_ids, hist_ids, (template, shown, ctx) in zip(
+                frame[C.USER_ID], frame["history_available"], frame[CAND_IDS], frame[HIST_IDS], users, strict=True
             ):
-                titles = shown_candidates(template, cands)
-                fitted = fit_history(template, ctx, titles, count, budget)
+                fitted = fit_history(template, ctx, shown, count, budget)
                 if fitted is None:  # excluded by check_budget on the driver; reaching here is a bug
                     raise RuntimeError(f"user {user}: prompt exceeds {budget} tokens even without history")
                 ctx, tokens = fitted
-                kept_ids = [h[C.ITEM_ID] for h in hists[len(hists) - len(ctx.history) :]] if ctx.history else []
+                kept = len(ctx.history)
                 rows.append(
                     (
                         user,
@@ -236,11 +316,11 @@ def render_prompts_fn(
                         ctx.preference,
                         ctx.intent,
                         list(ctx.history),
-                        kept_ids,
-                        len(ctx.history),
+                        _plain(hist_ids)[len(hist_ids) - kept :] if kept else [],
+                        kept,
                         0 if pd.isna(available) else int(available),
-                        [c[C.ITEM_ID] for c in cands],
-                        titles,
+                        _plain(cand_ids),
+                        shown,
                         ctx.cold_start,
                         tokens,
                     )

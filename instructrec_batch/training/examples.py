@@ -19,9 +19,18 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import history_cut
 from instructrec_batch.evidence.features import AS_OF, candidate_evidence, evidence_interactions
-from instructrec_batch.prompts.frames import titled_items
+from instructrec_batch.prompts.frames import collect_ordered, titled_items
 from instructrec_batch.prompts.templates import load_templates
-from instructrec_batch.prompts.text_udfs import prompt_schema, render_prompts_fn
+from instructrec_batch.prompts.text_udfs import (
+    CAND_IDS,
+    CAND_NOTES,
+    CAND_TITLES,
+    HIST_IDS,
+    HIST_TITLES,
+    NOTE_ARRAYS,
+    prompt_schema,
+    render_prompts_fn,
+)
 
 TRAIN, VALID, FUSION = "train", "valid", "fusion"
 
@@ -90,14 +99,12 @@ def build_examples(
         .where((ts < target_ts) | ((ts == target_ts) & (item < target_item)))
     )
     by_example = Window.partitionBy(C.USER_ID, "target_item_id", "kind").orderBy(ts.desc(), item.desc())
-    hist = (
-        hist.withColumn("_k", F.row_number().over(by_example))
-        .where(F.col("_k") <= t.max_history)
-        .groupBy(C.USER_ID, "target_item_id", "kind")
-        .agg(
-            F.collect_list(F.struct(F.col(C.EVENT_TS).alias("ts"), C.ITEM_ID, C.TITLE)).alias("hist"),
-            F.count(F.lit(1)).alias("history_available"),
-        )
+    hist = collect_ordered(
+        hist.withColumn("_k", F.row_number().over(by_example)).where(F.col("_k") <= t.max_history),
+        [C.USER_ID, "target_item_id", "kind"],
+        [ts, item],  # oldest first
+        {C.ITEM_ID: HIST_IDS, C.TITLE: HIST_TITLES},
+        F.count(F.lit(1)).alias("history_available"),
     )
 
     examples = []
@@ -115,10 +122,10 @@ def build_examples(
                 F.pmod(_hash_int(t.seed + 3, C.USER_ID, "target_item_id"), F.lit(n_templates)).cast("string"),
             )
         )
+        lists = [CAND_IDS, CAND_TITLES, *(CAND_NOTES if source is not None else ()), HIST_IDS, HIST_TITLES]
         frame = cands.join(hist, [C.USER_ID, "target_item_id", "kind"], "left").select(
             C.USER_ID,
-            "cands",
-            "hist",
+            *lists,
             "history_available",
             F.lit(None).cast("string").alias(C.INTENT),
             F.lit(None).cast("string").alias("review"),
@@ -239,8 +246,5 @@ def _candidate_lists(
     shuffle = Window.partitionBy(*example).orderBy(
         _hash_int(seed + 2, C.USER_ID, "target_item_id", C.ITEM_ID), C.ITEM_ID
     )
-    return (
-        pool.withColumn("pos", F.row_number().over(shuffle))
-        .groupBy(*example)
-        .agg(F.collect_list(F.struct("pos", C.ITEM_ID, C.TITLE, *notes)).alias("cands"))
-    )
+    fields = {C.ITEM_ID: CAND_IDS, C.TITLE: CAND_TITLES, **(NOTE_ARRAYS if notes else {})}
+    return collect_ordered(pool.withColumn("_pos", F.row_number().over(shuffle)), example, [F.col("_pos")], fields)
