@@ -174,6 +174,7 @@ def _run_bench_scoring(spark: Any, cfg: Config, args: argparse.Namespace) -> Any
 def build_parser() -> argparse.ArgumentParser:
     from instructrec_batch.data.job import movielens_job, protocol_job
     from instructrec_batch.evaluation.job import evaluate_job
+    from instructrec_batch.evidence.job import evidence_job
     from instructrec_batch.models.base import KNOWN_MODELS
     from instructrec_batch.prompts.job import prompts_job
     from instructrec_batch.scoring.job import score_job
@@ -197,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="from existing interactions and items: holdout split and sampled candidates",
     )
     proto.set_defaults(func=_run_spark_job(protocol_job))
+
+    evidence = commands.add_parser(
+        "evidence",
+        parents=[common],
+        help="collaborative evidence of every candidate (co-occurrence, popularity) → candidate_evidence",
+    )
+    _add_shortcuts(evidence, "--run-id", "--run-date")
+    evidence.set_defaults(func=_run_spark_job(evidence_job))
 
     prompts = commands.add_parser(
         "prompts", parents=[common], help="one InstructRec instruction per user → the prompts table (+ rejects)"
@@ -270,12 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     synthetic_bench(
         "prompts",
-        "the prompts job on synthetic tables: users/s, seconds (evidence, instructions), peak RSS",
+        "the prompts job on synthetic tables: users/s, seconds, peak RSS",
         _run_bench_prompts,
     )
     synthetic_bench(
         "evidence",
-        "collaborative evidence of every candidate on synthetic tables: seconds, users/s, peak RSS",
+        "the evidence job on synthetic tables: seconds, users/s, peak RSS",
         _run_bench_evidence,
     )
     bt = bench_commands.add_parser(

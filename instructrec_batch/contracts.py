@@ -136,7 +136,7 @@ METRICS = TableContract(
         "dataset": TEXT_TYPES,
     },
 )
-# Collaborative evidence per (user, candidate), written by the prompts job (evidence/features.py).
+# Collaborative evidence per (user, candidate), written by the evidence job (evidence/features.py).
 EV_POPULARITY = "ev_popularity"
 EV_COOC_SUM = "ev_cooc_sum"
 EV_COOC_MAX = "ev_cooc_max"
@@ -154,7 +154,8 @@ LM_SCORE = "lm_score"  # the language model's own answer score, before any fusio
 CANDIDATE_EVIDENCE = TableContract(
     "candidate_evidence",
     required={RUN_ID: TEXT_TYPES, USER_ID: ID_TYPES, ITEM_ID: ID_TYPES}
-    | {column: frozenset({"double"}) for column in EVIDENCE_COLUMNS},
+    | {column: frozenset({"double"}) for column in EVIDENCE_COLUMNS}
+    | {column: frozenset({"int"}) for column in EVIDENCE_NOTE_COLUMNS},
 )
 CANDIDATE_SCORES = TableContract(
     "candidate_scores",

@@ -1,4 +1,4 @@
-"""The whole nightly flow on one engine: [protocol] → prompts → train → score → [evaluate].
+"""The whole nightly flow on one engine: [protocol] → evidence → prompts → train → score → [evaluate].
 
 `instructrec-batch pipeline --config my.yaml` runs it on the configured tables; `instructrec-batch
 demo` (and `make demo`, with conf/demo.yaml: a CPU budget and a seeded user sample) is the same flow
@@ -42,7 +42,8 @@ class PipelineResult:
         lines = ["", self.table, ""] if self.table else [""]
         lines += [
             f"{self.name} finished in {self.seconds / 60:.1f} min",
-            f"output tables (Delta): {self.tables}  (recommendations, metrics, prompts, rejects, runs)",
+            f"output tables (Delta): {self.tables}  (recommendations, metrics, prompts, candidate_evidence, "
+            "rejects, runs)",
             f"adapter:               {self.adapter}",
         ]
         if self.report is not None:
@@ -68,13 +69,14 @@ def run_pipeline(
     """
     from instructrec_batch.data.job import protocol_job
     from instructrec_batch.evaluation.job import evaluate_job
+    from instructrec_batch.evidence.job import evidence_job
     from instructrec_batch.prompts.job import prompts_job
     from instructrec_batch.scoring.job import score_job
     from instructrec_batch.training.job import train_job
 
     started = time.monotonic()
     first: DataStage | None = data or (("evaluation protocol (holdout, candidates)", protocol_job) if holdout else None)
-    stages = 4 + (first is not None) + holdout
+    stages = 5 + (first is not None) + holdout
     counter = iter(range(1, stages + 1))
 
     def stage(label: str, run: Callable[[], T], describe: Callable[[T], object] = str) -> T:
@@ -96,6 +98,7 @@ def run_pipeline(
         if first is not None:
             label, job = first
             stage(label, lambda: job(spark, cfg))
+        stage("collaborative evidence", lambda: evidence_job(spark, cfg))
         stage("prompts", lambda: prompts_job(spark, cfg))
         trained = stage("LoRA training", lambda: train_job(spark, cfg))
         if trained.stopped == "time_budget":

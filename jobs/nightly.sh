@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One night of the pipeline with spark-submit: prompts -> score -> evaluate, for cron or an Airflow
+# One night of the pipeline with spark-submit: evidence -> prompts -> score -> evaluate, for cron or an Airflow
 # BashOperator. Every job derives the same run_id from RUN_DATE and the config, so rerunning a night
 # replaces its rows instead of adding a second copy.
 #
@@ -15,6 +15,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 SUBMIT=(${SPARK_SUBMIT:-spark-submit} ${SUBMIT_ARGS:-})
 COMMON=(--engine spark --config "$CONFIG" --run-date "$RUN_DATE")
 
+"${SUBMIT[@]}" "$HERE/build_evidence.py" "${COMMON[@]}"
 "${SUBMIT[@]}" "$HERE/build_prompts.py" "${COMMON[@]}"
 "${SUBMIT[@]}" "$HERE/score.py" "${COMMON[@]}" --adapter "$ADAPTER"
 "${SUBMIT[@]}" "$HERE/evaluate.py" "${COMMON[@]}" --adapter "$ADAPTER"

@@ -15,6 +15,7 @@ from instructrec_batch.config import Config
 from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ContractError
 from instructrec_batch.evaluation.job import evaluate_job
+from instructrec_batch.evidence.job import evidence_job
 from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.scoring.job import score_job
 from instructrec_batch.training.job import train_job
@@ -117,6 +118,7 @@ def test_bad_input_corpus_runs_the_whole_pipeline_rejects_and_reconciles(spark, 
     )
     protocol = protocol_job(spark, cfg)
     write_input(spark, cfg, "candidates", _bad_candidates(_delta(cfg, "candidates")), CANDIDATES_SCHEMA)
+    evidence_job(spark, cfg)
     counts = prompts_job(spark, cfg)
     trained = train_job(spark, cfg)
     scored = score_job(spark, cfg)
@@ -143,6 +145,11 @@ def test_bad_input_corpus_runs_the_whole_pipeline_rejects_and_reconciles(spark, 
     row_rejects = rejects[(rejects.stage == "prompts") & (rejects.source_table == "candidates")]
     row_rejects = row_rejects[row_rejects.reason != "no_valid_candidates"]
     assert counts.candidates_in == len(scores) + len(row_rejects)
+    evidence = _delta(cfg, "candidate_evidence")  # every scored candidate has its evidence; no null key
+    assert evidence.user_id.notna().all() and evidence.item_id.notna().all()
+    assert set(zip(scores.user_id, scores.item_id, strict=True)) <= set(
+        zip(evidence.user_id, evidence.item_id, strict=True)
+    )
     assert {"null_key", "unknown_item", "empty_title", "duplicate_candidate"} <= set(row_rejects.reason)
 
     prompts = _delta(cfg, "prompts").set_index("user_id")
@@ -158,7 +165,14 @@ def test_bad_input_corpus_runs_the_whole_pipeline_rejects_and_reconciles(spark, 
     assert {"random", "popularity", "itemknn", "zero_shot/pointwise", "lora/pointwise"} <= methods
     assert (evaluated.metrics["n_users"] > 0).all()
     runs = _delta(cfg, "runs")
-    assert sorted(runs.query("run_id == 'bad-input'").job) == ["evaluate", "prompts", "protocol", "score", "train"]
+    assert sorted(runs.query("run_id == 'bad-input'").job) == [
+        "evaluate",
+        "evidence",
+        "prompts",
+        "protocol",
+        "score",
+        "train",
+    ]
     assert (runs.status == "succeeded").all()
 
 

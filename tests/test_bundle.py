@@ -38,13 +38,17 @@ def test_every_task_runs_an_existing_entry_point_with_parsable_parameters() -> N
     variables = yaml.safe_load((BUNDLE / "databricks.yml").read_text())["variables"]
     jobs = _jobs()
     tasks = jobs["nightly"]["tasks"]
-    assert [t["task_key"] for t in tasks] == ["prompts", "score", "evaluate"]
-    assert tasks[1]["depends_on"] == [{"task_key": "prompts"}] and tasks[2]["depends_on"] == [{"task_key": "score"}]
+    assert [t["task_key"] for t in tasks] == ["evidence", "prompts", "score", "evaluate"]
+    assert [t.get("depends_on") for t in tasks] == [
+        None,
+        *([{"task_key": k}] for k in ("evidence", "prompts", "score")),
+    ]
     parser = build_parser()
     for task in tasks:
         script = (BUNDLE / task["spark_python_task"]["python_file"]).resolve()
         assert script.is_file() and script.parent == REPO / "jobs", script
-        subcommand = {"build_prompts.py": "prompts", "score.py": "score", "evaluate.py": "evaluate"}[script.name]
+        entry_points = {"build_evidence.py": "evidence", "build_prompts.py": "prompts"}
+        subcommand = (entry_points | {"score.py": "score", "evaluate.py": "evaluate"})[script.name]
         args = [_fill(a, jobs["nightly"], variables) for a in task["spark_python_task"]["parameters"]]
         parsed = parser.parse_args([subcommand, *args])  # exits (fails the test) on a bad parameter
         assert parsed.engine == "spark" and parsed.run_date == "2026-11-22"

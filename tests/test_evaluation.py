@@ -18,6 +18,7 @@ from instructrec_batch.evaluation.baselines import (
 )
 from instructrec_batch.evaluation.job import evaluate_job
 from instructrec_batch.evaluation.metrics import metrics_table, target_ranks
+from instructrec_batch.evidence.job import evidence_job
 from instructrec_batch.prompts.job import prompts_job
 from tests.helpers import load_synthetic
 
@@ -87,6 +88,7 @@ def evaluated_inputs(spark, tiny_cfg: Config, adapter_dir: Path) -> Config:
             "run": tiny_cfg.run.model_copy(update={"run_id": "eval-test", "run_date": "2026-01-03"}),
         }
     )
+    evidence_job(spark, cfg)
     prompts_job(spark, cfg)
     return cfg
 

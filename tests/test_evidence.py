@@ -172,15 +172,15 @@ def test_ranker_column_equals_numpy(spark) -> None:
 
 @pytest.mark.classic
 def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, tmp_path: Path) -> None:
-    from instructrec_batch.prompts.job import prompts_job
+    from instructrec_batch.evidence.job import evidence_job
 
     inter, items = load_synthetic(spark, tiny_cfg, n_users=20, n_items=80, per_user=10)
-    prompts_job(spark, tiny_cfg)
+    evidence_job(spark, tiny_cfg)
     classic_root = tmp_path / "classic" / "tables"
     write_parquet_inputs(classic_root, {"interactions": inter, "items": items})
     classic = ["--config", str(REPO / "conf" / "local-classic.yaml"), "--workdir", str(tmp_path / "classic")]
     options = ["--set", "engine.master=local[1]", "--set", f"model.base={tiny_cfg.model.base}"]
-    for command in (["data", "protocol"], ["prompts"]):
+    for command in (["data", "protocol"], ["evidence"]):
         proc = run_cli([*command, *classic, *options], timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
     keys = ["user_id", "item_id"]

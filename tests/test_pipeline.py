@@ -64,7 +64,10 @@ def test_pipeline_on_tables_written_from_csv(tmp_path: Path, tiny_model_dir: Pat
     assert {"random", "popularity", "lora/pointwise", "hybrid/pointwise"} <= set(metrics.method)
     assert (metrics.n_users == 12).all()  # every user evaluated
     assert runs.run_id.nunique() == 1  # one run_id for the whole flow
-    assert set(runs.job) == {"protocol", "prompts", "train", "score", "evaluate"} and (runs.status == "succeeded").all()
+    assert (
+        set(runs.job) == {"protocol", "evidence", "prompts", "train", "score", "evaluate"}
+        and (runs.status == "succeeded").all()
+    )
     # MLflow (on by default): the training run and the registered version; score by the alias from the CLI.
     assert "mlflow:" in proc.stdout and "registered models:/instructrec_adapter/1 with alias challenger" in proc.stdout
     assert (runs.loc[runs.job == "score", "model_id"].str.endswith("+fusion (models:/instructrec_adapter/1)")).all()

@@ -13,6 +13,7 @@ from instructrec_batch import executor_cache
 from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ArtifactError, ConfigError, ContractError
+from instructrec_batch.evidence.job import evidence_job
 from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.scoring.job import score_job
 from instructrec_batch.scoring.udf import ScoringSpec, model_cache_key, resolve_dtype
@@ -33,6 +34,7 @@ def _with(cfg: Config, **score: object) -> Config:
 def prompted(spark, tiny_cfg: Config, adapter_dir: Path) -> Config:
     load_synthetic(spark, tiny_cfg, n_users=24, n_items=80, per_user=12)
     cfg = _with(tiny_cfg, adapter=str(adapter_dir), k=5, batch_size=7, partitions=6)
+    evidence_job(spark, cfg)
     prompts_job(spark, cfg)
     return cfg
 

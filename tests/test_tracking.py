@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ArtifactError, ConfigError
 from instructrec_batch.evaluation.job import evaluate_job
+from instructrec_batch.evidence.job import evidence_job
 from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.scoring.job import score_job
 from instructrec_batch.tracking import store_uri
@@ -32,6 +33,7 @@ def tracked(spark, tiny_cfg: Config) -> Config:
         run={"run_id": "mlflow-test", "run_date": "2026-01-01"},
         evaluate={"methods": ["popularity", "lora", "hybrid"], "bootstrap": 50},
     )
+    evidence_job(spark, cfg)
     prompts_job(spark, cfg)
     return cfg
 

@@ -15,6 +15,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ArtifactError
+from instructrec_batch.evidence.job import evidence_job
 from instructrec_batch.models.adapter import load_adapter, verify_adapter
 from instructrec_batch.models.base import BaseModel, load_causal_lm, resolve_base
 from instructrec_batch.models.forward import last_logits, pad_id_of
@@ -121,6 +122,7 @@ def test_same_user_renders_identically_in_training_and_scoring(spark, protocol_c
     cfg = protocol_cfg.model_copy(
         update={"prompt": protocol_cfg.prompt.model_copy(update={"template_version": version})}
     )
+    evidence_job(spark, cfg)
     prompts_job(spark, cfg)
     prompts = deltalake.DeltaTable(str(Path(cfg.tables_root) / "prompts")).to_pandas().set_index("user_id")
     examples = _examples(spark, cfg)

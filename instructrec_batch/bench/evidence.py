@@ -1,8 +1,8 @@
-"""`bench evidence`: the collaborative evidence of every candidate on synthetic tables, timed alone.
+"""`bench evidence`: the evidence job on synthetic tables of a given size.
 
-Same synthetic tables as `bench prompts` (generated in Spark, not timed). The evidence of all
-users × candidates is computed from the interactions and staged slice by slice (so the work is
-really done), as the prompts job does. Prints seconds, users/s and the peak RSS.
+Same synthetic tables as `bench prompts` (generated in Spark, not timed). The job computes the
+evidence of all users × candidates from the interactions slice by slice and writes
+`candidate_evidence`, as a night does. Prints seconds, users/s, rows and the peak RSS.
 """
 
 from __future__ import annotations
@@ -13,13 +13,10 @@ from dataclasses import asdict, dataclass
 
 from pyspark.sql import SparkSession
 
-from instructrec_batch import contracts as C
 from instructrec_batch.bench.memory import peak_rss
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
-from instructrec_batch.evidence.features import evidence_interactions
-from instructrec_batch.evidence.staged import staged_evidence
-from instructrec_batch.spark.tables import Staging, read_input
+from instructrec_batch.evidence.job import evidence_job
 
 
 @dataclass(frozen=True)
@@ -41,15 +38,10 @@ def bench_evidence(
     spark: SparkSession, cfg: Config, *, users: int, items: int, per_user: int, cands: int
 ) -> EvidenceBench:
     synthetic_tables(spark, cfg, users, items, per_user, cands)
-    interactions = read_input(spark, cfg, C.INTERACTIONS)
-    candidates = read_input(spark, cfg, C.CANDIDATES)
-    with Staging(cfg, "bench-evidence") as staging, peak_rss() as memory:
+    with peak_rss() as memory:
         start = time.perf_counter()
-        evidence = staged_evidence(
-            spark, cfg, evidence_interactions(interactions, None), candidates, staging, "evidence"
-        )
+        counts = evidence_job(spark, cfg)
         seconds = time.perf_counter() - start
-        rows = evidence.count()
     return EvidenceBench(
         users,
         items,
@@ -60,7 +52,7 @@ def bench_evidence(
         cfg.evidence.pairs_per_slice,
         round(seconds, 2),
         round(users / seconds, 1),
-        rows,
+        counts.candidates,
         round(memory.peak_mb, 1),
     )
 

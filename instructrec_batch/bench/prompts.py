@@ -1,8 +1,8 @@
 """`bench prompts`: the prompts job on synthetic tables of a given size, on the configured engine.
 
 Tables are generated inside Spark (range + hashes), so the driver never holds the data; generation
-is not timed. Prints users/s, total seconds, the part of them spent on collaborative evidence and on
-the instruction rows, and the peak RSS of the job.
+is not timed, nor is the evidence job that a template showing evidence needs first (`bench
+evidence` times that one). Prints users/s, seconds and the peak RSS of the job.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.bench.memory import peak_rss
 from instructrec_batch.config import Config
+from instructrec_batch.evidence.job import evidence_job
 from instructrec_batch.prompts.job import prompts_job
+from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.spark.tables import resolve, write_table
 
 _WORDS = ["Star", "Night", "Love", "War", "City", "King", "Dream", "Story", "Return", "Secret", "Last", "River"]
@@ -31,8 +33,6 @@ class PromptsBench:
     candidates_per_user: int
     seconds: float
     users_per_s: float
-    evidence_seconds: float  # of `seconds`: collaborative evidence (candidate_evidence)
-    instructions_seconds: float  # of `seconds`: the instruction rows (joins, rendering, token budgets)
     peak_rss_mb: float
     users_emitted: int
 
@@ -69,6 +69,9 @@ def bench_prompts(
     spark: SparkSession, cfg: Config, *, users: int, items: int, per_user: int, cands: int
 ) -> PromptsBench:
     synthetic_tables(spark, cfg, users, items, per_user, cands)
+    template = load_templates(cfg.prompt.template_version).get(cfg.prompt.inference_template_id)
+    if template.shows_evidence:
+        evidence_job(spark, cfg)
     with peak_rss() as memory:
         start = time.perf_counter()
         counts = prompts_job(spark, cfg)
@@ -80,8 +83,6 @@ def bench_prompts(
         cands,
         round(seconds, 2),
         round(users / seconds, 1),
-        counts.evidence_seconds,
-        counts.instructions_seconds,
         round(memory.peak_mb, 1),
         counts.users_emitted,
     )

@@ -113,7 +113,7 @@ def blend_scores(
     candidates: DataFrame, evidence: DataFrame, lists: DataFrame, source: DataFrame, cfg: EvidenceConfig
 ) -> DataFrame:
     """The evidence blend: a linear ranker over EVIDENCE_COLUMNS fitted on validation `lists`, applied to
-    the candidates' evidence rows (`evidence`, from the prompts job). `source` feeds the lists' evidence."""
+    the candidates' evidence rows (`evidence`, from the evidence job). `source` feeds the lists' evidence."""
     fitted = (
         candidate_evidence(source, lists.select(C.USER_ID, C.ITEM_ID), cfg)
         .join(lists, [C.USER_ID, C.ITEM_ID])

@@ -33,13 +33,13 @@ from instructrec_batch.evaluation.metrics import METHOD, SCORE
 from instructrec_batch.evaluation.report import ReportPaths, interval_table, markdown_table, wide_table, write_report
 from instructrec_batch.evaluation.spark_metrics import metrics_frame, target_ranks
 from instructrec_batch.evidence.features import evidence_interactions
+from instructrec_batch.evidence.stored import read_run_evidence
 from instructrec_batch.scoring.model import (
     HYBRID,
     MODEL,
     ModelScoring,
     fuse,
     prepare_model_scoring,
-    read_run_evidence,
     read_run_prompts,
     score_candidates,
 )
@@ -152,7 +152,7 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
     )
     train = training_interactions(interactions, holdout)
     needs_evidence = bool({"blend", HYBRID} & set(e.methods))
-    evidence = read_run_evidence(spark, cfg, prompts_run) if needs_evidence else None
+    evidence = read_run_evidence(spark, cfg, prompts_run, "the blend and hybrid methods") if needs_evidence else None
 
     def blend() -> DataFrame:
         lists = validation_lists(interactions, items, holdout, prompts.select(C.USER_ID), cfg)

@@ -21,11 +21,24 @@ TokenCounter = Callable[[Sequence[str]], list[int]]
 
 def prompt_tokens(template: Template, ctx: UserContext, candidates: Sequence[str], count: TokenCounter) -> int:
     """Length of the longest model input this user produces: prefix + longest candidate, or the list."""
-    if template.task == "pointwise":
-        prompt = render_pointwise(template, ctx, candidates)
-        prefix, *suffixes = count([prompt.prefix, *prompt.suffixes])
-        return prefix + max(suffixes, default=0)
-    return count([render_listwise(template, ctx, candidates).text])[0]
+    return prompt_lengths([(template, ctx, candidates)], count)[0]
+
+
+def prompt_lengths(users: Sequence[tuple[Template, UserContext, Sequence[str]]], count: TokenCounter) -> list[int]:
+    """prompt_tokens of many users, rendered once and counted in one call of `count` (one batched
+    tokenizer call for a whole Arrow batch, instead of one per user)."""
+    texts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    for template, ctx, candidates in users:
+        start = len(texts)
+        if template.task == "pointwise":
+            prompt = render_pointwise(template, ctx, candidates)
+            texts += [prompt.prefix, *prompt.suffixes]
+        else:
+            texts.append(render_listwise(template, ctx, candidates).text)
+        spans.append((start, len(texts)))
+    counts = count(texts)
+    return [counts[start] + max(counts[start + 1 : end], default=0) for start, end in spans]
 
 
 def _length_fn(template: Template, candidates: Sequence[str], count: TokenCounter) -> Callable[[UserContext], int]:

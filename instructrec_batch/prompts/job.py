@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -20,8 +19,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import history_cut, sample_users
 from instructrec_batch.errors import ConfigError, ContractError
-from instructrec_batch.evidence.features import evidence_interactions
-from instructrec_batch.evidence.staged import staged_evidence
+from instructrec_batch.evidence.stored import read_run_evidence
 from instructrec_batch.models.base import load_tokenizer, resolve_base
 from instructrec_batch.prompts.budget import prompt_tokens
 from instructrec_batch.prompts.frames import collect_ordered, titled_items
@@ -46,6 +44,7 @@ from instructrec_batch.spark.rejects import INVALID_UTF8, item_reason, null_keys
 from instructrec_batch.spark.runs import recorded_run, run_identity
 from instructrec_batch.spark.tables import (
     Staging,
+    check_key_types,
     check_output_format,
     read_input,
     resolve,
@@ -69,23 +68,10 @@ class PromptCounts:
     candidates_in: int
     candidates_kept: int
     rejects: dict[str, int]
-    evidence_seconds: float  # collaborative evidence, computed before the instructions that may show it
-    instructions_seconds: float  # instruction rows of every user slice, staged
 
 
 def _type(df: DataFrame, column: str) -> str:
     return df.schema[column].dataType.simpleString()
-
-
-def _check_key_types(tables: dict[str, DataFrame]) -> None:
-    """Join keys must have one type across tables (a BIGINT user_id never equals a STRING one)."""
-    for key in (C.USER_ID, C.ITEM_ID):
-        types = {name: _type(df, key) for name, df in tables.items() if key in df.columns}
-        if len(set(types.values())) > 1:
-            listing = ", ".join(f"{name}.{key} is {t}" for name, t in types.items())
-            raise ContractError(
-                f"join key '{key}' has different types across tables ({listing}); cast them to one type"
-            )
 
 
 def check_budget(template: Template, tokenizer: object, cfg: Config, max_candidates: int) -> None:
@@ -230,7 +216,7 @@ class _Inputs:
 def _build(
     inputs: _Inputs,
     titles: DataFrame,
-    evidence: DataFrame,
+    evidence: DataFrame | None,
     cfg: Config,
     template: Template,
     tokenizer_path: str,
@@ -238,8 +224,7 @@ def _build(
 ) -> tuple[DataFrame, DataFrame]:
     """The prompts and rejects of one slice of users (lazy DataFrames)."""
     p = cfg.prompt
-    notes = evidence if template.shows_evidence else None
-    cand_lists, rejects = _prepare_candidates(inputs.candidates, titles, notes, run_id)
+    cand_lists, rejects = _prepare_candidates(inputs.candidates, titles, evidence, run_id)
     hist, review, hist_rejects = _prepare_history(inputs.interactions, titles, inputs.holdout, p.max_history, run_id)
     rejects += hist_rejects
     users = cand_lists.join(hist, C.USER_ID, "left")
@@ -260,7 +245,7 @@ def _build(
         tokenizer_path, p.template_version, template.template_id, p.max_tokens, p.text_max_chars, p.text_max_tokens
     )
     schema = prompt_schema(_type(inputs.candidates, C.USER_ID), _type(inputs.candidates, C.ITEM_ID))
-    lists = [CAND_IDS, CAND_TITLES, *(CAND_NOTES if notes is not None else ()), HIST_IDS, HIST_TITLES]
+    lists = [CAND_IDS, CAND_TITLES, *(CAND_NOTES if evidence is not None else ()), HIST_IDS, HIST_TITLES]
     prompts = users.select(C.USER_ID, *lists, "history_available", C.INTENT, "review").mapInPandas(render, schema)
     prompts = prompts.select(F.lit(run_id).alias("run_id"), *PROMPT_COLUMNS, F.current_timestamp().alias("created_at"))
     all_rejects = rejects[0]
@@ -296,28 +281,22 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
         "intents": intents,
         "holdout": holdout,
     }
-    _check_key_types({k: v for k, v in inputs.items() if v is not None})
+    check_key_types({k: v for k, v in inputs.items() if v is not None}, (C.USER_ID, C.ITEM_ID))
 
     identity = run_identity(cfg)
+    evidence = None
+    if template.shows_evidence:  # rendered into every candidate: the evidence job's rows of this run
+        needed_by = f"template {template.template_id} ({p.template_version}, evidence in words)"
+        evidence = read_run_evidence(spark, cfg, identity.run_id, needed_by)
     with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         run_id = identity.run_id
         write_table(titled_items(items, cfg, tokenizer_path), cfg, staging.ref("titles"))
         titles = staging.read(spark, "titles")
-        # Evidence first: a template that shows it renders it into every candidate.
-        keyed = candidates.where(~null_keys([C.USER_ID, C.ITEM_ID]))
-        ranks = [C.RETRIEVAL_RANK] if C.RETRIEVAL_RANK in candidates.columns else []
-        listed = keyed.select(C.USER_ID, C.ITEM_ID, *ranks)
-        started = time.perf_counter()
-        evidence = staged_evidence(
-            spark, cfg, evidence_interactions(interactions, holdout), listed, staging, "evidence"
-        )
-        evidence_seconds = time.perf_counter() - started
         per_user = candidates.where(F.col(C.USER_ID).isNotNull()).groupBy(C.USER_ID).count()
         stats = per_user.agg(F.count(F.lit(1)).alias("users"), F.max("count").alias("longest")).first()
         max_cands = (stats["longest"] or 1) if template.task == "listwise" else 1
         check_budget(template, load_tokenizer(tokenizer_path), cfg, max_cands)
         slices = max(1, math.ceil((stats["users"] or 0) / p.users_per_slice))
-        started = time.perf_counter()
         everything = _Inputs(interactions, candidates, intents, holdout)
         for index in range(slices):
             prompts, rejects = _build(
@@ -327,7 +306,6 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
             write_table(prompts, cfg, staging.ref("prompts"), mode=mode)
             write_table(rejects, cfg, staging.ref("rejects"), mode=mode)
             log.info("prompts: slice %d/%d staged", index + 1, slices)
-        instructions_seconds = time.perf_counter() - started
         unreadable = items.where(F.col(C.TITLE).isNotNull() & ~utf8_text(C.TITLE))
         write_table(
             _reject(unreadable, run_id, "items", INVALID_UTF8, user=False), cfg, staging.ref("rejects"), mode="append"
@@ -336,15 +314,7 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
         write_run_scoped(
             staging.read(spark, "rejects"), cfg, resolve(cfg, "rejects"), {"run_id": run_id, "stage": STAGE}
         )
-        kept = staging.read(spark, "prompts").select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
-        write_run_scoped(
-            evidence.join(kept, [C.USER_ID, C.ITEM_ID], "left_semi").select(F.lit(run_id).alias(C.RUN_ID), "*"),
-            cfg,
-            resolve(cfg, "candidate_evidence"),
-            {"run_id": run_id},
-        )
-        log.info("prompts: candidate evidence written")
-        counts = _count(spark, cfg, run_id, candidates, (evidence_seconds, instructions_seconds))
+        counts = _count(spark, cfg, run_id, candidates)
         run.model_id = base.name
         run.add(
             {
@@ -360,11 +330,8 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
     return counts
 
 
-def _count(
-    spark: SparkSession, cfg: Config, run_id: str, candidates: DataFrame, seconds: tuple[float, float]
-) -> PromptCounts:
-    """Counts read back from what was written (so they reconcile with the tables, not with a plan),
-    with the (evidence, instructions) seconds the job measured."""
+def _count(spark: SparkSession, cfg: Config, run_id: str, candidates: DataFrame) -> PromptCounts:
+    """Counts read back from what was written (so they reconcile with the tables, not with a plan)."""
     written = read_input(spark, cfg, C.PROMPTS).where(F.col("run_id") == run_id)
     stats = written.agg(
         F.count(F.lit(1)).alias("users"),
@@ -391,6 +358,4 @@ def _count(
         candidates_in=in_stats["rows"],
         candidates_kept=stats["cands"] or 0,
         rejects=by_reason,
-        evidence_seconds=round(seconds[0], 2),
-        instructions_seconds=round(seconds[1], 2),
     )

@@ -76,7 +76,6 @@ class LineCounter:
         self._max_entries = max_entries
         self._by_line = splits_at_newlines(tokenizer)
         self._newline = self._encode(["\n"])[0]
-        self._warmed: dict[str, int] = {}
 
     def _lines(self, text: str) -> list[str] | None:
         """The lines whose counts add up to the text's, or None when the text must be encoded whole."""
@@ -86,30 +85,19 @@ class LineCounter:
             return body.split("\n")
         return None
 
-    def _counts(self, texts: Sequence[str]) -> list[int]:
+    def __call__(self, texts: Sequence[str]) -> list[int]:
         split = [self._lines(text) for text in texts]
         if len(self._lengths) > self._max_entries:
             self._lengths.clear()
         parts = dict.fromkeys(part for text, lines in zip(texts, split, strict=True) for part in (lines or (text,)))
         missing = [part for part in parts if part not in self._lengths]
-        if missing:
+        if missing:  # one batched encode of whatever is new to this process
             self._lengths.update(zip(missing, self._encode(missing), strict=True))
         lengths = self._lengths
         return [
             lengths[text] if lines is None else sum(map(lengths.__getitem__, lines)) + self._newline * text.count("\n")
             for text, lines in zip(texts, split, strict=True)
         ]
-
-    def warm(self, texts: Sequence[str]) -> None:
-        """Count `texts` in one batched encode of their lines not counted yet; calls for any of them
-        until the next warm() are then dictionary lookups."""
-        self._warmed = dict(zip(texts, self._counts(texts), strict=True))
-
-    def __call__(self, texts: Sequence[str]) -> list[int]:
-        warmed = self._warmed
-        if all(text in warmed for text in texts):
-            return [warmed[text] for text in texts]
-        return self._counts(texts)
 
 
 _BLANK_AT_NEWLINE = re.compile(r"\s\n|\n\s")  # a blank line, or a line with a blank at its start or end
@@ -242,21 +230,6 @@ def shown_candidates(template: Any, titles: Sequence[str], notes: Sequence[Seque
     ]
 
 
-def warmup_texts(users: Sequence[tuple[Any, list[str], Any]]) -> list[str]:
-    """Every text the budget check of these users counts first: full prompts, or prefix + suffixes."""
-    from instructrec_batch.prompts.render import render_listwise, render_pointwise
-
-    texts: list[str] = []
-    for template, shown, ctx in users:
-        if template.task == "pointwise":
-            prompt = render_pointwise(template, ctx, shown)
-            texts.append(prompt.prefix)
-            texts.extend(prompt.suffixes)
-        else:
-            texts.append(render_listwise(template, ctx, shown).text)
-    return texts
-
-
 def render_prompts_fn(
     tokenizer_path: str,
     template_version: str,
@@ -277,7 +250,7 @@ def render_prompts_fn(
     """
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from instructrec_batch.prompts.budget import fit_history
+        from instructrec_batch.prompts.budget import fit_history, prompt_lengths
         from instructrec_batch.prompts.render import UserContext
         from instructrec_batch.prompts.templates import load_templates
 
@@ -297,15 +270,16 @@ def render_prompts_fn(
                 template = templates.get(tid)
                 ctx = UserContext(() if hist is None else tuple(_plain(hist)), reviews[i], intents[i])
                 users.append((template, shown_candidates(template, titles, notes and [n[i] for n in notes]), ctx))
-            count.warm(warmup_texts(users))  # one batched encode of the lines new to this process
+            full = prompt_lengths([(template, ctx, shown) for template, shown, ctx in users], count)
             rows = []
-            for user, available, cand_ids, hist_ids, (template, shown, ctx) in zip(
-                frame[C.USER_ID], frame["history_available"], frame[CAND_IDS], frame[HIST_IDS], users, strict=True
+            for user, available, cand_ids, hist_ids, (template, shown, ctx), tokens in zip(
+                frame[C.USER_ID], frame["history_available"], frame[CAND_IDS], frame[HIST_IDS], users, full, strict=True
             ):
-                fitted = fit_history(template, ctx, shown, count, budget)
-                if fitted is None:  # excluded by check_budget on the driver; reaching here is a bug
-                    raise RuntimeError(f"user {user}: prompt exceeds {budget} tokens even without history")
-                ctx, tokens = fitted
+                if tokens > budget:  # only then is the history cut, newest kept
+                    fitted = fit_history(template, ctx, shown, count, budget)
+                    if fitted is None:  # excluded by check_budget on the driver; reaching here is a bug
+                        raise RuntimeError(f"user {user}: prompt exceeds {budget} tokens even without history")
+                    ctx, tokens = fitted
                 kept = len(ctx.history)
                 rows.append(
                     (

@@ -11,10 +11,10 @@ from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
+from instructrec_batch.evidence.stored import read_run_evidence
 from instructrec_batch.scoring.model import (
     fuse,
     prepare_model_scoring,
-    read_run_evidence,
     read_run_prompts,
     score_candidates,
 )
@@ -80,7 +80,8 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
                 log.info("score: slice %d/%d staged", index + 1, slices)
         scored = staging.read(spark, "scored").withColumn(C.LM_SCORE, F.col("score"))
         if scoring.fusion_head is not None and s.fusion:
-            scored = fuse(scored, read_run_evidence(spark, cfg, prompts_run), scoring.fusion_head)
+            head = "the adapter's fusion head (score.fusion=false ranks by the model alone)"
+            scored = fuse(scored, read_run_evidence(spark, cfg, prompts_run, head), scoring.fusion_head)
             model_id = run.model_id = scoring.lineage(fused=True)
         # Recommendations first, candidate scores second, the runs row last: the run counts as
         # complete only when that row says 'succeeded' (see spark/runs.py).

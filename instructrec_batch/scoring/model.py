@@ -21,7 +21,7 @@ from instructrec_batch.models.adapter import AdapterInfo, read_blob, verify_adap
 from instructrec_batch.models.base import resolve_base
 from instructrec_batch.scoring.udf import MODEL, AdapterPayload, ScoringSpec, score_fn, scored_schema
 from instructrec_batch.spark.engine import is_connect
-from instructrec_batch.spark.tables import read_input, resolve, table_exists
+from instructrec_batch.spark.tables import read_input
 from instructrec_batch.tracking import ResolvedAdapter, resolve_adapter
 
 _PROMPT_INPUT = [
@@ -126,25 +126,11 @@ def score_candidates(prompts: DataFrame, scoring: ModelScoring, partitions: int 
 HYBRID = "hybrid"
 
 
-def read_run_evidence(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame:
-    """The candidate_evidence rows the prompts job wrote for `run_id` (user_id, item_id, evidence columns)."""
-    missing = ContractError(
-        f"table 'candidate_evidence' has no rows for run_id '{run_id}'; the adapter has a fusion head that needs "
-        "them: rerun `instructrec-batch prompts` for that run, or set score.fusion=false to rank by the model alone"
-    )
-    if not table_exists(spark, resolve(cfg, "candidate_evidence")):
-        raise missing
-    evidence = read_input(spark, cfg, C.CANDIDATE_EVIDENCE).where(F.col(C.RUN_ID) == run_id)
-    if evidence.limit(1).count() == 0:
-        raise missing
-    return evidence.select(C.USER_ID, C.ITEM_ID, *C.EVIDENCE_COLUMNS)
-
-
 def fuse(scored: DataFrame, evidence: DataFrame, head: LinearRanker, score: str = "score") -> DataFrame:
     """Model-ranked rows get the fusion head's score over (model score, evidence); others keep theirs.
 
     The model's own score is read from `lm_score`; a candidate without an evidence row counts as
-    having none (every feature 0), which is what the prompts job writes for an unseen item anyway.
+    having none (every feature 0), which is what the evidence job writes for an unseen item anyway.
     """
     joined = scored.join(evidence, [C.USER_ID, C.ITEM_ID], "left").fillna(0.0, subset=list(C.EVIDENCE_COLUMNS))
     by_model = F.col("ranked_by") == MODEL

@@ -135,6 +135,17 @@ def read_input(spark: SparkSession, cfg: Config, contract: TableContract, *, non
     return df.select(*contract.columns(set(df.columns)))
 
 
+def check_key_types(tables: dict[str, DataFrame], keys: tuple[str, ...]) -> None:
+    """Join keys must have one type across tables (a BIGINT user_id never equals a STRING one)."""
+    for key in keys:
+        types = {name: df.schema[key].dataType.simpleString() for name, df in tables.items() if key in df.columns}
+        if len(set(types.values())) > 1:
+            listing = ", ".join(f"{name}.{key} is {t}" for name, t in types.items())
+            raise ContractError(
+                f"join key '{key}' has different types across tables ({listing}); cast them to one type"
+            )
+
+
 def check_output_format(spark: SparkSession, cfg: Config) -> None:
     """Fail before any write when the engine cannot write the configured format.
 

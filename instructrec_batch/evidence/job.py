@@ -1,0 +1,89 @@
+"""The evidence job: collaborative evidence of every candidate of the run, written to `candidate_evidence`.
+
+Its own stage, ahead of the prompts job: the fusion head (score), the blend baseline (evaluate) and a
+template that puts evidence into words (prompts) all read the same per-run rows, and on a cluster
+this stage, the heaviest Spark work of a night, is scheduled, retried and sized on its own.
+Computed from training interactions only (each user's rows before their first held-out row when
+a holdout table exists and prompt.exclude_holdout is on), for the same sampled users the prompts job
+builds instructions for.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from instructrec_batch import contracts as C
+from instructrec_batch.config import Config
+from instructrec_batch.data.protocol import sample_users
+from instructrec_batch.evidence.features import evidence_interactions
+from instructrec_batch.evidence.staged import staged_evidence
+from instructrec_batch.spark.input_errors import explains_undecodable_inputs
+from instructrec_batch.spark.rejects import null_keys
+from instructrec_batch.spark.runs import recorded_run, run_identity
+from instructrec_batch.spark.tables import (
+    Staging,
+    check_key_types,
+    check_output_format,
+    read_input,
+    resolve,
+    table_exists,
+    write_run_scoped,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE = "evidence"
+
+
+@dataclass(frozen=True)
+class EvidenceCounts:
+    run_id: str
+    users: int
+    candidates: int  # distinct (user, item) rows written
+    seconds: float
+
+
+def _holdout(spark: SparkSession, cfg: Config) -> DataFrame | None:
+    if not cfg.prompt.exclude_holdout or not table_exists(spark, resolve(cfg, C.HOLDOUT.name)):
+        return None
+    return read_input(spark, cfg, C.HOLDOUT)
+
+
+@explains_undecodable_inputs
+def evidence_job(spark: SparkSession, cfg: Config) -> EvidenceCounts:
+    """Write the run's `candidate_evidence`: one row per distinct (user, candidate item) with a key.
+
+    Candidates with a null key are left to the prompts job, which rejects them with a reason; every
+    other candidate gets a row, shown or not, so a reader joins on (user_id, item_id) and never misses.
+    """
+    check_output_format(spark, cfg)
+    interactions = read_input(spark, cfg, C.INTERACTIONS)
+    every = read_input(spark, cfg, C.CANDIDATES, nonempty=True)
+    candidates = sample_users(every, cfg.prompt.sample_users, cfg.data.seed)  # the users prompts are built for
+    holdout = _holdout(spark, cfg)
+    inputs = {"interactions": interactions, "candidates": candidates}
+    check_key_types(inputs | ({"holdout": holdout} if holdout is not None else {}), (C.USER_ID, C.ITEM_ID))
+    identity = run_identity(cfg)
+    with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
+        started = time.perf_counter()
+        ranks = [C.RETRIEVAL_RANK] if C.RETRIEVAL_RANK in candidates.columns else []
+        listed = candidates.where(~null_keys([C.USER_ID, C.ITEM_ID])).select(C.USER_ID, C.ITEM_ID, *ranks)
+        train = evidence_interactions(interactions, holdout)
+        evidence = staged_evidence(spark, cfg, train, listed, staging, "evidence")
+        write_run_scoped(
+            evidence.select(F.lit(identity.run_id).alias(C.RUN_ID), "*"),
+            cfg,
+            resolve(cfg, C.CANDIDATE_EVIDENCE.name),
+            {C.RUN_ID: identity.run_id},
+        )
+        written = read_input(spark, cfg, C.CANDIDATE_EVIDENCE).where(F.col(C.RUN_ID) == identity.run_id)
+        stats = written.agg(F.countDistinct(C.USER_ID).alias("users"), F.count(F.lit(1)).alias("rows")).first()
+        counts = EvidenceCounts(identity.run_id, stats["users"], stats["rows"], round(time.perf_counter() - started, 2))
+        run.add({"users": counts.users, "candidates": counts.candidates})
+    log.info("evidence: %s", counts)
+    return counts
