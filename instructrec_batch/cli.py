@@ -239,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_run_spark_job(evaluate_job))
 
     demo = commands.add_parser(
-        "demo", parents=[common], help="the whole pipeline on MovieLens-100K: data, prompts, train, score, evaluate"
+        "demo",
+        parents=[common],
+        help="the whole pipeline on MovieLens-100K: data, evidence, prompts, train, score, evaluate",
     )
     demo.add_argument("--full", action="store_true", help="all 943 users instead of the configured sample")
     demo.set_defaults(func=_demo)
@@ -247,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline = commands.add_parser(
         "pipeline",
         parents=[common],
-        help="the whole flow on your configured tables: protocol, prompts, train, score, evaluate (one run_id)",
+        help="the whole flow on your tables: protocol, evidence, prompts, train, score, evaluate (one run_id)",
     )
     pipeline.add_argument(
         "--no-holdout",
