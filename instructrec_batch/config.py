@@ -411,7 +411,7 @@ class Config(_Section):
     def run_fingerprint(self) -> str:
         """Hash of what defines a night's run: its tables, data protocol and instruction format.
 
-        The default run_id uses it, so every job of one nightly flow (prompts, train, score, evaluate)
+        The default run_id uses it, so every job of one nightly flow (evidence, prompts, train, score, evaluate)
         lands on the same run_id even though each sets its own options (an adapter, a k), and a rerun
         with a fixed model or scorer replaces that night's output instead of adding a second copy.
         """

@@ -228,3 +228,26 @@ def test_scoring_reports_progress_with_an_eta(spark, prompted: Config, caplog: p
         score_job(spark, _with(prompted, progress_secs=0.2, partitions=24))
     lines = [r.getMessage() for r in caplog.records if r.name == "instructrec_batch.scoring.progress"]
     assert any(re.match(r"score: \d+/24 users \(\d+%\), [\d.]+ candidates/s, ETA \d+m \d\ds", line) for line in lines)
+
+
+def test_a_fusion_head_without_evidence_is_refused_before_scoring(spark, prompted: Config, tmp_path: Path) -> None:
+    """An adapter whose fusion head ranks needs the run's candidate_evidence: checked before any task."""
+    import json
+
+    from instructrec_batch import contracts as C
+    from instructrec_batch.evidence.ranker import LinearRanker
+    from instructrec_batch.models.adapter import FUSION_HEAD, MANIFEST, adapter_sha256
+
+    fused = tmp_path / "fused"
+    shutil.copytree(prompted.score.adapter, fused)
+    head = LinearRanker((C.LM_SCORE, C.EV_POPULARITY), (0.0, 0.0), (1.0, 1.0), (1.0, 0.5))
+    (fused / FUSION_HEAD).write_text(json.dumps(head.to_dict()))
+    manifest = json.loads((fused / MANIFEST).read_text()) | {"adapter_sha256": adapter_sha256(fused)}
+    (fused / MANIFEST).write_text(json.dumps(manifest))
+    other = _with(prompted, adapter=str(fused))
+    other = other.model_copy(update={"run": other.run.model_copy(update={"run_id": "no-evidence"})})
+    prompts_job(spark, other)  # a v2 template: prompts need no evidence, the fusion head does
+    with pytest.raises(ContractError, match=r"candidate_evidence.*'no-evidence'.*fusion head"):
+        score_job(spark, other)
+    runs = deltalake.DeltaTable(str(Path(prompted.tables_root) / "runs")).to_pandas()
+    assert not ((runs.run_id == "no-evidence") & (runs.job == "score")).any()  # nothing written, not even 'running'

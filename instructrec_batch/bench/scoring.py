@@ -30,6 +30,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.bench.memory import peak_rss
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
+from instructrec_batch.evidence.job import evidence_job
 from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
 from instructrec_batch.models.forward import pad_id_of
 from instructrec_batch.prompts.encoding import encode
@@ -85,6 +86,7 @@ def bench_scoring(
 
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_id": "bench-scoring"})})
     synthetic_tables(spark, cfg, users, items, history, candidates)
+    evidence_job(spark, cfg)  # the fusion head of an adapter, or a template that shows evidence, reads it
     prompts_job(spark, cfg)
     rows = read_input(spark, cfg, C.PROMPTS).where(F.col(C.RUN_ID) == "bench-scoring").toPandas()
     base = resolve_base(cfg)

@@ -64,10 +64,10 @@ class LineCounter:
 
     Prompts are mostly lines that repeat across users (an item's history line, a template line), so
     with a tokenizer for which `splits_at_newlines` holds a text's count is the sum of its lines'
-    counts plus one newline token each: each distinct line is encoded once per process instead of
-    every prompt in full. A text with an empty line or a line with edge blanks, and every text of
-    any other tokenizer, is encoded whole (and memoised whole). The memo is cleared when it grows
-    past `max_entries`, which bounds memory on any number of users.
+    counts plus one newline token each: each distinct line is encoded once per task (one counter per
+    mapInPandas call) instead of every prompt in full. A text with an empty line or a line with edge
+    blanks, and every text of any other tokenizer, is encoded whole (and memoised whole). The memo
+    is cleared when it grows past `max_entries`, which bounds memory on any number of users.
     """
 
     def __init__(self, tokenizer: Any, max_entries: int = 200_000) -> None:

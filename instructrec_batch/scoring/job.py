@@ -56,7 +56,8 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
     """Score the run's prompts and write top-k recommendations; reruns replace the run exactly.
 
     Everything that can be checked is checked on the driver before any task runs: the output format,
-    the base model folder, the adapter's files, sha256 and base model, and that prompts exist.
+    the base model folder, the adapter's files, sha256 and base model, that prompts exist, and that
+    evidence exists when the adapter's fusion head ranks.
     """
     check_output_format(spark, cfg)
     s = cfg.score
@@ -65,6 +66,10 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
     model_id = scoring.lineage()
     prompts_run = s.prompts_run_id or identity.run_id
     prompts, n_users = read_run_prompts(spark, cfg, prompts_run)
+    evidence = None
+    if scoring.fusion_head is not None and s.fusion:
+        head = "the adapter's fusion head (score.fusion=false ranks by the model alone)"
+        evidence = read_run_evidence(spark, cfg, prompts_run, head)
     slices = max(1, math.ceil(n_users / s.users_per_slice))
     with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         run.model_id = model_id
@@ -79,9 +84,8 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
                 write_table(scored, cfg, staging.ref("scored"), mode="overwrite" if index == 0 else "append")
                 log.info("score: slice %d/%d staged", index + 1, slices)
         scored = staging.read(spark, "scored").withColumn(C.LM_SCORE, F.col("score"))
-        if scoring.fusion_head is not None and s.fusion:
-            head = "the adapter's fusion head (score.fusion=false ranks by the model alone)"
-            scored = fuse(scored, read_run_evidence(spark, cfg, prompts_run, head), scoring.fusion_head)
+        if evidence is not None and scoring.fusion_head is not None:
+            scored = fuse(scored, evidence, scoring.fusion_head)
             model_id = run.model_id = scoring.lineage(fused=True)
         # Recommendations first, candidate scores second, the runs row last: the run counts as
         # complete only when that row says 'succeeded' (see spark/runs.py).

@@ -1,8 +1,8 @@
 """The model side of scoring, shared by the score and evaluate jobs.
 
 Checking a base model and adapter on the driver and shipping them to executors (`prepare_model_scoring`),
-scoring prompts there (`score_candidates`), reading a run's prompts and evidence, and applying an
-adapter's fusion head (`fuse`). Jobs compose these; no job imports another.
+scoring prompts there (`score_candidates`), reading a run's prompts, and applying an adapter's fusion
+head to the run's evidence (`fuse`). Jobs compose these; no job imports another.
 """
 
 from __future__ import annotations
