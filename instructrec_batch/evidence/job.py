@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
@@ -30,8 +30,8 @@ from instructrec_batch.spark.tables import (
     check_key_types,
     check_output_format,
     read_input,
+    read_optional,
     resolve,
-    table_exists,
     write_run_scoped,
 )
 
@@ -48,12 +48,6 @@ class EvidenceCounts:
     seconds: float
 
 
-def _holdout(spark: SparkSession, cfg: Config) -> DataFrame | None:
-    if not cfg.prompt.exclude_holdout or not table_exists(spark, resolve(cfg, C.HOLDOUT.name)):
-        return None
-    return read_input(spark, cfg, C.HOLDOUT)
-
-
 @explains_undecodable_inputs
 def evidence_job(spark: SparkSession, cfg: Config) -> EvidenceCounts:
     """Write the run's `candidate_evidence`: one row per distinct (user, candidate item) with a key.
@@ -65,9 +59,9 @@ def evidence_job(spark: SparkSession, cfg: Config) -> EvidenceCounts:
     interactions = read_input(spark, cfg, C.INTERACTIONS)
     every = read_input(spark, cfg, C.CANDIDATES, nonempty=True)
     candidates = sample_users(every, cfg.prompt.sample_users, cfg.data.seed)  # the users prompts are built for
-    holdout = _holdout(spark, cfg)
-    inputs = {"interactions": interactions, "candidates": candidates}
-    check_key_types(inputs | ({"holdout": holdout} if holdout is not None else {}), (C.USER_ID, C.ITEM_ID))
+    holdout = read_optional(spark, cfg, C.HOLDOUT) if cfg.prompt.exclude_holdout else None
+    inputs = {"interactions": interactions, "candidates": candidates, "holdout": holdout}
+    check_key_types(inputs, (C.USER_ID, C.ITEM_ID))
     identity = run_identity(cfg)
     with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         started = time.perf_counter()

@@ -47,8 +47,8 @@ from instructrec_batch.spark.tables import (
     check_key_types,
     check_output_format,
     read_input,
+    read_optional,
     resolve,
-    table_exists,
     write_run_scoped,
     write_table,
 )
@@ -189,10 +189,6 @@ def _latest_intent(intents: DataFrame, run_id: str) -> tuple[DataFrame, list[Dat
     )
 
 
-def _optional(spark: SparkSession, cfg: Config, contract: C.TableContract) -> DataFrame | None:
-    return read_input(spark, cfg, contract) if table_exists(spark, resolve(cfg, contract.name)) else None
-
-
 @dataclass(frozen=True)
 class _Inputs:
     interactions: DataFrame
@@ -272,8 +268,8 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
     interactions = read_input(spark, cfg, C.INTERACTIONS)
     items = read_input(spark, cfg, C.ITEMS, nonempty=True)
     candidates = sample_users(read_input(spark, cfg, C.CANDIDATES, nonempty=True), p.sample_users, cfg.data.seed)
-    intents = _optional(spark, cfg, C.INTENTS)
-    holdout = _optional(spark, cfg, C.HOLDOUT) if p.exclude_holdout else None
+    intents = read_optional(spark, cfg, C.INTENTS)
+    holdout = read_optional(spark, cfg, C.HOLDOUT) if p.exclude_holdout else None
     inputs = {
         "interactions": interactions,
         "items": items,
@@ -281,7 +277,7 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
         "intents": intents,
         "holdout": holdout,
     }
-    check_key_types({k: v for k, v in inputs.items() if v is not None}, (C.USER_ID, C.ITEM_ID))
+    check_key_types(inputs, (C.USER_ID, C.ITEM_ID))
 
     identity = run_identity(cfg)
     evidence = None

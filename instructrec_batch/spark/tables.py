@@ -135,10 +135,17 @@ def read_input(spark: SparkSession, cfg: Config, contract: TableContract, *, non
     return df.select(*contract.columns(set(df.columns)))
 
 
-def check_key_types(tables: dict[str, DataFrame], keys: tuple[str, ...]) -> None:
-    """Join keys must have one type across tables (a BIGINT user_id never equals a STRING one)."""
+def read_optional(spark: SparkSession, cfg: Config, contract: TableContract) -> DataFrame | None:
+    """An optional input table (intents, holdout) read against its contract, or None when it does not exist."""
+    return read_input(spark, cfg, contract) if table_exists(spark, resolve(cfg, contract.name)) else None
+
+
+def check_key_types(tables: dict[str, DataFrame | None], keys: tuple[str, ...]) -> None:
+    """Join keys must have one type across tables (a BIGINT user_id never equals a STRING one); absent
+    optional tables (None) are skipped."""
+    present = {name: df for name, df in tables.items() if df is not None}
     for key in keys:
-        types = {name: df.schema[key].dataType.simpleString() for name, df in tables.items() if key in df.columns}
+        types = {name: df.schema[key].dataType.simpleString() for name, df in present.items() if key in df.columns}
         if len(set(types.values())) > 1:
             listing = ", ".join(f"{name}.{key} is {t}" for name, t in types.items())
             raise ContractError(
