@@ -121,7 +121,7 @@ class EvidenceConfig(_Section):
     history: int = Field(20, ge=1, description="newest history items each candidate is compared with")
     max_items: int = Field(200, ge=2, description="newest distinct items per user counted (caps heavy users)")
     pairs_per_slice: int = Field(
-        20_000_000,
+        10_000_000,
         ge=1,
         description="windowed item pairs counted per step (bounds memory): evidence is computed in "
         "item-hash slices of about this many pairs, each staged, then published in one commit",

@@ -32,7 +32,7 @@ items (heavy users capped), pairs are only formed inside a window, and each cand
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
@@ -44,7 +44,7 @@ POPULARITY, COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM, RETRIEVAL = C.EVIDENCE_C
 POPULARITY_TOP, LINKED = C.EVIDENCE_NOTE_COLUMNS
 TOP_PERCENTS = (1, 5, 20, 50)  # popularity buckets: among the top 1%, 5%, 20%, 50% of items, else 100
 
-_POS = "_d"  # position in the user's deduplicated sequence, 1 = newest
+SEQUENCE = "_items"  # user_sequences: a user's distinct items, newest first (1-based position = recency rank)
 
 
 def evidence_interactions(interactions: DataFrame, holdout: DataFrame | None) -> DataFrame:
@@ -54,10 +54,18 @@ def evidence_interactions(interactions: DataFrame, holdout: DataFrame | None) ->
 
 
 def user_sequences(train: DataFrame, max_items: int) -> DataFrame:
-    """user_id, item_id, _d: each user's distinct items by their latest interaction, newest = 1, capped."""
+    """user_id, _items: one row per user, their distinct items by latest interaction, newest first
+    (ties by item id, descending), cut to the `max_items` newest. An item's 1-based array position is
+    its recency rank, so windows and histories are array slices and need no join."""
     latest = train.groupBy(C.USER_ID, C.ITEM_ID).agg(F.max(C.EVENT_TS).alias("_ts"))
-    newest = F.row_number().over(Window.partitionBy(C.USER_ID).orderBy(F.col("_ts").desc(), F.col(C.ITEM_ID).desc()))
-    return latest.withColumn(_POS, newest).where(F.col(_POS) <= max_items).select(C.USER_ID, C.ITEM_ID, _POS)
+    newest_first = F.sort_array(F.collect_list(F.struct("_ts", C.ITEM_ID)), asc=False)
+    packed = latest.groupBy(C.USER_ID).agg(F.slice(newest_first, 1, max_items).alias("_packed"))
+    return packed.select(C.USER_ID, F.col(f"_packed.{C.ITEM_ID}").alias(SEQUENCE))
+
+
+def item_counts(sequences: DataFrame) -> DataFrame:
+    """item_id, _n: how many users' (capped) sequences hold the item."""
+    return sequences.select(F.explode(SEQUENCE).alias(C.ITEM_ID)).groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_n"))
 
 
 def item_part(item: Column, part: tuple[int, int]) -> Column:
@@ -70,20 +78,14 @@ def pair_counts(sequences: DataFrame, window: int, part: tuple[int, int] = (0, 1
     """_a, _b, _co: in how many users' sequences items a and b lie 1..window positions apart (both
     orders), for the items a of item-hash slice `part` only.
 
-    The slice filter sits on the inputs of the self-join, so a slice costs its share of the pairs."""
-    ahead = sequences.select(
-        C.USER_ID,
-        C.ITEM_ID,
-        F.explode(F.sequence(F.col(_POS) + 1, F.col(_POS) + window)).alias(_POS),
-    )
-    behind = sequences.select(C.USER_ID, C.ITEM_ID, _POS)
-    in_part = item_part(F.col(C.ITEM_ID), part)
-    forward = ahead.where(in_part).join(behind.withColumnRenamed(C.ITEM_ID, "_b"), [C.USER_ID, _POS])
-    backward = behind.where(in_part).join(ahead.withColumnRenamed(C.ITEM_ID, "_b"), [C.USER_ID, _POS])
-    both = forward.select(F.col(C.ITEM_ID).alias("_a"), "_b").unionByName(
-        backward.select(F.col(C.ITEM_ID).alias("_a"), "_b")
-    )
-    return both.groupBy("_a", "_b").agg(F.count(F.lit(1)).alias("_co"))
+    Each item of a sequence is paired with the array slices just before and after it, so a slice
+    scans the sequences once and aggregates only its share of the pairs."""
+    at = sequences.select(SEQUENCE, F.posexplode(SEQUENCE).alias("_i", "_a")).where(item_part(F.col("_a"), part))
+    position = F.col("_i") + 1
+    first = F.greatest(position - window, F.lit(1))
+    neighbours = F.concat(F.slice(SEQUENCE, first, position - first), F.slice(SEQUENCE, position + 1, F.lit(window)))
+    pairs = at.select("_a", F.explode(neighbours).alias("_b"))
+    return pairs.groupBy("_a", "_b").agg(F.count(F.lit(1)).alias("_co"))
 
 
 AS_OF = "as_of_item_id"  # optional column of `candidates`: the history ends just before this item
@@ -98,58 +100,65 @@ def candidate_evidence(train: DataFrame, candidates: DataFrame, cfg: EvidenceCon
     shows it. Without it the history is the user's newest items (before the candidate itself when the
     user holds it).
     """
-    return sequence_evidence(user_sequences(train, cfg.max_items), candidates, cfg)
+    sequences = user_sequences(train, cfg.max_items)
+    counts = item_counts(sequences)
+    compared = compared_candidates(sequences, counts, candidates, cfg.history)
+    return part_evidence(compared, sequences, counts, cfg)
 
 
-def sequence_evidence(
-    seqs: DataFrame, candidates: DataFrame, cfg: EvidenceConfig, part: tuple[int, int] = (0, 1)
-) -> DataFrame:
-    """candidate_evidence from `user_sequences` output, for the candidate items of item-hash slice
-    `part` = (index, count) only: every row of a (user, candidate) depends on pairs whose first item is
-    the candidate, so slices partition the output and their union equals the whole."""
-    candidates = candidates.where(item_part(F.col(C.ITEM_ID), part))
-    counts = seqs.groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_n"))
-    pairs = pair_counts(seqs, cfg.window, part)
+def compared_candidates(sequences: DataFrame, counts: DataFrame, candidates: DataFrame, history: int) -> DataFrame:
+    """One row per distinct candidate (keys) with what its evidence needs from the user's sequence:
+    _rank (upstream retrieval rank), _own (the candidate's position when the user holds it, else
+    null), _nc (its user count, the user's own interaction left out), _start (the position the
+    history starts after: the as_of item's, else _own, else 0) and _hist (the `history` items after
+    _start, newest first)."""
     keys = [C.USER_ID, C.ITEM_ID, *([AS_OF] if AS_OF in candidates.columns else [])]
     rank = (
         F.first(C.RETRIEVAL_RANK, ignorenulls=True).alias("_rank")
         if C.RETRIEVAL_RANK in candidates.columns
         else F.lit(None).cast("int").alias("_rank")
     )
-    rows = candidates.groupBy(*keys).agg(rank)
-    # Where the user holds the candidate: its position, so the user's own interaction can be left out.
-    own = seqs.select(C.USER_ID, C.ITEM_ID, F.col(_POS).alias("_own"))
-    rows = (
-        rows.join(own, [C.USER_ID, C.ITEM_ID], "left")
-        .join(counts, C.ITEM_ID, "left")
-        .withColumn("_nc", F.coalesce(F.col("_n"), F.lit(0)) - F.col("_own").isNotNull().cast("long"))
-        .drop("_n")
-    )
-    if AS_OF in keys:
-        as_of = seqs.select(C.USER_ID, F.col(C.ITEM_ID).alias(AS_OF), F.col(_POS).alias("_start"))
-        rows = rows.join(as_of, [C.USER_ID, AS_OF], "left")
-    else:
-        rows = rows.withColumn("_start", F.lit(None).cast("int"))
-    rows = rows.withColumn("_start", F.coalesce(F.col("_start"), F.col("_own"), F.lit(0)))
-    wanted = rows.select(
+    rows = candidates.groupBy(*keys).agg(rank).join(sequences, C.USER_ID, "left").join(counts, C.ITEM_ID, "left")
+    own = _position(F.col(C.ITEM_ID))
+    as_of = _position(F.col(AS_OF)) if AS_OF in keys else F.lit(None).cast("int")
+    start = F.coalesce(as_of, own, F.lit(0))
+    return rows.select(
         *keys,
-        "_own",
-        "_nc",
-        "_start",
-        F.explode(F.sequence(F.col("_start") + 1, F.col("_start") + cfg.history)).alias(_POS),
+        "_rank",
+        own.alias("_own"),
+        (F.coalesce(F.col("_n"), F.lit(0)) - own.isNotNull().cast("long")).alias("_nc"),
+        start.alias("_start"),
+        F.slice(SEQUENCE, start + 1, F.lit(history)).alias("_hist"),
     )
-    history = seqs.select(C.USER_ID, F.col(C.ITEM_ID).alias("_h"), _POS)
+
+
+def _position(item: Column) -> Column:
+    """The 1-based position of `item` in the user's sequence; null when the user does not hold it."""
+    found = F.array_position(SEQUENCE, item).cast("int")
+    return F.when(found > 0, found)
+
+
+def part_evidence(
+    compared: DataFrame, sequences: DataFrame, counts: DataFrame, cfg: EvidenceConfig, part: tuple[int, int] = (0, 1)
+) -> DataFrame:
+    """candidate_evidence of the `compared_candidates` rows whose item falls in item-hash slice `part`.
+
+    Every value of a (user, candidate) depends only on pairs whose first item is the candidate, so
+    slices partition the output and their union equals the whole."""
+    rows = compared.where(item_part(F.col(C.ITEM_ID), part))
+    keys = [c for c in rows.columns if c in (C.USER_ID, C.ITEM_ID, AS_OF)]
+    pairs = pair_counts(sequences, cfg.window, part)
     hist_counts = counts.select(F.col(C.ITEM_ID).alias("_h"), F.col("_n").alias("_nh"))
-    compared = (
-        wanted.join(history, [C.USER_ID, _POS])
-        .join(pairs, (F.col("_a") == F.col(C.ITEM_ID)) & (F.col("_b") == F.col("_h")), "left")
-        .join(hist_counts, "_h", "left")
-    )
+    per_item = rows.select(*keys, "_own", "_nc", "_start", F.posexplode("_hist").alias("_k", "_h"))
+    compared_pairs = per_item.join(
+        pairs, (F.col("_a") == F.col(C.ITEM_ID)) & (F.col("_b") == F.col("_h")), "left"
+    ).join(hist_counts, "_h", "left")
     # Leave the user out: their own pair (candidate, h) counted once when both lie within the window.
-    own_pair = (F.col("_own").isNotNull() & (F.abs(F.col(_POS) - F.col("_own")) <= cfg.window)).cast("long")
+    position = F.col("_start") + F.col("_k") + 1
+    own_pair = (F.col("_own").isNotNull() & (F.abs(position - F.col("_own")) <= cfg.window)).cast("long")
     co = F.greatest(F.coalesce(F.col("_co"), F.lit(0)) - own_pair, F.lit(0))
     sim = co / F.sqrt(F.greatest(F.col("_nc"), F.lit(1)) * F.greatest(F.col("_nh"), F.lit(1)))
-    per_pair = compared.select(*keys, sim.alias("_sim"), (F.col(_POS) - F.col("_start")).alias("_age"))
+    per_pair = compared_pairs.select(*keys, sim.alias("_sim"), (F.col("_k") + 1).alias("_age"))
     similarity = per_pair.groupBy(*keys).agg(
         F.sum("_sim").alias(COOC_SUM),
         F.max("_sim").alias(COOC_MAX),

@@ -3,8 +3,13 @@
 Counting co-occurring pairs is the memory-hungry part (one hash-aggregate row per distinct windowed
 pair: ~100M rows for 100k users × 50 interactions). Each slice counts only the pairs whose first item
 falls in it and computes the evidence of the candidates that are those items, so a slice holds its
-share of the pairs and the slices' union is exactly the unsliced result. The users' sequences are
-staged once and re-read by every slice; the slice count follows the number of windowed pairs.
+share of the pairs and the slices' union is exactly the unsliced result.
+
+Everything a slice would otherwise recompute from all users is staged once before the first: the
+users' sequences (one array row per user), the item counts, and every candidate joined with its
+user's history. A slice then scans those tables and joins only its own share of pairs and candidates,
+so its cost follows its share of the work rather than the number of users, and the slice count
+follows the number of windowed pairs.
 """
 
 from __future__ import annotations
@@ -13,9 +18,16 @@ import logging
 import math
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from instructrec_batch.config import Config
-from instructrec_batch.evidence.features import sequence_evidence, user_sequences
+from instructrec_batch.evidence.features import (
+    SEQUENCE,
+    compared_candidates,
+    item_counts,
+    part_evidence,
+    user_sequences,
+)
 from instructrec_batch.spark.tables import Staging, write_table
 
 log = logging.getLogger(__name__)
@@ -26,12 +38,19 @@ def staged_evidence(
 ) -> DataFrame:
     """candidate_evidence(train, candidates) written to staging table `name` slice by slice, read back."""
     ev = cfg.evidence
-    write_table(user_sequences(train, ev.max_items), cfg, staging.ref(f"{name}_sequences"))
-    sequences = staging.read(spark, f"{name}_sequences")
-    pairs = sequences.count() * ev.window
+
+    def stage(suffix: str, frame: DataFrame) -> DataFrame:
+        write_table(frame, cfg, staging.ref(f"{name}_{suffix}"))
+        return staging.read(spark, f"{name}_{suffix}")
+
+    sequences = stage("sequences", user_sequences(train, ev.max_items))
+    counts = stage("counts", item_counts(sequences))
+    compared = stage("compared", compared_candidates(sequences, counts, candidates, ev.history))
+    pairs = (sequences.agg(F.sum(F.size(SEQUENCE))).first()[0] or 0) * ev.window
     slices = max(1, math.ceil(pairs / ev.pairs_per_slice))
     for index in range(slices):
         mode = "overwrite" if index == 0 else "append"
-        write_table(sequence_evidence(sequences, candidates, ev, (index, slices)), cfg, staging.ref(name), mode=mode)
+        evidence = part_evidence(compared, sequences, counts, ev, (index, slices))
+        write_table(evidence, cfg, staging.ref(name), mode=mode)
         log.info("evidence: slice %d/%d staged (~%d windowed pairs in all)", index + 1, slices, pairs)
     return staging.read(spark, name)
