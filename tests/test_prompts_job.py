@@ -236,3 +236,15 @@ def test_evidence_job_covers_every_keyed_candidate_and_v3_prompts_read_it(spark,
     assert (
         user1.candidate_titles[1].startswith('"Toy Story (1995)" (') and f"{linked} links" in user1.candidate_titles[1]
     )
+    # The run id is pinned, so a changed candidate list keeps it: the evidence no longer covers the new
+    # candidate, and the job says so instead of rendering it as if there were no evidence for it.
+    frame, schema = _tables()["candidates"]
+    extra = pd.DataFrame([(3, 10, 3)], columns=frame.columns)
+    write_input(spark, loaded, "candidates", pd.concat([frame, extra]), schema)
+    before = _read(loaded, "prompts")
+    with pytest.raises(ContractError, match=r"no row for user_id 3, item_id 10 .*test-run.*candidates changed"):
+        prompts_job(spark, v3)
+    pd.testing.assert_frame_equal(_read(loaded, "prompts"), before)  # nothing written
+    evidence_job(spark, v3)
+    prompts_job(spark, v3)
+    assert 10 in set(_read(loaded, "prompts").set_index("user_id").loc[3].candidate_ids)

@@ -152,7 +152,9 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
     )
     train = training_interactions(interactions, holdout)
     needs_evidence = bool({"blend", HYBRID} & set(e.methods))
-    evidence = read_run_evidence(spark, cfg, prompts_run, "the blend and hybrid methods") if needs_evidence else None
+    evidence = None
+    if needs_evidence:
+        evidence = read_run_evidence(spark, cfg, prompts_run, "the blend and hybrid methods", candidates)
 
     def blend() -> DataFrame:
         lists = validation_lists(interactions, items, holdout, prompts.select(C.USER_ID), cfg)

@@ -1,4 +1,5 @@
-"""The `candidate_evidence` table as its readers see it: one run's rows, or a clear error."""
+"""The `candidate_evidence` table as its readers see it: one run's rows covering the reader's
+candidates, or a clear error."""
 
 from __future__ import annotations
 
@@ -11,16 +12,25 @@ from instructrec_batch.errors import ContractError
 from instructrec_batch.spark.tables import read_input, resolve, table_exists
 
 
-def read_run_evidence(spark: SparkSession, cfg: Config, run_id: str, needed_by: str) -> DataFrame:
+def read_run_evidence(spark: SparkSession, cfg: Config, run_id: str, needed_by: str, covering: DataFrame) -> DataFrame:
     """The candidate_evidence rows the evidence job wrote for `run_id`: user_id, item_id, EVIDENCE_COLUMNS
-    and EVIDENCE_NOTE_COLUMNS. `needed_by` names the reader in the error raised when there are none."""
-    missing = ContractError(
-        f"table 'candidate_evidence' has no rows for run_id '{run_id}', which {needed_by} reads: "
-        "run `instructrec-batch evidence` for that run first"
-    )
+    and EVIDENCE_NOTE_COLUMNS. `needed_by` names the reader in the errors raised when there are none,
+    or when a (user_id, item_id) of `covering` (the reader's candidates) has no row: the candidates
+    changed after the evidence job ran (e.g. a pinned run.run_id, a new sample), and reading on would
+    rank those candidates as if there were no evidence for them."""
+    rerun = f"which {needed_by} reads: run `instructrec-batch evidence` for that run first"
+    missing = ContractError(f"table 'candidate_evidence' has no rows for run_id '{run_id}', {rerun}")
     if not table_exists(spark, resolve(cfg, C.CANDIDATE_EVIDENCE.name)):
         raise missing
     evidence = read_input(spark, cfg, C.CANDIDATE_EVIDENCE).where(F.col(C.RUN_ID) == run_id)
     if evidence.limit(1).count() == 0:
         raise missing
-    return evidence.select(C.USER_ID, C.ITEM_ID, *C.EVIDENCE_COLUMNS, *C.EVIDENCE_NOTE_COLUMNS)
+    keys = [C.USER_ID, C.ITEM_ID]
+    uncovered = covering.select(*keys).join(evidence.select(*keys), keys, "left_anti").limit(1).collect()
+    if uncovered:
+        user, item = uncovered[0]
+        raise ContractError(
+            f"table 'candidate_evidence' has no row for user_id {user!r}, item_id {item!r} (and maybe more) "
+            f"in run_id '{run_id}': the candidates changed after the evidence job ran, {rerun}"
+        )
+    return evidence.select(*keys, *C.EVIDENCE_COLUMNS, *C.EVIDENCE_NOTE_COLUMNS)

@@ -283,7 +283,8 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
     evidence = None
     if template.shows_evidence:  # rendered into every candidate: the evidence job's rows of this run
         needed_by = f"template {template.template_id} ({p.template_version}, evidence in words)"
-        evidence = read_run_evidence(spark, cfg, identity.run_id, needed_by)
+        keyed = candidates.where(~null_keys([C.USER_ID, C.ITEM_ID]))  # null keys become rejects
+        evidence = read_run_evidence(spark, cfg, identity.run_id, needed_by, keyed)
     with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         run_id = identity.run_id
         write_table(titled_items(items, cfg, tokenizer_path), cfg, staging.ref("titles"))

@@ -69,7 +69,8 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
     evidence = None
     if scoring.fusion_head is not None and s.fusion:
         head = "the adapter's fusion head (score.fusion=false ranks by the model alone)"
-        evidence = read_run_evidence(spark, cfg, prompts_run, head)
+        listed = prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
+        evidence = read_run_evidence(spark, cfg, prompts_run, head, listed)
     slices = max(1, math.ceil(n_users / s.users_per_slice))
     with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         run.model_id = model_id
