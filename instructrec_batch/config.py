@@ -123,8 +123,9 @@ class EvidenceConfig(_Section):
     pairs_per_slice: int = Field(
         10_000_000,
         ge=1,
-        description="windowed item pairs counted per step (bounds memory): evidence is computed in "
-        "item-hash slices of about this many pairs, each staged, then published in one commit",
+        description="windowed item pairs counted per step (bounds memory; each pair is aggregated in both "
+        "orders): evidence is computed in item-hash slices of about this many pairs, each staged, then "
+        "published in one commit",
     )
 
 

@@ -146,6 +146,95 @@ def test_item_hash_slices_give_exactly_the_unsliced_evidence(spark, cfg, caplog)
     assert (whole[C.EV_COOC_SUM] > 0).mean() > 0.5  # the comparison covers real co-occurrence
 
 
+def _reference(interactions: pd.DataFrame, candidates: pd.DataFrame, cfg: EvidenceConfig) -> pd.DataFrame:
+    """The evidence definitions of evidence/features.py, written out in plain Python, row by row."""
+    latest = interactions.groupby(["user_id", "item_id"], as_index=False).event_ts.max()
+    latest = latest.sort_values(["user_id", "event_ts", "item_id"], ascending=[True, False, False])
+    seqs = {u: list(g.item_id)[: cfg.max_items] for u, g in latest.groupby("user_id")}
+    count: dict[int, int] = {}
+    co: dict[tuple[int, int], int] = {}
+    for seq in seqs.values():
+        for i, a in enumerate(seq):
+            count[a] = count.get(a, 0) + 1
+            for b in seq[max(0, i - cfg.window) : i] + seq[i + 1 : i + 1 + cfg.window]:
+                co[(a, b)] = co.get((a, b), 0) + 1
+    cuts = {p: np.percentile(list(count.values()), 100 - p) for p in (1, 5, 20, 50)}
+    out = []
+    for row in candidates.drop_duplicates(["user_id", "item_id", "as_of_item_id"]).itertuples():
+        seq, c = seqs.get(row.user_id, []), row.item_id
+        own = seq.index(c) + 1 if c in seq else None
+        start = seq.index(row.as_of_item_id) + 1 if row.as_of_item_id in seq else (own or 0)
+        n_c = count.get(c, 0) - (own is not None)
+        sims = []
+        for age, h in enumerate(seq[start : start + cfg.history], start=1):
+            own_pair = own is not None and abs(start + age - own) <= cfg.window
+            pair = max(co.get((c, h), 0) - own_pair, 0)
+            sims.append((pair / np.sqrt(max(n_c, 1) * max(count[h], 1)), age))
+        linked = sum(sim > 0 for sim, _ in sims)
+        ranks = candidates[(candidates.user_id == row.user_id) & (candidates.item_id == c)].retrieval_rank.dropna()
+        top = min([p for p, cut in cuts.items() if n_c > 0 and n_c >= cut], default=100)
+        out.append(
+            {
+                "user_id": row.user_id,
+                "item_id": c,
+                "as_of_item_id": row.as_of_item_id,
+                C.EV_POPULARITY: np.log1p(n_c),
+                C.EV_COOC_SUM: sum(sim for sim, _ in sims),
+                C.EV_COOC_MAX: max((sim for sim, _ in sims), default=0.0),
+                C.EV_COOC_SHARE: linked / len(sims) if sims else 0.0,
+                C.EV_RECENT_SIM: sum(sim / age for sim, age in sims),
+                C.EV_RETRIEVAL: 1 / ranks.iloc[0] if len(ranks) else 0.0,
+                C.EV_POPULARITY_TOP: top,
+                C.EV_LINKED: linked,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def test_evidence_equals_a_plain_python_reference_on_awkward_data(spark, cfg) -> None:
+    """Timestamp ties, capped heavy users, users without history, candidates the user holds, as_of
+    items inside and outside the sequence or no as_of at all, duplicate candidate rows: the Spark
+    evidence, whole and in item-hash slices, equals the definitions computed row by row."""
+    rng = np.random.default_rng(11)
+    rows = [
+        (u, int(i), T0 + timedelta(minutes=int(rng.integers(0, 8))))  # few distinct times: many ties
+        for u in range(1, 26)
+        for i in rng.choice(30, size=int(rng.integers(1, 16)), replace=True)  # repeats: latest time counts
+    ]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "event_ts"])
+    cands = []
+    for u in range(1, 29):  # users 26-28 have no history
+        held = inter[inter.user_id == u].item_id.tolist()
+        for i in rng.choice(30, size=6, replace=False):
+            as_of = int(rng.choice(held)) if held and rng.random() < 0.5 else 99  # 99: in no sequence
+            rank = int(rng.integers(1, 50)) if rng.random() < 0.7 else None
+            cands.append((u, int(i), as_of, rank))
+            if rng.random() < 0.2:
+                cands.append((u, int(i), as_of, None))  # a duplicate row without a rank
+    candidates = pd.DataFrame(cands, columns=["user_id", "item_id", "as_of_item_id", C.RETRIEVAL_RANK])
+    candidates = candidates.astype({C.RETRIEVAL_RANK: "Int64"})
+    ev_cfg = EvidenceConfig(window=2, history=4, max_items=9, pairs_per_slice=40)
+    sliced_cfg = cfg.model_copy(update={"evidence": ev_cfg})
+    train = spark.createDataFrame(inter, SCHEMA)
+    for as_of in (True, False):  # training examples carry as_of_item_id; scoring candidates do not
+        listed = candidates if as_of else candidates.drop(columns="as_of_item_id")
+        expected = _reference(inter, listed.assign(as_of_item_id=listed.get("as_of_item_id")), ev_cfg)
+        assert expected[C.EV_COOC_SUM].gt(0).mean() > 0.3 and (expected[C.EV_POPULARITY_TOP] < 100).any()
+        schema = CAND_SCHEMA + (", as_of_item_id BIGINT" if as_of else "") + f", {C.RETRIEVAL_RANK} INT"
+        spark_cands = spark.createDataFrame(listed.astype(object).where(listed.notna(), None), schema)
+        whole = candidate_evidence(train, spark_cands, ev_cfg).toPandas()
+        with Staging(sliced_cfg, "ref") as staging:
+            sliced = staged_evidence(spark, sliced_cfg, train, spark_cands, staging, "ev").toPandas()
+        keys = ["user_id", "item_id", *(["as_of_item_id"] if as_of else [])]
+        columns = [*keys, *C.EVIDENCE_COLUMNS, *C.EVIDENCE_NOTE_COLUMNS]
+
+        def ordered(frame: pd.DataFrame, columns: list[str] = columns, keys: list[str] = keys) -> pd.DataFrame:
+            return frame[columns].astype("float64").sort_values(keys).reset_index(drop=True)
+
+        pd.testing.assert_frame_equal(ordered(whole), ordered(expected), atol=1e-9)
+        pd.testing.assert_frame_equal(ordered(sliced), ordered(expected), atol=1e-9)
+
+
 def test_ranker_learns_the_useful_feature_and_round_trips() -> None:
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(200), 10)

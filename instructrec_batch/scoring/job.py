@@ -57,7 +57,7 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
 
     Everything that can be checked is checked on the driver before any task runs: the output format,
     the base model folder, the adapter's files, sha256 and base model, that prompts exist, and that
-    evidence exists when the adapter's fusion head ranks.
+    the run's evidence covers every candidate when the adapter's fusion head ranks.
     """
     check_output_format(spark, cfg)
     s = cfg.score

@@ -129,8 +129,9 @@ HYBRID = "hybrid"
 def fuse(scored: DataFrame, evidence: DataFrame, head: LinearRanker, score: str = "score") -> DataFrame:
     """Model-ranked rows get the fusion head's score over (model score, evidence); others keep theirs.
 
-    The model's own score is read from `lm_score`; a candidate without an evidence row counts as
-    having none (every feature 0), which is what the evidence job writes for an unseen item anyway.
+    The model's own score is read from `lm_score`. The score job has checked that the evidence covers
+    every candidate (evidence.stored.read_run_evidence); the zero fill is only a safety net, and equals
+    what the evidence job writes for an item nobody interacted with.
     """
     joined = scored.join(evidence, [C.USER_ID, C.ITEM_ID], "left").fillna(0.0, subset=list(C.EVIDENCE_COLUMNS))
     by_model = F.col("ranked_by") == MODEL

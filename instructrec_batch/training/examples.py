@@ -210,7 +210,10 @@ def _item_ranges(weights: DataFrame, pool: str) -> tuple[DataFrame, int]:
     """item_id with its slots [_lo, _hi) out of `size` (one per unit of weight `_c`), listed under
     every `_bucket` the range touches and tagged `_pool`, so a draw u in [0, size) finds its item by
     an equality join."""
-    order = Window.orderBy(C.ITEM_ID).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    # A running sum over the whole catalogue (one row per item): one partition is what it takes, said
+    # explicitly (a constant partition key) so Spark does not warn about every training run.
+    whole = Window.partitionBy(F.lit(0)).orderBy(C.ITEM_ID)
+    order = whole.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     ranged = weights.withColumn("_hi", F.sum("_c").over(order)).withColumn("_lo", F.col("_hi") - F.col("_c"))
     size = ranged.agg(F.max("_hi")).first()[0] or 0
     buckets = F.sequence((F.col("_lo") / _BUCKET).cast("long"), ((F.col("_hi") - 1) / _BUCKET).cast("long"))
