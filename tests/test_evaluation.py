@@ -1,6 +1,7 @@
 """Baselines on toy tables, and the evaluate job end to end on the tiny model."""
 
 import math
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from instructrec_batch.config import Config
-from instructrec_batch.errors import ConfigError
+from instructrec_batch.errors import ConfigError, ContractError
 from instructrec_batch.evaluation.baselines import (
     itemknn_scores,
     popularity_scores,
@@ -122,6 +123,21 @@ def test_evaluate_writes_metrics_for_every_method_and_a_report(spark, evaluated_
         again.sort_values(["method", "metric", "k"]).reset_index(drop=True)[["method", "metric", "value"]],
         table.sort_values(["method", "metric", "k"]).reset_index(drop=True)[["method", "metric", "value"]],
     )
+
+
+def test_evidence_is_required_only_by_methods_that_read_it(spark, evaluated_inputs: Config) -> None:
+    """hybrid needs evidence only when the adapter has a fusion head (this one has none); blend always."""
+    shutil.rmtree(Path(evaluated_inputs.tables_root) / "candidate_evidence")
+
+    def methods(*names: str) -> Config:
+        update = {"methods": list(names), "tasks": ["pointwise"]}
+        return evaluated_inputs.model_copy(update={"evaluate": evaluated_inputs.evaluate.model_copy(update=update)})
+
+    evaluate_job(spark, methods("random", "lora", "hybrid"))
+    table = deltalake.DeltaTable(str(Path(evaluated_inputs.tables_root) / "metrics")).to_pandas()
+    assert set(table["method"]) == {"random", "lora/pointwise"}
+    with pytest.raises(ContractError, match=r"candidate_evidence.*eval-test.*blend"):
+        evaluate_job(spark, methods("random", "blend"))
 
 
 def test_lora_without_an_adapter_fails_before_reading_data(spark, tiny_cfg: Config) -> None:

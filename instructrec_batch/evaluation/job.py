@@ -151,7 +151,10 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
         .join(prompts.select(C.USER_ID), C.USER_ID, "left_semi")
     )
     train = training_interactions(interactions, holdout)
-    needs_evidence = bool({"blend", HYBRID} & set(e.methods))
+    hybrid_base = scorings.get("lora/pointwise")  # hybrid = this scoring through its adapter's fusion head
+    needs_evidence = "blend" in e.methods or (
+        HYBRID in e.methods and hybrid_base is not None and hybrid_base.fusion_head is not None
+    )
     evidence = None
     if needs_evidence:
         evidence = read_run_evidence(spark, cfg, prompts_run, "the blend and hybrid methods", candidates)

@@ -18,7 +18,7 @@ def read_run_evidence(spark: SparkSession, cfg: Config, run_id: str, needed_by: 
     or when a (user_id, item_id) of `covering` (the reader's candidates) has no row: the candidates
     changed after the evidence job ran (e.g. a pinned run.run_id, a new sample), and reading on would
     rank those candidates as if there were no evidence for them."""
-    rerun = f"which {needed_by} reads: run `instructrec-batch evidence` for that run first"
+    rerun = f"needed by {needed_by}: run `instructrec-batch evidence` for that run first"
     missing = ContractError(f"table 'candidate_evidence' has no rows for run_id '{run_id}', {rerun}")
     if not table_exists(spark, resolve(cfg, C.CANDIDATE_EVIDENCE.name)):
         raise missing
@@ -31,6 +31,6 @@ def read_run_evidence(spark: SparkSession, cfg: Config, run_id: str, needed_by: 
         user, item = uncovered[0]
         raise ContractError(
             f"table 'candidate_evidence' has no row for user_id {user!r}, item_id {item!r} (and maybe more) "
-            f"in run_id '{run_id}': the candidates changed after the evidence job ran, {rerun}"
+            f"in run_id '{run_id}' (the candidates changed after the evidence job ran), {rerun}"
         )
     return evidence.select(*keys, *C.EVIDENCE_COLUMNS, *C.EVIDENCE_NOTE_COLUMNS)
