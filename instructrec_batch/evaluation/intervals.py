@@ -47,7 +47,9 @@ def with_intervals(
 ) -> pd.DataFrame:
     """`values` (method, metric, k, value, n_users) with ci_low/ci_high and `versus` (None), plus the
     paired-difference rows of the best LLM method against the best non-LLM method."""
-    per_method = {m: g.set_index(C.USER_ID)[TARGET_RANK] for m, g in ranks.groupby(METHOD)}
+    # By user id: resamples draw positions, so the same users in another row order (Spark returns
+    # them in any) must give the same intervals.
+    per_method = {m: g.set_index(C.USER_ID)[TARGET_RANK].sort_index() for m, g in ranks.groupby(METHOD)}
     rows = []
     for record in values.itertuples(index=False):
         metric = Metric(record.metric, None if pd.isna(record.k) else int(record.k))
@@ -62,6 +64,7 @@ def with_intervals(
     if pair is not None:
         model, baseline = pair
         both = pd.concat([per_method[model].rename("a"), per_method[baseline].rename("b")], axis=1, join="inner")
+        both = both.sort_index()
         for metric in METRICS:
             a = metric_values(both["a"].to_numpy(), metric)
             b = metric_values(both["b"].to_numpy(), metric)
