@@ -177,11 +177,13 @@ class TrainConfig(_Section):
     tasks: list[TaskFormName] = Field(default_factory=lambda: ["pointwise"], description="task forms to train on")
     examples_per_user: int = Field(3, ge=1, description="newest training targets per user (before the holdout)")
     negatives: int = Field(3, ge=1, description="pointwise: sampled negatives per positive")
-    negative_sampling: Literal["uniform", "popularity"] = Field(
+    negative_sampling: Literal["uniform", "popularity", "neighbours"] = Field(
         "popularity",
-        description="how training examples' negatives are drawn: uniformly over items, or half of them in "
-        "proportion to the items' training interactions (so popularity alone does not separate target from "
-        "negatives); validation and fusion lists stay uniform, like the evaluation's",
+        description="how training examples' negatives are drawn: uniformly over items; popularity: half of "
+        "them in proportion to the items' training interactions (so popularity alone does not separate "
+        "target from negatives); neighbours: a third by popularity, a third among the 50 items nearest by "
+        "co-occurrence to the item just before the target (items the evidence ranks high), a third uniform. "
+        "Validation and fusion lists stay uniform, like the evaluation's",
     )
     list_size: int = Field(20, ge=2, le=26, description="listwise: candidates per example (target + negatives)")
     max_history: int = Field(10, ge=0, description="history items in training prompts (shorter = faster steps)")

@@ -15,7 +15,13 @@ import pytest
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
-from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
+from instructrec_batch.evidence.features import (
+    NEAR,
+    candidate_evidence,
+    evidence_interactions,
+    nearest_items,
+    user_sequences,
+)
 from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
 from instructrec_batch.evidence.staged import staged_evidence
 from instructrec_batch.spark.tables import Staging
@@ -63,6 +69,20 @@ def test_values_match_a_hand_computation(spark) -> None:
     assert ev.loc[(1, 2), C.EV_LINKED] == 1 and ev.loc[(1, 3), C.EV_LINKED] == 0
     top = _evidence(spark, _rows(seqs), [(4, 1)], cfg)  # user 4 does not hold item 1: n(1) = 3
     assert top.loc[(4, 1), C.EV_POPULARITY_TOP] == 1
+
+
+def test_nearest_items_rank_by_cosine_co_occurrence(spark) -> None:
+    # window 1: co(1,2) = 2 (users 1, 2), co(2,3) = 1, co(3,4) = 1; n(1) = n(2) = n(3) = 2, n(4) = 1.
+    # cosine: sim(1,2) = 2/2 = 1, sim(2,3) = 1/2, sim(3,4) = 1/sqrt(2): raw counts would rank 4 and 2
+    # equally for item 3; the cosine puts 4 (held by one user, always next to 3) first.
+    sequences = user_sequences(spark.createDataFrame(_rows({1: [1, 2, 3], 2: [1, 2], 3: [3, 4]}), SCHEMA), 10)
+
+    def near(top: int) -> dict[int, list[int]]:
+        rows = nearest_items(sequences, 1, top).toPandas()
+        return {int(item): [int(i) for i in near] for item, near in zip(rows[C.ITEM_ID], rows[NEAR], strict=True)}
+
+    assert near(1) == {1: [2], 2: [1], 3: [4], 4: [3]}
+    assert near(2) == {1: [2], 2: [1, 3], 3: [2, 4], 4: [3]}  # id-sorted, whatever the rank
 
 
 def test_held_out_rows_never_feed_evidence(spark) -> None:

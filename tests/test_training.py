@@ -15,6 +15,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ArtifactError
+from instructrec_batch.evidence.features import NEAR
 from instructrec_batch.evidence.job import evidence_job
 from instructrec_batch.models.adapter import load_adapter, verify_adapter
 from instructrec_batch.models.base import BaseModel, load_causal_lm, resolve_base
@@ -114,6 +115,30 @@ def test_popularity_negatives_follow_interaction_counts_for_training_targets_onl
     by_popularity, uniform = share_with_item_0(weights), share_with_item_0(None)
     assert by_popularity["train"] > 0.9
     assert by_popularity["valid"] < 0.4 and uniform["train"] < 0.4 and uniform["valid"] < 0.4
+
+
+def test_neighbour_negatives_come_from_the_training_target_anchor_neighbours(spark) -> None:
+    """Every training target's first draw picks among its anchor's near items; validation targets
+    stay uniform (their near item turns up about as often as any other of the 19)."""
+    titles = spark.createDataFrame(pd.DataFrame({C.ITEM_ID: range(20), C.TITLE: [f"t{i}" for i in range(20)]}))
+    weights = spark.createDataFrame(pd.DataFrame({C.ITEM_ID: list(range(20))}))
+    users = list(range(100, 200))
+    targets = spark.createDataFrame(
+        pd.DataFrame({C.USER_ID: users * 2, C.ITEM_ID: [19] * 200, "kind": ["train"] * 100 + ["valid"] * 100})
+    )
+    near_item = {u: 1 + u % 10 for u in users}
+    neighbours = spark.createDataFrame(
+        pd.DataFrame({C.USER_ID: users, "target_item_id": [19] * 100, NEAR: [[near_item[u]] for u in users]})
+    )
+    seen = targets.select(C.USER_ID, C.ITEM_ID)
+    drawn = _sample_negatives(targets, titles, seen, 3, 7, weights, neighbours).toPandas()
+    assert drawn.groupby([C.USER_ID, "kind"]).size().eq(3).all()
+    assert (drawn[C.ITEM_ID] != 19).all()
+    has_near = drawn.groupby([C.USER_ID, "kind"]).apply(
+        lambda g: near_item[g.name[0]] in set(g[C.ITEM_ID]), include_groups=False
+    )
+    assert has_near.xs("train", level="kind").all()
+    assert has_near.xs("valid", level="kind").mean() < 0.4
 
 
 @pytest.mark.parametrize("version", [DEFAULT_VERSION, "v3"])

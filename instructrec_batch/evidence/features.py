@@ -32,7 +32,7 @@ items (heavy users capped), pairs are only formed inside a window, and each cand
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
@@ -86,6 +86,23 @@ def pair_counts(sequences: DataFrame, window: int, part: tuple[int, int] = (0, 1
     neighbours = F.concat(F.slice(SEQUENCE, first, position - first), F.slice(SEQUENCE, position + 1, F.lit(window)))
     pairs = at.select("_a", F.explode(neighbours).alias("_b"))
     return pairs.groupBy("_a", "_b").agg(F.count(F.lit(1)).alias("_co"))
+
+
+NEAR = "_near"  # nearest_items: an item's nearest neighbours by co-occurrence, as an id-sorted array
+
+
+def nearest_items(sequences: DataFrame, window: int, top: int) -> DataFrame:
+    """item_id, _near: each item's `top` nearest items by the evidence's cosine co-occurrence
+    (co(a, b) / sqrt(n(a) · n(b)), ties by item id), sorted by id so the array is the same on every
+    engine: the items a co-occurrence ranker would put next to it."""
+    counts = item_counts(sequences)
+    n_a = counts.select(F.col(C.ITEM_ID).alias("_a"), F.col("_n").alias("_na"))
+    n_b = counts.select(F.col(C.ITEM_ID).alias("_b"), F.col("_n").alias("_nb"))
+    pairs = pair_counts(sequences, window).join(n_a, "_a").join(n_b, "_b")
+    sim = F.col("_co") / F.sqrt(F.col("_na") * F.col("_nb"))
+    nearest = Window.partitionBy("_a").orderBy(sim.desc(), F.col("_b"))
+    ranked = pairs.withColumn("_r", F.row_number().over(nearest)).where(F.col("_r") <= top)
+    return ranked.groupBy(F.col("_a").alias(C.ITEM_ID)).agg(F.array_sort(F.collect_list("_b")).alias(NEAR))
 
 
 AS_OF = "as_of_item_id"  # optional column of `candidates`: the history ends just before this item

@@ -18,7 +18,14 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import history_cut
-from instructrec_batch.evidence.features import AS_OF, candidate_evidence, evidence_interactions
+from instructrec_batch.evidence.features import (
+    AS_OF,
+    NEAR,
+    candidate_evidence,
+    evidence_interactions,
+    nearest_items,
+    user_sequences,
+)
 from instructrec_batch.prompts.frames import collect_ordered, titled_items
 from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.prompts.text_udfs import (
@@ -72,9 +79,20 @@ def build_examples(
     # Only the newest rows can be targets or their histories: bound the self-join below.
     recent = ranked.where(F.col("_n") <= t.examples_per_user + t.max_history)
 
-    train_targets = ranked.where((F.col("_n") <= t.examples_per_user) & (F.col("_n") < F.col("_len"))).select(
+    is_train_target = (F.col("_n") <= t.examples_per_user) & (F.col("_n") < F.col("_len"))
+    train_targets = ranked.where(is_train_target).select(
         C.USER_ID, C.ITEM_ID, C.EVENT_TS, C.TITLE, F.lit(TRAIN).alias("kind")
     )
+    neighbours = None
+    if t.negative_sampling == "neighbours":
+        # Each training target's anchor is the user's item just before it (the newest of its history).
+        near = nearest_items(
+            user_sequences(train_seq.select(*keys), cfg.evidence.max_items), cfg.evidence.window, NEAR_ITEMS
+        )
+        anchors = ranked.withColumn("_anchor", F.lead(C.ITEM_ID).over(newest)).where(is_train_target)
+        neighbours = anchors.join(near.withColumnRenamed(C.ITEM_ID, "_anchor"), "_anchor").select(
+            C.USER_ID, F.col(C.ITEM_ID).alias("target_item_id"), NEAR
+        )
 
     def valid_targets(users: int, salt: int, kind: str) -> DataFrame:
         return (
@@ -111,8 +129,8 @@ def build_examples(
     templates = load_templates(cfg.prompt.template_version)
     for task in tasks:
         wanted = t.fusion_negatives if fusion else t.negatives if task == "pointwise" else t.list_size - 1
-        by_popularity = train_seq.select(C.ITEM_ID) if t.negative_sampling == "popularity" else None
-        negatives = _sample_negatives(targets, titles, rows, wanted, t.seed, by_popularity)
+        by_popularity = train_seq.select(C.ITEM_ID) if t.negative_sampling != "uniform" else None
+        negatives = _sample_negatives(targets, titles, rows, wanted, t.seed, by_popularity, neighbours)
         source = evidence_interactions(interactions, holdout) if templates.get(f"{task}-0").shows_evidence else None
         cands = _candidate_lists(targets, negatives, titles, t.seed, source, cfg)
         n_templates = len(templates.ids(task))
@@ -161,13 +179,15 @@ def _sample_negatives(
     wanted: int,
     seed: int,
     popularity: DataFrame | None = None,
+    neighbours: DataFrame | None = None,
 ) -> DataFrame:
     """`wanted` distinct titled items per target that the user never interacted with (hash draws).
 
     Draws are uniform over titled items; with `popularity` (one item_id row per training
-    interaction), every other draw of a training target follows those interaction counts instead,
-    while validation and fusion targets keep uniform draws (their lists must look like the
-    evaluation's).
+    interaction), every other draw of a training target follows those interaction counts instead;
+    with `neighbours` too (user_id, target_item_id, _near: items near the training target's
+    anchor), draws rotate: one from _near, one by popularity, one uniform. Validation and fusion
+    targets keep uniform draws (their lists must look like the evaluation's).
     """
     slots, n_items = _item_ranges(titles.select(C.ITEM_ID).withColumn("_c", F.lit(1)), "uniform")
     pool, size = F.lit("uniform"), F.lit(n_items)
@@ -179,20 +199,37 @@ def _sample_negatives(
         slots = slots.unionByName(popular)
         # Training targets alternate: even draws by popularity, odd draws uniform, so lists mix popular
         # and random items and never run short of distinct items when a few items dominate the counts.
-        by_popularity = (F.col("kind") == TRAIN) & (F.col("_j") % 2 == 0)
-        pool = F.when(by_popularity, "popularity").otherwise("uniform")
+        train = F.col("kind") == TRAIN
+        if neighbours is None:
+            by_popularity = train & (F.col("_j") % 2 == 0)
+            pool = F.when(by_popularity, "popularity").otherwise("uniform")
+        else:
+            by_popularity = train & (F.col("_j") % 3 == 1)
+            pool = F.when(train & (F.col("_j") % 3 == 0), "neighbours")
+            pool = pool.when(by_popularity, "popularity").otherwise("uniform")
         size = F.when(by_popularity, F.lit(n_interactions)).otherwise(F.lit(n_items))
     draws = wanted * 3 + 10  # enough that anti-joined draws rarely fall short
-    drawn = (
+    draw = _hash_int(seed, C.USER_ID, "target_item_id", "_j")
+    keyed = (
         targets.select(C.USER_ID, F.col(C.ITEM_ID).alias("target_item_id"), "kind")
         .withColumn("_j", F.explode(F.sequence(F.lit(0), F.lit(draws - 1))))
         .withColumn("_pool", pool)
-        .withColumn("_u", F.pmod(_hash_int(seed, C.USER_ID, "target_item_id", "_j"), size))
+    )
+    example = [C.USER_ID, "target_item_id", "kind", "_j"]
+    drawn = (
+        keyed.withColumn("_u", F.pmod(draw, size))
         .withColumn("_bucket", (F.col("_u") / _BUCKET).cast("long"))
         .join(slots, ["_pool", "_bucket"])
         .where((F.col("_lo") <= F.col("_u")) & (F.col("_u") < F.col("_hi")))
-        .join(seen_rows.select(C.USER_ID, C.ITEM_ID).distinct(), [C.USER_ID, C.ITEM_ID], "left_anti")
+        .select(*example, C.ITEM_ID)
     )
+    if neighbours is not None:
+        near = keyed.where(F.col("_pool") == "neighbours").join(neighbours, [C.USER_ID, "target_item_id"])
+        near = near.where(F.size(NEAR) > 0).select(
+            *example, F.element_at(NEAR, (F.pmod(draw, F.size(NEAR)) + 1).cast("int")).alias(C.ITEM_ID)
+        )
+        drawn = drawn.unionByName(near)
+    drawn = drawn.join(seen_rows.select(C.USER_ID, C.ITEM_ID).distinct(), [C.USER_ID, C.ITEM_ID], "left_anti")
     first_draw = Window.partitionBy(C.USER_ID, "target_item_id", "kind", C.ITEM_ID).orderBy("_j")
     distinct = drawn.withColumn("_d", F.row_number().over(first_draw)).where(F.col("_d") == 1)
     keep = Window.partitionBy(C.USER_ID, "target_item_id", "kind").orderBy("_j")
@@ -203,6 +240,7 @@ def _sample_negatives(
     )
 
 
+NEAR_ITEMS = 50  # `neighbours` sampling: an anchor's nearest items by co-occurrence that draws pick from
 _BUCKET = 64  # draws are matched to item ranges within buckets of this many slots (no range join)
 
 
