@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 STAGE = "evaluate"
 MODEL_METHODS = ("zero_shot", "lora")
 LLM_METHODS = ("zero_shot", "lora", HYBRID)
+# The hybrid method is this scoring ranked through its adapter's fusion head (the head weighs a pointwise
+# answer score): the one scoring that decides whether hybrid runs and needs evidence.
+HYBRID_BASE, HYBRID_NAME = "lora/pointwise", f"{HYBRID}/pointwise"
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
         .join(prompts.select(C.USER_ID), C.USER_ID, "left_semi")
     )
     train = training_interactions(interactions, holdout)
-    hybrid_base = scorings.get("lora/pointwise")  # hybrid = this scoring through its adapter's fusion head
+    hybrid_base = scorings.get(HYBRID_BASE)
     needs_evidence = "blend" in e.methods or (
         HYBRID in e.methods and hybrid_base is not None and hybrid_base.fusion_head is not None
     )
@@ -201,14 +204,13 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
             scored = staging.read(spark, f"model-{name.replace('/', '-')}")
             stage(scored, name)
             log.info("evaluate: %s %s (%s)", name, how, scoring.lineage())
-            task = name.split("/")[1]
-            if name.startswith("lora/") and HYBRID in e.methods and task == "pointwise":
+            if name == HYBRID_BASE and HYBRID in e.methods:
                 if scoring.fusion_head is None:
                     log.warning("evaluate: the adapter has no fusion head (train.fusion_users=0?): hybrid skipped")
                     continue
                 fused = fuse(scored.withColumn(C.LM_SCORE, F.col(SCORE)), evidence, scoring.fusion_head, SCORE)
-                stage(fused, f"{HYBRID}/{task}")
-                log.info("evaluate: %s/%s scored", HYBRID, task)
+                stage(fused, HYBRID_NAME)
+                log.info("evaluate: %s scored", HYBRID_NAME)
         scores = staging.read(spark, "scores")
         ranks = target_ranks(scores, targets).toPandas()
         values = metrics_frame(scores, targets).toPandas()

@@ -8,8 +8,8 @@ share of the pairs and the slices' union is exactly the unsliced result.
 Everything a slice would otherwise recompute from all users is staged once before the first: the
 users' sequences (one array row per user), the item counts, and every candidate joined with its
 user's history. A slice then scans those tables (every user's sequence, every candidate row) but
-joins and aggregates only its own share of pairs and candidates, where the old layout re-joined and
-re-counted all users' rows in every slice. The slice count follows the number of windowed pairs.
+joins and aggregates only its own share of pairs and candidates, so no slice re-counts what another
+has counted. The slice count follows the number of windowed pairs.
 """
 
 from __future__ import annotations
