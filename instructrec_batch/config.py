@@ -154,6 +154,11 @@ class PromptConfig(_Section):
         description="items columns shown after each title ('Title | Comedy, Drama'); absent ones are skipped",
     )
     attribute_max_tokens: int = Field(16, ge=2, description="each shown attribute is cut to this many tokens")
+    show_ratings: bool = Field(
+        True,
+        description="history lines carry the user's rating ('Title | rated 4/5', out of the table's largest "
+        "rating) when interactions have a rating column; candidates never do",
+    )
     text_max_chars: int = Field(300, ge=8, description="intents and reviews are cut to this many characters")
     text_max_tokens: int = Field(64, ge=2, description="... and to this many tokens")
     users_per_slice: int = Field(

@@ -29,6 +29,29 @@ def titled_items(items: DataFrame, cfg: Config, tokenizer_path: str) -> DataFram
     )
 
 
+SHOWN = "_shown"  # a history row's text in the prompt: its item's text, plus the user's rating when shown
+
+
+def rating_scale(interactions: DataFrame, cfg: Config) -> float | None:
+    """The top of the rating scale history lines are shown against (the largest rating in the table),
+    or None when ratings are not shown: prompt.show_ratings off, no rating column, or no ratings."""
+    if not cfg.prompt.show_ratings or C.RATING not in interactions.columns:
+        return None
+    top = interactions.agg(F.max(F.col(C.RATING).cast("double"))).first()[0]
+    return float(top) if top is not None and top > 0 else None
+
+
+def history_text(scale: float | None) -> Column:
+    """A history row's text: the item's text, then ' | rated 4/5' when the row has a rating and a
+    scale is given. Only history rows get it: a candidate's rating is what the model must predict."""
+    if scale is None:
+        return F.col(C.TITLE)
+    number = F.regexp_replace(F.round(F.col(C.RATING).cast("double"), 1).cast("string"), r"\.0$", "")
+    top = f"{scale:g}"
+    rated = F.concat(F.col(C.TITLE), F.lit(" | rated "), number, F.lit(f"/{top}"))
+    return F.when(F.col(C.RATING).isNotNull(), rated).otherwise(F.col(C.TITLE))
+
+
 def collect_ordered(
     df: DataFrame, keys: Sequence[str], order: Sequence[Column], fields: Mapping[str, str], *extra: Column
 ) -> DataFrame:

@@ -22,7 +22,7 @@ from instructrec_batch.errors import ConfigError, ContractError
 from instructrec_batch.evidence.stored import read_run_evidence
 from instructrec_batch.models.base import load_tokenizer, resolve_base
 from instructrec_batch.prompts.budget import prompt_tokens
-from instructrec_batch.prompts.frames import collect_ordered, titled_items
+from instructrec_batch.prompts.frames import SHOWN, collect_ordered, history_text, rating_scale, titled_items
 from instructrec_batch.prompts.render import UserContext, candidate_text
 from instructrec_batch.prompts.templates import Template, load_templates
 from instructrec_batch.prompts.text_udfs import (
@@ -140,7 +140,12 @@ def _prepare_candidates(
 
 
 def _prepare_history(
-    interactions: DataFrame, titles: DataFrame, holdout: DataFrame | None, max_history: int, run_id: str
+    interactions: DataFrame,
+    titles: DataFrame,
+    holdout: DataFrame | None,
+    max_history: int,
+    run_id: str,
+    scale: float | None,
 ) -> tuple[DataFrame, DataFrame | None, list[DataFrame]]:
     """Per-user newest `max_history` titled items (+ count of all usable ones), latest review, rejects."""
     keys = [C.USER_ID, C.ITEM_ID, C.EVENT_TS]
@@ -149,7 +154,7 @@ def _prepare_history(
     joined = rows.join(titles.withColumn("_known", F.lit(True)), C.ITEM_ID, "left")
     reason = item_reason(F.col("_known"), F.col(C.TITLE))
     rejects.append(_reject(joined.where(reason.isNotNull()), run_id, "interactions", reason))
-    usable = joined.where(reason.isNull())
+    usable = joined.where(reason.isNull()).withColumn(SHOWN, history_text(scale))
     per_user = Window.partitionBy(C.USER_ID)
     newest = per_user.orderBy(F.col(C.EVENT_TS).desc(), F.col(C.ITEM_ID).desc())
     ranked = usable.withColumn("_n", F.row_number().over(newest)).withColumn("_total", F.count(F.lit(1)).over(per_user))
@@ -157,7 +162,7 @@ def _prepare_history(
         ranked.where(F.col("_n") <= max_history),
         [C.USER_ID],
         [F.col(C.EVENT_TS), F.col(C.ITEM_ID)],  # oldest first
-        {C.ITEM_ID: HIST_IDS, C.TITLE: HIST_TITLES},
+        {C.ITEM_ID: HIST_IDS, SHOWN: HIST_TITLES},
         F.max("_total").alias("history_available"),
     )
     review = None
@@ -221,7 +226,10 @@ def _build(
     """The prompts and rejects of one slice of users (lazy DataFrames)."""
     p = cfg.prompt
     cand_lists, rejects = _prepare_candidates(inputs.candidates, titles, evidence, run_id)
-    hist, review, hist_rejects = _prepare_history(inputs.interactions, titles, inputs.holdout, p.max_history, run_id)
+    scale = rating_scale(inputs.interactions, cfg)
+    hist, review, hist_rejects = _prepare_history(
+        inputs.interactions, titles, inputs.holdout, p.max_history, run_id, scale
+    )
     rejects += hist_rejects
     users = cand_lists.join(hist, C.USER_ID, "left")
     if inputs.intents is not None:

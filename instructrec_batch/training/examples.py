@@ -26,7 +26,7 @@ from instructrec_batch.evidence.features import (
     nearest_items,
     user_sequences,
 )
-from instructrec_batch.prompts.frames import collect_ordered, titled_items
+from instructrec_batch.prompts.frames import SHOWN, collect_ordered, history_text, rating_scale, titled_items
 from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.prompts.text_udfs import (
     CAND_IDS,
@@ -67,7 +67,9 @@ def build_examples(
         F.col(C.USER_ID).isNotNull() & F.col(C.ITEM_ID).isNotNull() & F.col(C.EVENT_TS).isNotNull()
     )
     titles = titled_items(items, cfg, tokenizer_path).where(F.col(C.TITLE).isNotNull())
-    train_seq = history_cut(rows.select(*keys), holdout).join(titles, C.ITEM_ID)
+    scale = rating_scale(interactions, cfg)
+    shown = [C.RATING] if scale is not None else []
+    train_seq = history_cut(rows.select(*keys, *shown), holdout).join(titles, C.ITEM_ID)
     if t.max_users is not None:
         users = train_seq.select(C.USER_ID).distinct()
         users = users.withColumn("_h", _hash_int(t.seed, C.USER_ID)).orderBy("_h", C.USER_ID).limit(t.max_users)
@@ -118,10 +120,12 @@ def build_examples(
     )
     by_example = Window.partitionBy(C.USER_ID, "target_item_id", "kind").orderBy(ts.desc(), item.desc())
     hist = collect_ordered(
-        hist.withColumn("_k", F.row_number().over(by_example)).where(F.col("_k") <= t.max_history),
+        hist.withColumn("_k", F.row_number().over(by_example))
+        .where(F.col("_k") <= t.max_history)
+        .withColumn(SHOWN, history_text(scale)),
         [C.USER_ID, "target_item_id", "kind"],
         [ts, item],  # oldest first
-        {C.ITEM_ID: HIST_IDS, C.TITLE: HIST_TITLES},
+        {C.ITEM_ID: HIST_IDS, SHOWN: HIST_TITLES},
         F.count(F.lit(1)).alias("history_available"),
     )
 
