@@ -155,7 +155,7 @@ class PromptConfig(_Section):
     )
     attribute_max_tokens: int = Field(16, ge=2, description="each shown attribute is cut to this many tokens")
     show_ratings: bool = Field(
-        True,
+        False,
         description="history lines carry the user's rating ('Title | rated 4/5', out of the table's largest "
         "rating) when interactions have a rating column; candidates never do",
     )
@@ -187,7 +187,7 @@ class TrainConfig(_Section):
         description="how training examples' negatives are drawn: uniformly over items; popularity: half of "
         "them in proportion to the items' training interactions (so popularity alone does not separate "
         "target from negatives); neighbours: a third by popularity, a third among the 50 items nearest by "
-        "co-occurrence to the item just before the target (items the evidence ranks high), a third uniform. "
+        "co-occurrence (in the training sequences) to the item just before the target, a third uniform. "
         "Validation and fusion lists stay uniform, like the evaluation's",
     )
     list_size: int = Field(20, ge=2, le=26, description="listwise: candidates per example (target + negatives)")

@@ -220,6 +220,41 @@ def test_item_attributes_follow_the_title_sanitised(spark, loaded: Config) -> No
     assert shown[7] == "Fire 🔥 Movie"  # no category: the title alone
 
 
+def test_history_lines_carry_the_users_rating_and_candidates_never_do(spark, loaded: Config) -> None:
+    """Ratings read against the table's largest one ('4/5', '3.5/5'); a row without a rating, and
+    every candidate (even one the user rated before), shows its item text alone."""
+    interactions, _ = _tables()["interactions"]
+    ratings = {1: 4.0, 2: 3.5, 5: None}
+    rated = interactions.assign(
+        rating=[
+            ratings.get(i, 5.0) if u == 1 else 2.0
+            for u, i in zip(interactions.user_id, interactions.item_id, strict=True)
+        ]
+    )
+    write_input(
+        spark, loaded, "interactions", rated, "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP, rating DOUBLE"
+    )
+    cfg = _with(loaded, max_tokens=4000, max_history=50, show_ratings=True)
+    prompts_job(spark, cfg)
+    user = _read(cfg, "prompts").set_index("user_id").loc[1]
+    shown = dict(zip(user.history_item_ids, user.history_titles, strict=True))
+    assert shown[1] == "Toy Story (1995) | rated 4/5"
+    assert shown[2] == "Star Wars (1977) | rated 3.5/5"
+    assert shown[10] == "Movie 10 love story | rated 5/5"
+    assert shown[5] == "Foo' Answer - Yes"  # no rating (NaN in pandas): the (sanitised) title alone
+    assert not any(" | rated " in t for t in user.candidate_titles)
+    assert "Toy Story (1995)" in user.candidate_titles  # item 1 is both a history item and a candidate
+
+    # In user slices the scale is still the whole table's: user 2 (ratings of 2 only) reads "2/5".
+    prompts_job(spark, _with(cfg, users_per_slice=1))
+    user = _read(cfg, "prompts").set_index("user_id").loc[2]
+    assert list(user.history_titles) == ["Toy Story (1995) | rated 2/5"]
+
+    prompts_job(spark, _with(cfg, show_ratings=False))
+    user = _read(cfg, "prompts").set_index("user_id").loc[1]
+    assert not any(" | rated " in t for t in user.history_titles)
+
+
 def test_evidence_job_covers_every_keyed_candidate_and_v3_prompts_read_it(spark, loaded: Config) -> None:
     v3 = _with(loaded, template_version="v3", max_tokens=512)
     with pytest.raises(ContractError, match=r"candidate_evidence.*test-run.*run `instructrec-batch evidence`"):

@@ -143,9 +143,10 @@ def test_neighbour_negatives_come_from_the_training_target_anchor_neighbours(spa
 
 @pytest.mark.parametrize("version", [DEFAULT_VERSION, "v3"])
 def test_same_user_renders_identically_in_training_and_scoring(spark, protocol_cfg: Config, version: str) -> None:
-    """Also with v3's evidence notes: an item in a user's validation list and scoring list reads the same."""
+    """Also with v3's evidence notes and with ratings in the history: an item in a user's validation
+    list and scoring list reads the same."""
     cfg = protocol_cfg.model_copy(
-        update={"prompt": protocol_cfg.prompt.model_copy(update={"template_version": version})}
+        update={"prompt": protocol_cfg.prompt.model_copy(update={"template_version": version, "show_ratings": True})}
     )
     evidence_job(spark, cfg)
     prompts_job(spark, cfg)
@@ -172,6 +173,11 @@ def test_same_user_renders_identically_in_training_and_scoring(spark, protocol_c
     assert compared > 0
     if template.shows_evidence:
         assert prompts.candidate_titles.map(lambda ts: all(" links)" in t for t in ts)).all()
+    # The synthetic interactions carry ratings: every history line shows one, no candidate ever does
+    # (a training target's rating would tell the model the answer).
+    for frame in (prompts, examples):
+        assert frame.history_titles.map(lambda ts: all(" | rated " in t for t in ts)).all()
+        assert not frame.candidate_titles.map(lambda ts: any(" | rated " in t for t in ts)).any()
 
 
 def test_v3_training_notes_are_the_evidence_as_of_each_target(spark, protocol_cfg: Config) -> None:

@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
-from instructrec_batch.prompts.text_udfs import clean_titles_fn
+from instructrec_batch.prompts.text_udfs import ATTRIBUTE_SEPARATOR, clean_titles_fn
 from instructrec_batch.spark.rejects import utf8_text
 
 
@@ -37,7 +37,7 @@ def rating_scale(interactions: DataFrame, cfg: Config) -> float | None:
     or None when ratings are not shown: prompt.show_ratings off, no rating column, or no ratings."""
     if not cfg.prompt.show_ratings or C.RATING not in interactions.columns:
         return None
-    top = interactions.agg(F.max(F.col(C.RATING).cast("double"))).first()[0]
+    top = interactions.where(_rated()).agg(F.max(F.col(C.RATING).cast("double"))).first()[0]
     return float(top) if top is not None and top > 0 else None
 
 
@@ -47,9 +47,15 @@ def history_text(scale: float | None) -> Column:
     if scale is None:
         return F.col(C.TITLE)
     number = F.regexp_replace(F.round(F.col(C.RATING).cast("double"), 1).cast("string"), r"\.0$", "")
-    top = f"{scale:g}"
-    rated = F.concat(F.col(C.TITLE), F.lit(" | rated "), number, F.lit(f"/{top}"))
-    return F.when(F.col(C.RATING).isNotNull(), rated).otherwise(F.col(C.TITLE))
+    top = f"{round(scale, 1):g}"  # rounded like the ratings themselves
+    rated = F.concat(F.col(C.TITLE), F.lit(f"{ATTRIBUTE_SEPARATOR}rated "), number, F.lit(f"/{top}"))
+    return F.when(_rated(), rated).otherwise(F.col(C.TITLE))
+
+
+def _rated() -> Column:
+    """Rows with a rating: neither null nor NaN (a float column can hold NaN for a missing value)."""
+    rating = F.col(C.RATING).cast("double")
+    return rating.isNotNull() & ~F.isnan(rating)
 
 
 def collect_ordered(

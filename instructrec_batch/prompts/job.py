@@ -222,11 +222,11 @@ def _build(
     template: Template,
     tokenizer_path: str,
     run_id: str,
+    scale: float | None,
 ) -> tuple[DataFrame, DataFrame]:
-    """The prompts and rejects of one slice of users (lazy DataFrames)."""
+    """The prompts and rejects of one slice of users (lazy DataFrames); `scale` is the whole table's."""
     p = cfg.prompt
     cand_lists, rejects = _prepare_candidates(inputs.candidates, titles, evidence, run_id)
-    scale = rating_scale(inputs.interactions, cfg)
     hist, review, hist_rejects = _prepare_history(
         inputs.interactions, titles, inputs.holdout, p.max_history, run_id, scale
     )
@@ -303,9 +303,10 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
         check_budget(template, load_tokenizer(tokenizer_path), cfg, max_cands)
         slices = max(1, math.ceil((stats["users"] or 0) / p.users_per_slice))
         everything = _Inputs(interactions, candidates, intents, holdout)
+        scale = rating_scale(interactions, cfg)  # of the whole table, as training reads it: never per slice
         for index in range(slices):
             prompts, rejects = _build(
-                everything.slice(index, slices), titles, evidence, cfg, template, tokenizer_path, run_id
+                everything.slice(index, slices), titles, evidence, cfg, template, tokenizer_path, run_id, scale
             )
             mode = "overwrite" if index == 0 else "append"
             write_table(prompts, cfg, staging.ref("prompts"), mode=mode)

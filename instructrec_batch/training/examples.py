@@ -68,8 +68,8 @@ def build_examples(
     )
     titles = titled_items(items, cfg, tokenizer_path).where(F.col(C.TITLE).isNotNull())
     scale = rating_scale(interactions, cfg)
-    shown = [C.RATING] if scale is not None else []
-    train_seq = history_cut(rows.select(*keys, *shown), holdout).join(titles, C.ITEM_ID)
+    rating = [C.RATING] if scale is not None else []
+    train_seq = history_cut(rows.select(*keys, *rating), holdout).join(titles, C.ITEM_ID)
     if t.max_users is not None:
         users = train_seq.select(C.USER_ID).distinct()
         users = users.withColumn("_h", _hash_int(t.seed, C.USER_ID)).orderBy("_h", C.USER_ID).limit(t.max_users)
@@ -86,7 +86,7 @@ def build_examples(
         C.USER_ID, C.ITEM_ID, C.EVENT_TS, C.TITLE, F.lit(TRAIN).alias("kind")
     )
     neighbours = None
-    if t.negative_sampling == "neighbours":
+    if t.negative_sampling == "neighbours" and not fusion:  # fusion lists have no training targets
         # Each training target's anchor is the user's item just before it (the newest of its history).
         near = nearest_items(
             user_sequences(train_seq.select(*keys), cfg.evidence.max_items), cfg.evidence.window, NEAR_ITEMS
@@ -190,7 +190,8 @@ def _sample_negatives(
     Draws are uniform over titled items; with `popularity` (one item_id row per training
     interaction), every other draw of a training target follows those interaction counts instead;
     with `neighbours` too (user_id, target_item_id, _near: items near the training target's
-    anchor), draws rotate: one from _near, one by popularity, one uniform. Validation and fusion
+    anchor; used only next to `popularity`), draws rotate: one from _near, one by popularity, one
+    uniform. Validation and fusion
     targets keep uniform draws (their lists must look like the evaluation's).
     """
     slots, n_items = _item_ranges(titles.select(C.ITEM_ID).withColumn("_c", F.lit(1)), "uniform")
@@ -201,10 +202,10 @@ def _sample_negatives(
         )
         popular, n_interactions = _item_ranges(counts, "popularity")
         slots = slots.unionByName(popular)
-        # Training targets alternate: even draws by popularity, odd draws uniform, so lists mix popular
-        # and random items and never run short of distinct items when a few items dominate the counts.
+        # Training targets' draws alternate between pools, so lists mix popular and random items and never
+        # run short of distinct items when a few items dominate the counts.
         train = F.col("kind") == TRAIN
-        if neighbours is None:
+        if neighbours is None:  # even draws by popularity, odd draws uniform
             by_popularity = train & (F.col("_j") % 2 == 0)
             pool = F.when(by_popularity, "popularity").otherwise("uniform")
         else:
@@ -229,7 +230,7 @@ def _sample_negatives(
     )
     if neighbours is not None:
         near = keyed.where(F.col("_pool") == "neighbours").join(neighbours, [C.USER_ID, "target_item_id"])
-        near = near.where(F.size(NEAR) > 0).select(
+        near = near.where(F.size(NEAR) > 0).select(  # (defensive: nearest_items lists no empty arrays)
             *example, F.element_at(NEAR, (F.pmod(draw, F.size(NEAR)) + 1).cast("int")).alias(C.ITEM_ID)
         )
         drawn = drawn.unionByName(near)
