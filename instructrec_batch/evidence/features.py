@@ -88,6 +88,11 @@ def pair_counts(sequences: DataFrame, window: int, part: tuple[int, int] = (0, 1
     return pairs.groupBy("_a", "_b").agg(F.count(F.lit(1)).alias("_co"))
 
 
+def cosine(co: Column, n_a: Column, n_b: Column) -> Column:
+    """The evidence's item similarity: co-occurrence count over sqrt(n(a) · n(b)) (counts floored at 1)."""
+    return co / F.sqrt(F.greatest(n_a, F.lit(1)) * F.greatest(n_b, F.lit(1)))
+
+
 NEAR = "_near"  # nearest_items: an item's nearest neighbours by co-occurrence, as an id-sorted array
 
 
@@ -99,7 +104,7 @@ def nearest_items(sequences: DataFrame, window: int, top: int) -> DataFrame:
     n_a = counts.select(F.col(C.ITEM_ID).alias("_a"), F.col("_n").alias("_na"))
     n_b = counts.select(F.col(C.ITEM_ID).alias("_b"), F.col("_n").alias("_nb"))
     pairs = pair_counts(sequences, window).join(n_a, "_a").join(n_b, "_b")
-    sim = F.col("_co") / F.sqrt(F.col("_na") * F.col("_nb"))
+    sim = cosine(F.col("_co"), F.col("_na"), F.col("_nb"))
     nearest = Window.partitionBy("_a").orderBy(sim.desc(), F.col("_b"))
     ranked = pairs.withColumn("_r", F.row_number().over(nearest)).where(F.col("_r") <= top)
     return ranked.groupBy(F.col("_a").alias(C.ITEM_ID)).agg(F.array_sort(F.collect_list("_b")).alias(NEAR))
@@ -174,7 +179,7 @@ def part_evidence(
     position = F.col("_start") + F.col("_k") + 1
     own_pair = (F.col("_own").isNotNull() & (F.abs(position - F.col("_own")) <= cfg.window)).cast("long")
     co = F.greatest(F.coalesce(F.col("_co"), F.lit(0)) - own_pair, F.lit(0))
-    sim = co / F.sqrt(F.greatest(F.col("_nc"), F.lit(1)) * F.greatest(F.col("_nh"), F.lit(1)))
+    sim = cosine(co, F.col("_nc"), F.col("_nh"))
     per_pair = compared_pairs.select(*keys, sim.alias("_sim"), (F.col("_k") + 1).alias("_age"))
     similarity = per_pair.groupBy(*keys).agg(
         F.sum("_sim").alias(COOC_SUM),

@@ -191,8 +191,8 @@ def _sample_negatives(
     interaction), every other draw of a training target follows those interaction counts instead;
     with `neighbours` too (user_id, target_item_id, _near: items near the training target's
     anchor; used only next to `popularity`), draws rotate: one from _near, one by popularity, one
-    uniform. Validation and fusion
-    targets keep uniform draws (their lists must look like the evaluation's).
+    uniform. Validation and fusion targets keep uniform draws (their lists must look like the
+    evaluation's).
     """
     slots, n_items = _item_ranges(titles.select(C.ITEM_ID).withColumn("_c", F.lit(1)), "uniform")
     pool, size = F.lit("uniform"), F.lit(n_items)
