@@ -175,6 +175,12 @@ class PromptConfig(_Section):
     def inference_template_id(self) -> str:
         return self.template_id or f"{self.task}-0"
 
+    def item_text(self) -> dict[str, Any]:
+        """The settings that shape the text of a history line or candidate beyond the template: which item
+        attributes follow a title and whether history lines carry ratings. An adapter's manifest records
+        them, so scoring can refuse to rank text laid out unlike the text the adapter was tuned on."""
+        return {"item_attributes": list(self.item_attributes), "show_ratings": self.show_ratings}
+
 
 class TrainConfig(_Section):
     """LoRA instruction tuning. Defaults fit a CPU budget of under 15 minutes on 2 cores."""

@@ -59,6 +59,7 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
     from peft import LoraConfig, get_peft_model
 
     from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
+    from instructrec_batch.config import PromptConfig
     from instructrec_batch.models.adapter import save_adapter
     from instructrec_batch.models.base import BaseModel, load_causal_lm
 
@@ -75,6 +76,7 @@ def adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
             "base_model": str(tiny_model_dir),
             "base_model_sha256": BaseModel(str(tiny_model_dir), tiny_model_dir).sha256(),
             "template_version": DEFAULT_VERSION,
+            "item_text": PromptConfig().item_text(),
         },
     )
     return folder

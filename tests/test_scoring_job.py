@@ -217,6 +217,17 @@ def test_template_version_mismatches_are_refused_before_scoring(spark, prompted:
     assert not (Path(prompted.tables_root) / "recommendations").exists()
 
 
+def test_an_adapter_is_refused_on_item_text_it_was_not_trained_on(spark, prompted: Config) -> None:
+    """Ratings in history lines or other item attributes change every line the model reads: an adapter
+    tuned without them is refused before any task runs, naming the settings to restore."""
+    p = prompted.prompt
+    for change in ({"show_ratings": not p.show_ratings}, {"item_attributes": ["brand"]}):
+        other = prompted.model_copy(update={"prompt": p.model_copy(update=change)})
+        with pytest.raises(ConfigError, match=r"trained on item text .* set prompt.item_attributes and prompt"):
+            score_job(spark, other)
+    assert not (Path(prompted.tables_root) / "recommendations").exists()
+
+
 def test_scoring_reports_progress_with_an_eta(spark, prompted: Config, caplog: pytest.LogCaptureFixture) -> None:
     """On the local engine the UDFs run in the driver's process: it logs users done, rate and ETA."""
     import logging

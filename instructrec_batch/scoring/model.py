@@ -82,6 +82,13 @@ def prepare_model_scoring(
             f"{cfg.prompt.template_version}; build prompts and score with prompt.template_version={trained_on}, "
             "or train an adapter on the new version"
         )
+    item_text = adapter.manifest.get("item_text") if adapter else None  # absent from older adapters
+    if item_text is not None and item_text != cfg.prompt.item_text():
+        raise ConfigError(
+            f"adapter {adapter_path} was trained on item text {item_text} but the config asks for "
+            f"{cfg.prompt.item_text()}; set prompt.item_attributes and prompt.show_ratings as the adapter was "
+            "trained and rebuild the prompts, or train an adapter with these settings"
+        )
     model_id = f"{base.name}@{base_sha[:12]}" + (f"+lora@{adapter.sha256[:12]}" if adapter else "")
     spec = ScoringSpec(
         model_path=str(base.path),

@@ -94,6 +94,7 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
                 "base_model": base.name,
                 "base_model_sha256": base_sha,
                 "template_version": templates.version,
+                "item_text": cfg.prompt.item_text(),
                 "tasks": list(t.tasks),
                 "data_versions": {
                     name: delta_version(resolve(cfg, name)) for name in ("interactions", "items", "holdout")
