@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import deltalake
@@ -14,6 +15,7 @@ from transformers import AutoTokenizer
 from instructrec_batch import contracts as C
 from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
 from instructrec_batch.config import Config
+from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ArtifactError
 from instructrec_batch.evidence.features import NEAR
 from instructrec_batch.evidence.job import evidence_job
@@ -26,7 +28,7 @@ from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.spark.tables import read_input
 from instructrec_batch.training.examples import _sample_negatives, build_examples
 from instructrec_batch.training.job import train_job
-from tests.helpers import load_synthetic
+from tests.helpers import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, load_synthetic, write_input
 
 
 def _configure(cfg: Config, **train: object) -> Config:
@@ -139,6 +141,49 @@ def test_neighbour_negatives_come_from_the_training_target_anchor_neighbours(spa
     )
     assert has_near.xs("train", level="kind").all()
     assert has_near.xs("valid", level="kind").mean() < 0.4
+
+
+def _anchor_clusters() -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[int, int], set[int]]]:
+    """Interactions where each of ten users' training targets has its own anchor (the item just
+    before it), and each anchor co-occurs, in four other users' sequences, with 20 items of its own
+    that the ten never saw. Returns interactions, items and {(user, target): its anchor's items}."""
+    t0 = datetime(2024, 1, 1)
+    rows, clusters, next_item, next_user = [], {}, 10_000, 1_000
+    for u in range(1, 11):
+        w, x, y, z, valid, test = (100 * u + k for k in range(6))  # oldest first: targets z, y, x
+        rows += [(u, item, t0 + timedelta(days=k), 4.0) for k, item in enumerate((w, x, y, z, valid, test))]
+        for target, anchor in ((z, y), (y, x), (x, w)):
+            clusters[(u, target)] = set()
+            for _ in range(4):
+                near = list(range(next_item, next_item + 5))
+                next_item += 7  # five near items, then two held out
+                clusters[(u, target)].update(near)
+                sequence = [anchor, *near, near[-1] + 1, near[-1] + 2]
+                rows += [(next_user, item, t0 + timedelta(days=k), 4.0) for k, item in enumerate(sequence)]
+                next_user += 1
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "event_ts", "rating"])
+    ids = sorted(set(inter.item_id))
+    return inter, pd.DataFrame({"item_id": ids, "title": [f"Item {i}" for i in ids]}), clusters
+
+
+@pytest.mark.parametrize("sampling", ["neighbours", "popularity"])
+def test_neighbour_negatives_follow_each_training_targets_own_anchor(spark, tiny_cfg: Config, sampling: str) -> None:
+    """Through build_examples: with neighbour sampling, a training example's negatives hold items near
+    the user's item just before its target (not near the target, nor near the user's newest item),
+    which popularity sampling almost never draws."""
+    inter, items, clusters = _anchor_clusters()
+    write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
+    write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
+    protocol_job(spark, tiny_cfg)
+    cfg = _configure(tiny_cfg, negative_sampling=sampling, negatives=3, examples_per_user=3)
+    examples = _examples(spark, cfg)
+    mine = examples[(examples.kind == "train") & examples.user_id.between(1, 10)]
+    assert len(mine) == 30
+    hits = [bool(clusters[(r.user_id, r.target_item_id)] & set(r.candidate_ids)) for r in mine.itertuples()]
+    if sampling == "neighbours":
+        assert sum(hits) >= 24, hits
+    else:
+        assert sum(hits) <= 6, hits
 
 
 @pytest.mark.parametrize("version", [DEFAULT_VERSION, "v3"])
