@@ -257,7 +257,7 @@ def test_training_lowers_validation_loss_and_adapter_round_trips(spark, protocol
     assert manifest["val_loss"] in history and manifest["val_loss"] <= min(history) + 1e-4
     assert manifest["base_model_sha256"] == BaseModel(str(tiny_model_dir), tiny_model_dir).sha256()
     assert manifest["data_versions"]["interactions"] == 0 and manifest["template_version"] == DEFAULT_VERSION
-    assert manifest["item_text"] == protocol_cfg.prompt.item_text()  # what scoring checks prompts against
+    assert manifest["item_text"] == protocol_cfg.prompt.item_text()  # what scoring checks its configuration against
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     batch = [tokenizer("the user likes star wars", add_special_tokens=False)["input_ids"], [5, 6, 7]]
