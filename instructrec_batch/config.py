@@ -159,6 +159,12 @@ class PromptConfig(_Section):
         description="history lines carry the user's rating ('Title | rated 4/5', out of the table's largest "
         "rating) when interactions have a rating column; candidates never do",
     )
+    taste_categories: int = Field(
+        0,
+        ge=0,
+        description="the instruction names the user's this many most frequent items.category values over their "
+        "whole history (with shares), next to the newest history lines; 0 = no taste line",
+    )
     text_max_chars: int = Field(300, ge=8, description="intents and reviews are cut to this many characters")
     text_max_tokens: int = Field(64, ge=2, description="... and to this many tokens")
     users_per_slice: int = Field(
@@ -177,9 +183,14 @@ class PromptConfig(_Section):
 
     def item_text(self) -> dict[str, Any]:
         """The settings that shape the text of a history line or candidate beyond the template: which item
-        attributes follow a title and whether history lines carry ratings. An adapter's manifest records
-        them, so scoring can refuse to rank text laid out unlike the text the adapter was tuned on."""
-        return {"item_attributes": list(self.item_attributes), "show_ratings": self.show_ratings}
+        attributes follow a title, whether history lines carry ratings and how many categories the taste
+        line names. An adapter's manifest records them, so scoring can refuse to rank text laid out unlike
+        the text the adapter was tuned on."""
+        return {
+            "item_attributes": list(self.item_attributes),
+            "show_ratings": self.show_ratings,
+            "taste_categories": self.taste_categories,
+        }
 
 
 class TrainConfig(_Section):

@@ -76,6 +76,7 @@ HOLDOUT = TableContract(
 
 # Tables this system writes and later jobs read back.
 RUN_ID = "run_id"
+TASTE_TEXT = "taste_text"  # optional prompts column: the taste line's text, null where an instruction has none
 ID_ARRAY_TYPES = frozenset(f"array<{t}>" for t in ID_TYPES)
 PROMPTS = TableContract(
     "prompts",
@@ -96,7 +97,7 @@ PROMPTS = TableContract(
         "cold_start": frozenset({"boolean"}),
         "prompt_tokens": INT_TYPES,
     },
-    optional={"created_at": frozenset({"timestamp", "timestamp_ntz"})},
+    optional={"created_at": frozenset({"timestamp", "timestamp_ntz"}), TASTE_TEXT: TEXT_TYPES},
 )
 REJECTS = TableContract(
     "rejects",

@@ -18,7 +18,7 @@ from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.scoring.job import score_job
 from instructrec_batch.scoring.udf import ScoringSpec, model_cache_key, resolve_dtype
 from instructrec_batch.spark import faults
-from tests.helpers import REPO, load_synthetic, run_cli
+from tests.helpers import ITEMS_SCHEMA, REPO, load_synthetic, run_cli, write_input
 
 
 def _with(cfg: Config, **score: object) -> Config:
@@ -218,14 +218,35 @@ def test_template_version_mismatches_are_refused_before_scoring(spark, prompted:
 
 
 def test_an_adapter_is_refused_on_item_text_it_was_not_trained_on(spark, prompted: Config) -> None:
-    """Ratings in history lines or other item attributes change every line the model reads: an adapter
-    tuned without them is refused before any task runs, naming the settings to restore."""
+    """Ratings in history lines, other item attributes or a taste line change what the model reads: an
+    adapter tuned without them is refused before any task runs, naming the settings to restore."""
     p = prompted.prompt
-    for change in ({"show_ratings": not p.show_ratings}, {"item_attributes": ["brand"]}):
+    for change in ({"show_ratings": not p.show_ratings}, {"item_attributes": ["brand"]}, {"taste_categories": 3}):
         other = prompted.model_copy(update={"prompt": p.model_copy(update=change)})
-        with pytest.raises(ConfigError, match=r"trained on item text .* set prompt.item_attributes and prompt"):
+        with pytest.raises(
+            ConfigError,
+            match=r"trained on item text .* set prompt.item_attributes, prompt.show_ratings and prompt.taste",
+        ):
             score_job(spark, other)
     assert not (Path(prompted.tables_root) / "recommendations").exists()
+
+
+def test_prompts_and_scoring_must_agree_on_the_taste_line(spark, prompted: Config) -> None:
+    """Scoring re-renders instructions from the prompts table: taste lines the configuration does not
+    ask for, or none where it does, are refused before any task runs."""
+    base_only = _with(prompted, adapter=None)
+    tasted = base_only.model_copy(update={"prompt": base_only.prompt.model_copy(update={"taste_categories": 3})})
+    with pytest.raises(ContractError, match=r"built without a taste_text column but prompt.taste_categories=3"):
+        score_job(spark, tasted)
+    items = pd.DataFrame({"item_id": range(1, 81), "title": [f"Item {i}" for i in range(1, 81)]})
+    write_input(spark, prompted, "items", items.assign(category=items.item_id % 3), ITEMS_SCHEMA + ", category STRING")
+    tasted = tasted.model_copy(update={"tables": tasted.tables.model_copy(update={"prompts": "prompts_taste"})})
+    prompts_job(spark, tasted)
+    untasted = tasted.model_copy(update={"prompt": tasted.prompt.model_copy(update={"taste_categories": 0})})
+    with pytest.raises(ContractError, match=r"built with taste lines but prompt.taste_categories=0"):
+        score_job(spark, untasted)
+    assert not (Path(prompted.tables_root) / "recommendations").exists()
+    assert score_job(spark, tasted).users == 24
 
 
 def test_scoring_reports_progress_with_an_eta(spark, prompted: Config, caplog: pytest.LogCaptureFixture) -> None:

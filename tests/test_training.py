@@ -248,6 +248,57 @@ def test_v3_training_notes_are_the_evidence_as_of_each_target(spark, protocol_cf
     assert ev.ev_linked.max() > 0  # some candidates are linked: the notes are not all the same
 
 
+def _expected_taste(rows: pd.DataFrame, categories: dict[int, list[str]], top: int = 3) -> str | None:
+    """The taste line of these history rows, computed independently in pandas."""
+    counts: dict[str, int] = {}
+    for item in rows.item_id:
+        for category in categories[item]:
+            counts[category] = counts.get(category, 0) + 1
+    best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return ", ".join(f"{c} ({math.floor(n * 100 / len(rows) + 0.5)}%)" for c, n in best) or None
+
+
+def test_taste_line_counts_only_rows_before_the_holdout_and_each_training_target(spark, protocol_cfg: Config) -> None:
+    """The taste line of a scoring prompt counts the user's rows before the held-out ones; a training
+    example's counts the rows before its target (not the target, not later rows), so the line is what
+    the user's profile was at that moment. Both checked against a pandas recount, shares included."""
+    categories = {i: [f"Genre{i % 4}", f"Mood{i % 7}"] for i in range(1, 81)}
+    items = pd.DataFrame(
+        {
+            "item_id": list(categories),
+            "title": [f"Item {i}" for i in categories],
+            "category": [", ".join(c) for c in categories.values()],
+        }
+    )
+    write_input(spark, protocol_cfg, "items", items, ITEMS_SCHEMA + ", category STRING")
+    cfg = protocol_cfg.model_copy(update={"prompt": protocol_cfg.prompt.model_copy(update={"taste_categories": 3})})
+    prompts_job(spark, cfg)
+    prompts = deltalake.DeltaTable(str(Path(cfg.tables_root) / "prompts")).to_pandas().set_index("user_id")
+    examples = _examples(spark, cfg)
+    holdout = deltalake.DeltaTable(str(Path(cfg.tables_root) / "holdout")).to_pandas()
+    inter = deltalake.DeltaTable(str(Path(cfg.tables_root) / "interactions")).to_pandas()
+    key = lambda df: list(zip(df.event_ts, df.item_id, strict=True))  # noqa: E731 - the (ts, item) order
+    first_held = {u: min(key(g)) for u, g in holdout.groupby("user_id")}
+    by_user = {u: g.assign(_k=key(g)) for u, g in inter.groupby("user_id")}
+
+    def before(user: int, cut: tuple) -> pd.DataFrame:
+        rows = by_user[user]
+        return rows[rows._k.map(lambda k: k < cut)]
+
+    for user, prompt in prompts.iterrows():
+        assert prompt.taste_text == _expected_taste(before(user, first_held[user]), categories)
+    train = examples[examples.kind == "train"]
+    assert len(train) == 30 * 3
+    for row in train.itertuples():
+        target = by_user[row.user_id].set_index("item_id").loc[row.target_item_id]
+        assert row.taste_text == _expected_taste(before(row.user_id, (target.event_ts, row.target_item_id)), categories)
+    # Each user's three targets see different counts, so the recount really tells the moments apart.
+    assert train.groupby("user_id").taste_text.nunique().gt(1).mean() > 0.5
+    template = load_templates(DEFAULT_VERSION).get("pointwise-0")  # and the prompt shows the line
+    first = train.iloc[0]
+    assert template.taste.format(taste=first.taste_text) in render_pointwise(template, context_of(first), ["x"]).prefix
+
+
 def test_training_lowers_validation_loss_and_adapter_round_trips(spark, protocol_cfg: Config, tiny_model_dir) -> None:
     summary = train_job(spark, protocol_cfg)
     manifest = json.loads((Path(summary.adapter) / "manifest.json").read_text())

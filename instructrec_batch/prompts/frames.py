@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
-from instructrec_batch.prompts.text_udfs import ATTRIBUTE_SEPARATOR, clean_titles_fn
+from instructrec_batch.errors import ConfigError
+from instructrec_batch.prompts.templates import Template
+from instructrec_batch.prompts.text_udfs import ATTRIBUTE_SEPARATOR, TASTE, clean_titles_fn
 from instructrec_batch.spark.rejects import utf8_text
 
 
@@ -72,3 +74,44 @@ def collect_ordered(
     grouped = df.groupBy(*keys).agg(packed, *extra)
     rest = [c for c in grouped.columns if c not in (*keys, "_packed")]
     return grouped.select(*keys, *[F.col(f"_packed.{c}").alias(name) for c, name in fields.items()], *rest)
+
+
+CATEGORY_SEPARATORS = r"\s*[,;|]\s*"  # one items.category value may list several: "Action, Adventure"
+
+
+def taste_profile(history: DataFrame, items: DataFrame, keys: Sequence[str], top: int) -> DataFrame | None:
+    """keys + TASTE: the `top` categories most frequent in each group's history rows, with the share of
+    those rows in each, most frequent first ("Drama (45%), Comedy (30%), Thriller (18%)").
+
+    `history` holds keys + item_id, one row per history interaction (a scoring user's rows before the
+    holdout; a training example's rows before its target), so the profile is the user's long-term
+    taste as of that moment. Categories come from items.category, split at commas, semicolons and
+    bars. None when `top` is 0 or the items table has no category column; a group none of whose items
+    has a category gets no row. The text is raw: the renderer cleans and caps it like an intent.
+    """
+    if top <= 0 or C.CATEGORY not in items.columns:
+        return None
+    categories = (
+        items.where(utf8_text(C.CATEGORY))
+        .select(C.ITEM_ID, F.explode(F.split(F.trim(F.col(C.CATEGORY)), CATEGORY_SEPARATORS)).alias("_cat"))
+        .where(F.length("_cat") > 0)
+        .distinct()
+    )
+    totals = history.groupBy(*keys).agg(F.count(F.lit(1)).alias("_total"))
+    counts = history.join(categories, C.ITEM_ID).groupBy(*keys, "_cat").agg(F.count(F.lit(1)).alias("_n"))
+    rank = F.row_number().over(Window.partitionBy(*keys).orderBy(F.col("_n").desc(), F.col("_cat")))
+    share = F.round(F.col("_n") * 100 / F.col("_total")).cast("int").cast("string")
+    shown = F.concat(F.col("_cat"), F.lit(" ("), share, F.lit("%)"))
+    best = counts.withColumn("_r", rank).where(F.col("_r") <= top).join(totals, list(keys))
+    parts = collect_ordered(best.withColumn("_shown", shown), keys, [F.col("_r")], {"_shown": "_parts"})
+    return parts.select(*keys, F.array_join("_parts", ", ").alias(TASTE))
+
+
+def require_taste_line(template: Template, cfg: Config) -> None:
+    """Fail before any work when prompt.taste_categories asks for a line the template version lacks."""
+    if cfg.prompt.taste_categories and not template.taste:
+        raise ConfigError(
+            f"prompt.taste_categories={cfg.prompt.taste_categories} but template version "
+            f"{cfg.prompt.template_version} has no taste line; use prompt.template_version v2 or v3, or set "
+            "prompt.taste_categories=0"
+        )

@@ -22,7 +22,15 @@ from instructrec_batch.errors import ConfigError, ContractError
 from instructrec_batch.evidence.stored import read_run_evidence
 from instructrec_batch.models.base import load_tokenizer, resolve_base
 from instructrec_batch.prompts.budget import prompt_tokens
-from instructrec_batch.prompts.frames import SHOWN, collect_ordered, history_text, rating_scale, titled_items
+from instructrec_batch.prompts.frames import (
+    SHOWN,
+    collect_ordered,
+    history_text,
+    rating_scale,
+    require_taste_line,
+    taste_profile,
+    titled_items,
+)
 from instructrec_batch.prompts.render import UserContext, candidate_text
 from instructrec_batch.prompts.templates import Template, load_templates
 from instructrec_batch.prompts.text_udfs import (
@@ -34,6 +42,7 @@ from instructrec_batch.prompts.text_udfs import (
     HIST_TITLES,
     NOTE_ARRAYS,
     PROMPT_COLUMNS,
+    TASTE,
     cap_tokens,
     prompt_schema,
     render_prompts_fn,
@@ -48,7 +57,9 @@ from instructrec_batch.spark.tables import (
     check_output_format,
     read_input,
     read_optional,
+    read_table,
     resolve,
+    table_exists,
     write_run_scoped,
     write_table,
 )
@@ -84,7 +95,7 @@ def check_budget(template: Template, tokenizer: object, cfg: Config, max_candida
         [cap_tokens(tokenizer, [title], p.title_max_tokens)[0]] + [attribute] * len(p.item_attributes)
     )
     text = cap_tokens(tokenizer, [text], p.text_max_tokens)[0]
-    worst = UserContext(history=(), preference=text, intent=text)
+    worst = UserContext(history=(), preference=text, intent=text)  # no history: no taste line either
     count = token_counter(tokenizer)
     shown = [candidate_text(template, title, top, cfg.evidence.history) for top, _ in template.popularity_words]
     longest = max(shown or [title], key=lambda t: count([t])[0])
@@ -95,6 +106,24 @@ def check_budget(template: Template, tokenizer: object, cfg: Config, max_candida
             f"candidate(s) of a worst-case user ({need} tokens); raise prompt.max_tokens or lower "
             "prompt.title_max_tokens / prompt.text_max_tokens"
         )
+
+
+def _prompt_columns(spark: SparkSession, cfg: Config) -> list[str]:
+    """PROMPT_COLUMNS as this run writes them: taste_text only when the taste line is on or the prompts
+    table already has the column. A Delta table's schema must match on every write (the embedded
+    engine cannot evolve it), so a table from before the taste line keeps its columns while it is off,
+    and turning it on there fails before anything is written, naming what to do."""
+    ref = resolve(cfg, "prompts")
+    existing = read_table(spark, cfg, ref).columns if table_exists(spark, ref) else None
+    has_taste = existing is not None and C.TASTE_TEXT in existing
+    if cfg.prompt.taste_categories and existing is not None and not has_taste:
+        raise ContractError(
+            f"{ref} has no {C.TASTE_TEXT} column (written without prompt.taste_categories), and a Delta table's "
+            "columns cannot be changed by a run: point tables.prompts at a new table, or move the old one aside, "
+            f"to build prompts with prompt.taste_categories={cfg.prompt.taste_categories}"
+        )
+    keep = bool(cfg.prompt.taste_categories) or has_taste
+    return [c for c in PROMPT_COLUMNS if c != C.TASTE_TEXT or keep]
 
 
 def _reject(
@@ -143,11 +172,14 @@ def _prepare_history(
     interactions: DataFrame,
     titles: DataFrame,
     holdout: DataFrame | None,
-    max_history: int,
+    cfg: Config,
     run_id: str,
     scale: float | None,
-) -> tuple[DataFrame, DataFrame | None, list[DataFrame]]:
-    """Per-user newest `max_history` titled items (+ count of all usable ones), latest review, rejects."""
+    items: DataFrame,
+) -> tuple[DataFrame, DataFrame | None, DataFrame | None, list[DataFrame]]:
+    """Per-user newest prompt.max_history titled items (+ count of all usable ones), latest review,
+    taste profile over all usable history rows (None when off), rejects."""
+    max_history = cfg.prompt.max_history
     keys = [C.USER_ID, C.ITEM_ID, C.EVENT_TS]
     rejects = [_reject(interactions.where(null_keys(keys)), run_id, "interactions", "null_key")]
     rows = history_cut(interactions.where(~null_keys(keys)), holdout)
@@ -174,7 +206,8 @@ def _prepare_history(
             .where(F.col("_n") == 1)
             .select(C.USER_ID, F.col(C.REVIEW).alias("review"))
         )
-    return hist, review, rejects
+    taste = taste_profile(usable.select(C.USER_ID, C.ITEM_ID), items, [C.USER_ID], cfg.prompt.taste_categories)
+    return hist, review, taste, rejects
 
 
 def _latest_intent(intents: DataFrame, run_id: str) -> tuple[DataFrame, list[DataFrame]]:
@@ -223,12 +256,14 @@ def _build(
     tokenizer_path: str,
     run_id: str,
     scale: float | None,
+    items: DataFrame,
+    columns: list[str],
 ) -> tuple[DataFrame, DataFrame]:
     """The prompts and rejects of one slice of users (lazy DataFrames); `scale` is the whole table's."""
     p = cfg.prompt
     cand_lists, rejects = _prepare_candidates(inputs.candidates, titles, evidence, run_id)
-    hist, review, hist_rejects = _prepare_history(
-        inputs.interactions, titles, inputs.holdout, p.max_history, run_id, scale
+    hist, review, taste, hist_rejects = _prepare_history(
+        inputs.interactions, titles, inputs.holdout, cfg, run_id, scale, items
     )
     rejects += hist_rejects
     users = cand_lists.join(hist, C.USER_ID, "left")
@@ -242,6 +277,10 @@ def _build(
         users = users.join(review, C.USER_ID, "left")
     else:
         users = users.withColumn("review", F.lit(None).cast("string"))
+    if taste is not None:
+        users = users.join(taste, C.USER_ID, "left")
+    else:
+        users = users.withColumn(TASTE, F.lit(None).cast("string"))
     all_users = inputs.candidates.where(F.col(C.USER_ID).isNotNull()).select(C.USER_ID).distinct()
     no_valid = all_users.join(cand_lists, C.USER_ID, "left_anti")
     rejects.append(_reject(no_valid, run_id, "candidates", "no_valid_candidates", item=False))
@@ -250,8 +289,10 @@ def _build(
     )
     schema = prompt_schema(_type(inputs.candidates, C.USER_ID), _type(inputs.candidates, C.ITEM_ID))
     lists = [CAND_IDS, CAND_TITLES, *(CAND_NOTES if evidence is not None else ()), HIST_IDS, HIST_TITLES]
-    prompts = users.select(C.USER_ID, *lists, "history_available", C.INTENT, "review").mapInPandas(render, schema)
-    prompts = prompts.select(F.lit(run_id).alias("run_id"), *PROMPT_COLUMNS, F.current_timestamp().alias("created_at"))
+    prompts = users.select(C.USER_ID, *lists, "history_available", C.INTENT, "review", TASTE).mapInPandas(
+        render, schema
+    )
+    prompts = prompts.select(F.lit(run_id).alias("run_id"), *columns, F.current_timestamp().alias("created_at"))
     all_rejects = rejects[0]
     for frame in rejects[1:]:
         all_rejects = all_rejects.unionByName(frame)
@@ -271,6 +312,7 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
     template = load_templates(p.template_version).get(p.inference_template_id)
     if template.task != p.task:
         raise ConfigError(f"prompt.template_id '{template.template_id}' is {template.task} but prompt.task={p.task}")
+    require_taste_line(template, cfg)
     base = resolve_base(cfg)
     tokenizer_path = str(base.path)
     interactions = read_input(spark, cfg, C.INTERACTIONS)
@@ -293,6 +335,7 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
         needed_by = f"template {template.template_id} ({p.template_version}, evidence in words)"
         keyed = candidates.where(~null_keys([C.USER_ID, C.ITEM_ID]))  # null keys become rejects
         evidence = read_run_evidence(spark, cfg, identity.run_id, needed_by, keyed)
+    columns = _prompt_columns(spark, cfg)
     with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         run_id = identity.run_id
         write_table(titled_items(items, cfg, tokenizer_path), cfg, staging.ref("titles"))
@@ -306,7 +349,16 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
         scale = rating_scale(interactions, cfg)  # of the whole table, as training reads it: never per slice
         for index in range(slices):
             prompts, rejects = _build(
-                everything.slice(index, slices), titles, evidence, cfg, template, tokenizer_path, run_id, scale
+                everything.slice(index, slices),
+                titles,
+                evidence,
+                cfg,
+                template,
+                tokenizer_path,
+                run_id,
+                scale,
+                items,
+                columns,
             )
             mode = "overwrite" if index == 0 else "append"
             write_table(prompts, cfg, staging.ref("prompts"), mode=mode)

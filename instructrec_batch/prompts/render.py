@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from instructrec_batch import contracts as C
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.prompts.templates import Template
 
@@ -23,6 +24,7 @@ class UserContext:
     history: tuple[str, ...] = ()  # item titles, oldest first
     preference: str | None = None  # explicit preference in the user's words (latest review)
     intent: str | None = None  # latest stated intention
+    taste: str | None = None  # the categories most frequent across the whole history, with their shares
 
     @property
     def cold_start(self) -> bool:
@@ -30,9 +32,10 @@ class UserContext:
 
 
 def context_of(row: Any) -> UserContext:
-    """The UserContext stored in a `prompts`-shaped row (scoring prompts and training examples alike)."""
+    """The UserContext stored in a `prompts`-shaped row (scoring prompts and training examples alike).
+    Prompts written before the taste line existed have no taste_text column: they read as no taste."""
     history = () if row.history_titles is None else tuple(row.history_titles)
-    return UserContext(history, row.preference_text, row.intention_text)
+    return UserContext(history, row.preference_text, row.intention_text, getattr(row, C.TASTE_TEXT, None))
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ def context_block(template: Template, ctx: UserContext) -> str:
     if ctx.history:
         history = "\n".join(template.history_line.format(title=title) for title in ctx.history)
         lines.append(template.preference_implicit.format(history=history))
+        if ctx.taste and template.taste:
+            lines.append(template.taste.format(taste=ctx.taste))
     if ctx.preference:
         lines.append(template.preference_explicit.format(preference=ctx.preference))
     if ctx.intent:

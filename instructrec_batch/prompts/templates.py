@@ -40,6 +40,7 @@ class Template:
     positive: str
     negative: str
     question: str = ""  # optional last line of the user part (pointwise: asked once, not per candidate)
+    taste: str = ""  # optional line with the user's most frequent categories ({taste}); "" = the version has none
     # Collaborative evidence in words (v3): a line before the question, how a candidate is shown
     # ({title}, {popularity}, {linked}) and the words of each popularity bucket (top percent).
     evidence_intro: str = ""
@@ -81,9 +82,12 @@ def _check(template: Template) -> None:
         "history_line",
         "candidate_line",
         "question",
+        "taste",
     ):
         if ANSWER_CUE in getattr(template, name):
             raise ConfigError(f"template {template.template_id}: {name} must not contain the answer cue")
+    if template.taste and "{taste}" not in template.taste:
+        raise ConfigError(f"template {template.template_id}: taste must contain {{taste}}")
     if template.shows_evidence:
         for field in ("{title}", "{popularity}", "{linked}"):
             if field not in template.evidence_candidate:
@@ -102,6 +106,7 @@ def load_templates(version: str) -> TemplateSet:
     for task in TASK_FORMS:
         body = raw["pointwise_candidate"] if task == "pointwise" else raw["listwise_candidates"]
         questions = (raw.get("question") or {}).get(task) or []
+        tastes = raw.get("taste") or []
         parts = [
             raw["header"][task],
             raw["preference_implicit"],
@@ -110,6 +115,7 @@ def load_templates(version: str) -> TemplateSet:
             raw["no_context"],
             body,
             *([questions] if questions else []),
+            *([tastes] if tastes else []),
         ]
         for k in range(min(len(p) for p in parts)):
             template = Template(
@@ -128,6 +134,7 @@ def load_templates(version: str) -> TemplateSet:
                 positive=raw["answers"]["positive"],
                 negative=raw["answers"]["negative"],
                 question=questions[k] if questions else "",
+                taste=tastes[k] if tastes else "",
                 evidence_intro=evidence.get("intro", ""),
                 evidence_candidate=evidence.get("candidate", "{title}"),
                 popularity_words=tuple(sorted((int(p), str(w)) for p, w in (evidence.get("popularity") or {}).items())),

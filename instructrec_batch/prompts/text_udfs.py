@@ -171,6 +171,7 @@ PROMPT_COLUMNS = [
     "task",
     "preference_text",
     "intention_text",
+    C.TASTE_TEXT,
     "history_titles",
     "history_item_ids",
     "history_len",
@@ -185,7 +186,7 @@ PROMPT_COLUMNS = [
 def prompt_schema(user_type: str, item_type: str) -> str:
     return (
         f"{C.USER_ID} {user_type}, template_id STRING, template_version STRING, task STRING, "
-        f"preference_text STRING, intention_text STRING, history_titles ARRAY<STRING>, "
+        f"preference_text STRING, intention_text STRING, taste_text STRING, history_titles ARRAY<STRING>, "
         f"history_item_ids ARRAY<{item_type}>, history_len INT, "
         f"history_available BIGINT, candidate_ids ARRAY<{item_type}>, candidate_titles ARRAY<STRING>, "
         "cold_start BOOLEAN, prompt_tokens INT"
@@ -200,6 +201,7 @@ CAND_IDS, CAND_TITLES = "cand_ids", "cand_titles"
 CAND_NOTES = tuple(f"cand_{c}" for c in C.EVIDENCE_NOTE_COLUMNS)  # for a template that shows evidence
 NOTE_ARRAYS = dict(zip(C.EVIDENCE_NOTE_COLUMNS, CAND_NOTES, strict=True))  # evidence column -> its array
 HIST_IDS, HIST_TITLES = "hist_ids", "hist_titles"
+TASTE = "taste"  # the user's category profile as one raw string (cleaned and capped here like an intent)
 
 
 def _plain(values: Any) -> list:
@@ -239,14 +241,15 @@ def render_prompts_fn(
     text_max_tokens: int,
     passthrough: Sequence[str] = (),
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """Per row: clean intent and review, fit the history to the budget, emit a prompt row.
+    """Per row: clean intent, review and taste, fit the history to the budget, emit a prompt row.
 
     Input columns: user_id, CAND_IDS and CAND_TITLES (upstream order), plus CAND_NOTES for a template
     that shows evidence, HIST_IDS and HIST_TITLES (oldest first, or null), history_available, intent,
-    review; optionally template_id (per-row template, as training uses; else `template_id`) and the
-    `passthrough` columns, copied to the output after PROMPT_COLUMNS. Scoring prompts and training
-    examples both go through this function, which is what makes their text byte-identical for the
-    same user, history and template.
+    review; optionally TASTE (the user's category profile, see prompts.frames.taste_profile),
+    template_id (per-row template, as training uses; else `template_id`) and the `passthrough`
+    columns, copied to the output after PROMPT_COLUMNS. Scoring prompts and training examples both go
+    through this function, which is what makes their text byte-identical for the same user, history
+    and template.
     """
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -263,12 +266,13 @@ def render_prompts_fn(
 
         for frame in batches:
             intents, reviews = clean_capped(frame["intent"]), clean_capped(frame["review"])
+            tastes = clean_capped(frame[TASTE]) if TASTE in frame else [None] * len(frame)
             ids = frame["template_id"].tolist() if "template_id" in frame else [template_id] * len(frame)
             notes = [frame[c].tolist() for c in CAND_NOTES] if CAND_NOTES[0] in frame else None
             users = []
             for i, (tid, titles, hist) in enumerate(zip(ids, frame[CAND_TITLES], frame[HIST_TITLES], strict=True)):
                 template = templates.get(tid)
-                ctx = UserContext(() if hist is None else tuple(_plain(hist)), reviews[i], intents[i])
+                ctx = UserContext(() if hist is None else tuple(_plain(hist)), reviews[i], intents[i], tastes[i])
                 users.append((template, shown_candidates(template, titles, notes and [n[i] for n in notes]), ctx))
             full = prompt_lengths([(template, ctx, shown) for template, shown, ctx in users], count)
             rows = []
@@ -289,6 +293,7 @@ def render_prompts_fn(
                         template.task,
                         ctx.preference,
                         ctx.intent,
+                        ctx.taste if ctx.history else None,  # shown only next to a history
                         list(ctx.history),
                         _plain(hist_ids)[len(hist_ids) - kept :] if kept else [],
                         kept,

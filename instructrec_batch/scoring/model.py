@@ -35,6 +35,9 @@ _PROMPT_INPUT = [
     "cold_start",
 ]
 
+# What an adapter recorded before a setting joined PromptConfig.item_text: the behaviour it was tuned on.
+_ITEM_TEXT_BEFORE_KEYS = {"taste_categories": 0}
+
 
 def _payload(spark: SparkSession, adapter: AdapterInfo | None) -> AdapterPayload:
     if adapter is None:
@@ -83,11 +86,14 @@ def prepare_model_scoring(
             "or train an adapter on the new version"
         )
     item_text = adapter.manifest.get("item_text") if adapter else None  # absent from older adapters
+    if item_text is not None:
+        item_text = {**_ITEM_TEXT_BEFORE_KEYS, **item_text}  # settings added later read as their former behaviour
     if item_text is not None and item_text != cfg.prompt.item_text():
         raise ConfigError(
             f"adapter {adapter_path} was trained on item text {item_text} but the config asks for "
-            f"{cfg.prompt.item_text()}; set prompt.item_attributes and prompt.show_ratings as the adapter was "
-            "trained and rebuild the prompts, or train an adapter with these settings"
+            f"{cfg.prompt.item_text()}; set prompt.item_attributes, prompt.show_ratings and "
+            "prompt.taste_categories as the adapter was trained and rebuild the prompts, or train an adapter "
+            "with these settings"
         )
     model_id = f"{base.name}@{base_sha[:12]}" + (f"+lora@{adapter.sha256[:12]}" if adapter else "")
     spec = ScoringSpec(
@@ -127,7 +133,8 @@ def score_candidates(prompts: DataFrame, scoring: ModelScoring, partitions: int 
     )
     if partitions:
         prompts = prompts.repartition(partitions, C.USER_ID)
-    return prompts.select(*_PROMPT_INPUT).mapInPandas(score_fn(scoring.spec, scoring.payload), schema)
+    columns = [*_PROMPT_INPUT, *([C.TASTE_TEXT] if C.TASTE_TEXT in prompts.columns else [])]  # older prompts lack it
+    return prompts.select(*columns).mapInPandas(score_fn(scoring.spec, scoring.payload), schema)
 
 
 HYBRID = "hybrid"
@@ -157,7 +164,11 @@ def read_run_prompts(spark: SparkSession, cfg: Config, run_id: str) -> tuple[Dat
     scoring re-renders them with that version's templates.
     """
     prompts = read_input(spark, cfg, C.PROMPTS).where(F.col(C.RUN_ID) == run_id)
-    by_version = {r["template_version"]: r["count"] for r in prompts.groupBy("template_version").count().collect()}
+    has_taste = C.TASTE_TEXT in prompts.columns
+    tasted = F.count(C.TASTE_TEXT) if has_taste else F.lit(0)  # rows whose instruction has a taste line
+    stats = prompts.groupBy("template_version").agg(F.count(F.lit(1)).alias("count"), tasted.alias("tasted"))
+    rows = stats.collect()
+    by_version = {r["template_version"]: r["count"] for r in rows}
     if not by_version:
         raise ContractError(
             f"table 'prompts' has no rows for run_id '{run_id}'; run `instructrec-batch prompts` for that "
@@ -170,5 +181,12 @@ def read_run_prompts(spark: SparkSession, cfg: Config, run_id: str) -> tuple[Dat
             f"table 'prompts' rows of run_id '{run_id}' were built with template version {found} but "
             f"prompt.template_version={wanted}; rerun `instructrec-batch prompts` with this setting, or score "
             f"with prompt.template_version={found}"
+        )
+    taste = cfg.prompt.taste_categories
+    if (taste and not has_taste) or (not taste and sum(r["tasted"] for r in rows)):
+        built = "with taste lines" if not taste else "without a taste_text column"
+        raise ContractError(
+            f"table 'prompts' rows of run_id '{run_id}' were built {built} but prompt.taste_categories={taste}; "
+            "rerun `instructrec-batch prompts` with this setting, or score with the setting they were built with"
         )
     return prompts, sum(by_version.values())

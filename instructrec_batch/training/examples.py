@@ -6,8 +6,10 @@ before it as history. The user's `valid` row is the validation target, with the 
 sequence as history, which is exactly the history the scoring prompt gets, rendered with the pinned
 inference template. Fusion lists are the `valid` targets of a seeded sample of users with more
 negatives. `test` rows are never targets and never in a history. Negatives are items the user never
-interacted with, drawn by hash (seeded, engine-independent). Rendering goes through
-`render_prompts_fn`, the function that builds scoring prompts.
+interacted with, drawn by hash (seeded, engine-independent). An example's taste line (when
+prompt.taste_categories is set) counts every training row before its target, as a scoring prompt's
+counts every row before the holdout. Rendering goes through `render_prompts_fn`, the function that
+builds scoring prompts.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ from instructrec_batch.evidence.features import (
     nearest_items,
     user_sequences,
 )
-from instructrec_batch.prompts.frames import SHOWN, collect_ordered, history_text, rating_scale, titled_items
+from instructrec_batch.prompts.frames import (
+    SHOWN,
+    collect_ordered,
+    history_text,
+    rating_scale,
+    require_taste_line,
+    taste_profile,
+    titled_items,
+)
 from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.prompts.text_udfs import (
     CAND_IDS,
@@ -35,6 +45,7 @@ from instructrec_batch.prompts.text_udfs import (
     HIST_IDS,
     HIST_TITLES,
     NOTE_ARRAYS,
+    TASTE,
     prompt_schema,
     render_prompts_fn,
 )
@@ -128,9 +139,23 @@ def build_examples(
         {C.ITEM_ID: HIST_IDS, SHOWN: HIST_TITLES},
         F.count(F.lit(1)).alias("history_available"),
     )
+    # The taste line counts every training row before the target (not only the shown history), as the
+    # scoring prompt counts every row before the holdout.
+    example_keys = [C.USER_ID, "target_item_id", "kind"]
+    before = (
+        targets.select(C.USER_ID, F.col(C.EVENT_TS).alias("_tts"), item.alias("target_item_id"), "kind")
+        .join(train_seq.select(C.USER_ID, C.ITEM_ID, C.EVENT_TS), C.USER_ID)
+        .where((ts < target_ts) | ((ts == target_ts) & (item < target_item)))
+    )
+    taste = taste_profile(before.select(*example_keys, C.ITEM_ID), items, example_keys, cfg.prompt.taste_categories)
+    if taste is not None:
+        hist = hist.join(taste, example_keys, "left")
+    else:
+        hist = hist.withColumn(TASTE, F.lit(None).cast("string"))
 
     examples = []
     templates = load_templates(cfg.prompt.template_version)
+    require_taste_line(templates.get(f"{tasks[0]}-0"), cfg)
     for task in tasks:
         wanted = t.fusion_negatives if fusion else t.negatives if task == "pointwise" else t.list_size - 1
         by_popularity = train_seq.select(C.ITEM_ID) if t.negative_sampling != "uniform" else None
@@ -151,6 +176,7 @@ def build_examples(
             "history_available",
             F.lit(None).cast("string").alias(C.INTENT),
             F.lit(None).cast("string").alias("review"),
+            TASTE,
             template_id.alias("template_id"),
             "kind",
             F.lit(task).alias("task_form"),
