@@ -238,8 +238,9 @@ def test_prompts_and_scoring_must_agree_on_the_taste_line(spark, prompted: Confi
     tasted = base_only.model_copy(update={"prompt": base_only.prompt.model_copy(update={"taste_categories": 3})})
     with pytest.raises(ContractError, match=r"built without a taste_text column but prompt.taste_categories=3"):
         score_job(spark, tasted)
-    items = pd.DataFrame({"item_id": range(1, 81), "title": [f"Item {i}" for i in range(1, 81)]})
-    write_input(spark, prompted, "items", items.assign(category=items.item_id % 3), ITEMS_SCHEMA + ", category STRING")
+    ids = range(1, 81)
+    items = pd.DataFrame({"item_id": ids, "title": [f"Item {i}" for i in ids], "category": [f"G{i % 3}" for i in ids]})
+    write_input(spark, prompted, "items", items, ITEMS_SCHEMA + ", category STRING")
     tasted = tasted.model_copy(update={"tables": tasted.tables.model_copy(update={"prompts": "prompts_taste"})})
     prompts_job(spark, tasted)
     untasted = tasted.model_copy(update={"prompt": tasted.prompt.model_copy(update={"taste_categories": 0})})
