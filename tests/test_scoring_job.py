@@ -261,6 +261,8 @@ def test_scoring_reports_progress_with_an_eta(spark, prompted: Config, caplog: p
         score_job(spark, _with(prompted, progress_secs=0.2, partitions=24))
     lines = [r.getMessage() for r in caplog.records if r.name == "instructrec_batch.scoring.progress"]
     assert any(re.match(r"score: \d+/24 users \(\d+%\), [\d.]+ candidates/s, ETA \d+m \d\ds", line) for line in lines)
+    # The last line, logged when the pass completes, however short it was.
+    assert re.fullmatch(r"score: 24/24 users \(100%\), [\d.]+ candidates/s, ETA 0m 00s", lines[-1])
 
 
 def test_a_fusion_head_without_evidence_is_refused_before_scoring(spark, prompted: Config, tmp_path: Path) -> None:

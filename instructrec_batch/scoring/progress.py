@@ -55,7 +55,8 @@ def progress_line(label: str, users: int, total: int, candidates: int, seconds: 
 
 @contextmanager
 def reporting(label: str, total_users: int, every_s: float) -> Iterator[None]:
-    """Log a progress line every `every_s` seconds while the block scores `total_users` users."""
+    """Log a progress line every `every_s` seconds while the block scores `total_users` users, and a last
+    one when it completes (where counts arrive), so even a pass shorter than the interval says its rate."""
     if every_s <= 0 or total_users <= 0:
         yield
         return
@@ -81,3 +82,5 @@ def reporting(label: str, total_users: int, every_s: float) -> Iterator[None]:
 
     with every(every_s, report, f"{label}-progress"):
         yield
+    if scored_so_far()[0] > start_users:
+        report()
