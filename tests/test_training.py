@@ -26,7 +26,7 @@ from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.prompts.render import context_of, render_pointwise
 from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.spark.tables import read_input
-from instructrec_batch.training.examples import _sample_negatives, build_examples
+from instructrec_batch.training.examples import _sample_negatives, build_examples, collect_examples
 from instructrec_batch.training.job import train_job
 from tests.helpers import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, load_synthetic, write_input
 
@@ -297,6 +297,27 @@ def test_taste_line_counts_only_rows_before_the_holdout_and_each_training_target
     template = load_templates(DEFAULT_VERSION).get("pointwise-0")  # and the prompt shows the line
     first = train.iloc[0]
     assert template.taste.format(taste=first.taste_text) in render_pointwise(template, context_of(first), ["x"]).prefix
+
+
+def test_collected_examples_come_in_one_order_whatever_the_partitioning(spark, protocol_cfg: Config) -> None:
+    """The trainer's seeded shuffle starts from the collected examples: their order must not follow
+    Spark's plan, or the same data and seed would tune different adapters on different engines."""
+    cfg = protocol_cfg
+    examples = build_examples(
+        read_input(spark, cfg, C.INTERACTIONS),
+        read_input(spark, cfg, C.ITEMS),
+        read_input(spark, cfg, C.HOLDOUT),
+        cfg,
+        str(resolve_base(cfg).path),
+    ).cache()
+    one, many = examples.coalesce(1), examples.repartition(5, "target_item_id")
+    key = ["user_id", "target_item_id", "kind"]
+    assert not one.toPandas()[key].equals(many.toPandas()[key])  # Spark's own order differs
+    a, b = collect_examples(one), collect_examples(many)
+    assert len(a) == 30 * 4 and a[key].equals(b[key])
+    assert a.drop(columns=["candidate_ids", "candidate_titles", "history_titles", "history_item_ids"]).equals(
+        b.drop(columns=["candidate_ids", "candidate_titles", "history_titles", "history_item_ids"])
+    )
 
 
 def test_training_lowers_validation_loss_and_adapter_round_trips(spark, protocol_cfg: Config, tiny_model_dir) -> None:

@@ -14,6 +14,7 @@ builds scoring prompts.
 
 from __future__ import annotations
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -200,6 +201,14 @@ def build_examples(
     for frame in examples[1:]:
         result = result.unionByName(frame)
     return result
+
+
+def collect_examples(examples: DataFrame) -> pd.DataFrame:
+    """The examples on the driver in one fixed order (kind, task form, user, target). Row order from
+    Spark follows the plan and the partitioning; sorted, the trainer's seeded shuffle sees the same
+    examples in the same order on any engine, so the same data and seed tune the same adapter."""
+    keys = ["kind", "task_form", C.USER_ID, "target_item_id"]
+    return examples.toPandas().sort_values(keys, kind="stable", ignore_index=True)
 
 
 def _sample_negatives(

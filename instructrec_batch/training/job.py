@@ -21,7 +21,7 @@ from instructrec_batch.spark.input_errors import explains_undecodable_inputs
 from instructrec_batch.spark.runs import recorded_run, run_identity
 from instructrec_batch.spark.tables import delta_version, read_input, resolve, table_exists
 from instructrec_batch.tracking import TrainingRecord, log_training
-from instructrec_batch.training.examples import TRAIN, VALID, build_examples
+from instructrec_batch.training.examples import TRAIN, VALID, build_examples, collect_examples
 from instructrec_batch.training.fusion import evidence_priors, fit_fusion_head
 from instructrec_batch.training.sequences import sequences
 from instructrec_batch.training.trainer import train_lora
@@ -58,7 +58,7 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
     torch_threads = os.cpu_count() or 1
     with recorded_run(spark, cfg, "train", run_identity(cfg)) as run:
         examples = build_examples(interactions, items, holdout, cfg, str(base.path))
-        frame = examples.toPandas()
+        frame = collect_examples(examples)
         prior_blend = None
         if cfg.train.residual and "pointwise" in cfg.train.tasks:
             frame, prior_blend = evidence_priors(examples, frame, interactions, holdout, cfg)
