@@ -125,29 +125,30 @@ def build_examples(
         targets, tasks = train_targets.unionByName(valid_targets(t.val_users, 1, VALID)), list(t.tasks)
 
     ts, item, target_ts, target_item = F.col(C.EVENT_TS), F.col(C.ITEM_ID), F.col("_tts"), F.col("target_item_id")
-    hist = (
-        targets.select(C.USER_ID, F.col(C.EVENT_TS).alias("_tts"), item.alias("target_item_id"), "kind")
-        .join(recent, C.USER_ID)
-        .where((ts < target_ts) | ((ts == target_ts) & (item < target_item)))
-    )
-    by_example = Window.partitionBy(C.USER_ID, "target_item_id", "kind").orderBy(ts.desc(), item.desc())
+    example_keys = [C.USER_ID, "target_item_id", "kind"]
+
+    def rows_before_target(rows: DataFrame) -> DataFrame:
+        """Each example's rows of `rows` (its user's) that come before its target, by (event_ts, item_id)."""
+        return (
+            targets.select(C.USER_ID, F.col(C.EVENT_TS).alias("_tts"), item.alias("target_item_id"), "kind")
+            .join(rows, C.USER_ID)
+            .where((ts < target_ts) | ((ts == target_ts) & (item < target_item)))
+        )
+
+    by_example = Window.partitionBy(*example_keys).orderBy(ts.desc(), item.desc())
     hist = collect_ordered(
-        hist.withColumn("_k", F.row_number().over(by_example))
+        rows_before_target(recent)
+        .withColumn("_k", F.row_number().over(by_example))
         .where(F.col("_k") <= t.max_history)
         .withColumn(SHOWN, history_text(scale)),
-        [C.USER_ID, "target_item_id", "kind"],
+        example_keys,
         [ts, item],  # oldest first
         {C.ITEM_ID: HIST_IDS, SHOWN: HIST_TITLES},
         F.count(F.lit(1)).alias("history_available"),
     )
     # The taste line counts every training row before the target (not only the shown history), as the
     # scoring prompt counts every row before the holdout.
-    example_keys = [C.USER_ID, "target_item_id", "kind"]
-    before = (
-        targets.select(C.USER_ID, F.col(C.EVENT_TS).alias("_tts"), item.alias("target_item_id"), "kind")
-        .join(train_seq.select(C.USER_ID, C.ITEM_ID, C.EVENT_TS), C.USER_ID)
-        .where((ts < target_ts) | ((ts == target_ts) & (item < target_item)))
-    )
+    before = rows_before_target(train_seq.select(C.USER_ID, C.ITEM_ID, C.EVENT_TS))
     taste = taste_profile(before.select(*example_keys, C.ITEM_ID), items, example_keys, cfg.prompt.taste_categories)
     if taste is not None:
         hist = hist.join(taste, example_keys, "left")
