@@ -144,7 +144,18 @@ EV_COOC_MAX = "ev_cooc_max"
 EV_COOC_SHARE = "ev_cooc_share"
 EV_RECENT_SIM = "ev_recent_sim"
 EV_RETRIEVAL = "ev_retrieval"
-EVIDENCE_COLUMNS = (EV_POPULARITY, EV_COOC_SUM, EV_COOC_MAX, EV_COOC_SHARE, EV_RECENT_SIM, EV_RETRIEVAL)
+EV_CATEGORY_MEAN = "ev_category_mean"
+EV_CATEGORY_MAX = "ev_category_max"
+EVIDENCE_COLUMNS = (
+    EV_POPULARITY,
+    EV_COOC_SUM,
+    EV_COOC_MAX,
+    EV_COOC_SHARE,
+    EV_RECENT_SIM,
+    EV_RETRIEVAL,
+    EV_CATEGORY_MEAN,
+    EV_CATEGORY_MAX,
+)
 # Evidence the v3 instructions put into words (never weighed by a ranker; the blend's columns carry the same
 # information): the candidate's popularity bucket (top 1/5/20/50/100 percent of items by interactions)
 # and how many of the user's compared history items it co-occurs with.

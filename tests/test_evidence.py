@@ -4,6 +4,7 @@ the blend/fusion ranker, and identical rows on the local engine and classic Spar
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -25,10 +26,11 @@ from instructrec_batch.evidence.features import (
 from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
 from instructrec_batch.evidence.staged import staged_evidence
 from instructrec_batch.spark.tables import Staging
-from tests.helpers import REPO, load_synthetic, run_cli, write_parquet_inputs
+from tests.helpers import REPO, load_synthetic, run_cli, write_input, write_parquet_inputs
 
 SCHEMA = "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP"
 CAND_SCHEMA = "user_id BIGINT, item_id BIGINT"
+ITEMS_SCHEMA = "item_id BIGINT, category STRING"
 T0 = datetime(2024, 1, 1)
 
 
@@ -40,11 +42,24 @@ def _rows(sequences: dict[int, list[int]]) -> pd.DataFrame:
     )
 
 
-def _evidence(spark, interactions: pd.DataFrame, candidates: list[tuple[int, int]], cfg: EvidenceConfig, holdout=None):
+def _items(spark, categories: dict[int, str | None]):
+    frame = pd.DataFrame(list(categories.items()), columns=["item_id", "category"])
+    return spark.createDataFrame(frame.astype(object).where(frame.notna(), None), ITEMS_SCHEMA)
+
+
+def _evidence(
+    spark,
+    interactions: pd.DataFrame,
+    candidates: list[tuple[int, int]],
+    cfg: EvidenceConfig,
+    holdout=None,
+    categories: dict[int, str | None] | None = None,
+):
     train = spark.createDataFrame(interactions, SCHEMA)
     held = None if holdout is None else spark.createDataFrame(holdout, SCHEMA + ", split STRING")
     cands = spark.createDataFrame(pd.DataFrame(candidates, columns=["user_id", "item_id"]), CAND_SCHEMA)
-    frame = candidate_evidence(evidence_interactions(train, held), cands, cfg).toPandas()
+    items = None if categories is None else _items(spark, categories)
+    frame = candidate_evidence(evidence_interactions(train, held), cands, cfg, items).toPandas()
     return frame.sort_values(["user_id", "item_id"]).set_index(["user_id", "item_id"])
 
 
@@ -95,11 +110,16 @@ def test_held_out_rows_never_feed_evidence(spark) -> None:
     )
     cands = [(u, i) for u in seqs for i in range(1, 7)]
     cfg = EvidenceConfig(window=2, history=4, max_items=10)
-    with_holdout = _evidence(spark, inter, cands, cfg, holdout=held)
-    rows_removed = _evidence(spark, inter.drop(held.index), cands, cfg)
+    # Item 5 (held out by user 2) is the only "Rare" item in user 2's history; item 6 is "Rare" too.
+    cats = {1: "Drama", 2: "Drama, Comedy", 3: "Comedy", 4: "Action|Drama", 5: "Rare", 6: "Rare"}
+    with_holdout = _evidence(spark, inter, cands, cfg, holdout=held, categories=cats)
+    rows_removed = _evidence(spark, inter.drop(held.index), cands, cfg, categories=cats)
     pd.testing.assert_frame_equal(with_holdout, rows_removed)
-    leaky = _evidence(spark, inter, cands, cfg)  # what the features would be if held-out rows counted
+    assert with_holdout[C.EV_CATEGORY_MEAN].gt(0).mean() >= 0.4  # the category columns are compared too
+    # what the features would be if held-out rows counted
+    leaky = _evidence(spark, inter, cands, cfg, categories=cats)
     assert not leaky.equals(with_holdout)
+    assert leaky.loc[(2, 6), C.EV_CATEGORY_MAX] > 0 and with_holdout.loc[(2, 6), C.EV_CATEGORY_MAX] == 0.0
 
 
 def test_own_target_interaction_never_counts(spark) -> None:
@@ -108,12 +128,16 @@ def test_own_target_interaction_never_counts(spark) -> None:
     inter = _rows(seqs)
     cfg = EvidenceConfig(window=2, history=3, max_items=10)
     target = (1, 7)  # user 1's newest item
-    seen = _evidence(spark, inter, [target], cfg)
-    unseen = _evidence(spark, inter[~((inter.user_id == 1) & (inter.item_id == 7))], [target], cfg)
+    cats = {1: "B", 2: "A", 3: "C", 7: "A; B"}
+    seen = _evidence(spark, inter, [target], cfg, categories=cats)
+    unseen = _evidence(spark, inter[~((inter.user_id == 1) & (inter.item_id == 7))], [target], cfg, categories=cats)
     pd.testing.assert_frame_equal(seen, unseen)
-    # The check can fail: counting user 1's own pairs raises popularity and co-occurrence.
+    # The check can fail: counting user 1's own pairs raises popularity and co-occurrence, and counting
+    # item 7 in its own history would give A 2/4 and B 2/4 instead of 1/3 each.
     assert seen.loc[target, C.EV_POPULARITY] == pytest.approx(np.log1p(2))  # users 2 and 3, not 1
     assert seen.loc[target, C.EV_COOC_SUM] > 0
+    assert seen.loc[target, C.EV_CATEGORY_MEAN] == pytest.approx(1 / 3)
+    assert seen.loc[target, C.EV_CATEGORY_MAX] == pytest.approx(1 / 3)
 
 
 def test_an_example_negatives_share_the_history_before_its_target(spark) -> None:
@@ -123,7 +147,7 @@ def test_an_example_negatives_share_the_history_before_its_target(spark) -> None
     train = spark.createDataFrame(_rows(seqs), SCHEMA)
     rows = pd.DataFrame({"user_id": [1, 1], "item_id": [3, 9], "as_of_item_id": [3, 3]})
     cands = spark.createDataFrame(rows, CAND_SCHEMA + ", as_of_item_id BIGINT")
-    ev = candidate_evidence(evidence_interactions(train, None), cands, cfg).toPandas().set_index("item_id")
+    ev = candidate_evidence(evidence_interactions(train, None), cands, cfg, None).toPandas().set_index("item_id")
     # The history before item 3 is item 2. 3 sits next to 2 for user 2 (user 1's own pair is left out);
     # 9 never sits next to 2, though it does next to 4 (user 3), the user's newest item, after the target.
     assert ev.loc[3, C.EV_COOC_SUM] == pytest.approx(1 / np.sqrt(1 * 2))  # n(3) = 2 - own, n(2) = 2
@@ -153,9 +177,10 @@ def test_item_hash_slices_give_exactly_the_unsliced_evidence(spark, cfg, caplog)
     sliced_cfg = cfg.model_copy(
         update={"evidence": EvidenceConfig(window=3, history=5, max_items=50, pairs_per_slice=200)}
     )
-    whole = candidate_evidence(train, cands, sliced_cfg.evidence).toPandas()
+    items = _items(spark, {i: ["Drama", "Comedy, Drama", None][i % 3] for i in range(40)})
+    whole = candidate_evidence(train, cands, sliced_cfg.evidence, items).toPandas()
     with caplog.at_level(logging.INFO, "instructrec_batch.evidence.staged"), Staging(sliced_cfg, "t") as staging:
-        sliced = staged_evidence(spark, sliced_cfg, train, cands, staging, "ev").toPandas()
+        sliced = staged_evidence(spark, sliced_cfg, train, cands, items, staging, "ev").toPandas()
     # 30 users x 12 items x window 3 = 1080 windowed pairs at 200 per slice: 6 slices.
     assert any("slice 6/6" in message for message in caplog.messages)
     keys = ["user_id", "item_id"]
@@ -166,7 +191,9 @@ def test_item_hash_slices_give_exactly_the_unsliced_evidence(spark, cfg, caplog)
     assert (whole[C.EV_COOC_SUM] > 0).mean() > 0.5  # the comparison covers real co-occurrence
 
 
-def _reference(interactions: pd.DataFrame, candidates: pd.DataFrame, cfg: EvidenceConfig) -> pd.DataFrame:
+def _reference(
+    interactions: pd.DataFrame, candidates: pd.DataFrame, cfg: EvidenceConfig, categories: dict[int, set[str]]
+) -> pd.DataFrame:
     """The evidence definitions of evidence/features.py, written out in plain Python, row by row."""
     latest = interactions.groupby(["user_id", "item_id"], as_index=False).event_ts.max()
     latest = latest.sort_values(["user_id", "event_ts", "item_id"], ascending=[True, False, False])
@@ -191,6 +218,11 @@ def _reference(interactions: pd.DataFrame, candidates: pd.DataFrame, cfg: Eviden
             pair = max(co.get((c, h), 0) - own_pair, 0)
             sims.append((pair / np.sqrt(max(n_c, 1) * max(count[h], 1)), age))
         linked = sum(sim > 0 for sim, _ in sims)
+        older = seq[start:]  # the whole capped history before the as_of item or the candidate
+        shares = [
+            sum(k in categories.get(h, set()) for h in older) / len(older) if older else 0.0
+            for k in categories.get(c, set())
+        ]
         ranks = candidates[(candidates.user_id == row.user_id) & (candidates.item_id == c)].retrieval_rank.dropna()
         top = min([p for p, cut in cuts.items() if n_c > 0 and n_c >= cut], default=100)
         out.append(
@@ -204,6 +236,8 @@ def _reference(interactions: pd.DataFrame, candidates: pd.DataFrame, cfg: Eviden
                 C.EV_COOC_SHARE: linked / len(sims) if sims else 0.0,
                 C.EV_RECENT_SIM: sum(sim / age for sim, age in sims),
                 C.EV_RETRIEVAL: 1 / ranks.iloc[0] if len(ranks) else 0.0,
+                C.EV_CATEGORY_MEAN: float(np.mean(shares)) if shares else 0.0,
+                C.EV_CATEGORY_MAX: max(shares, default=0.0),
                 C.EV_POPULARITY_TOP: top,
                 C.EV_LINKED: linked,
             }
@@ -233,18 +267,24 @@ def test_evidence_equals_a_plain_python_reference_on_awkward_data(spark, cfg) ->
                 cands.append((u, int(i), as_of, None))  # a duplicate row without a rank
     candidates = pd.DataFrame(cands, columns=["user_id", "item_id", "as_of_item_id", C.RETRIEVAL_RANK])
     candidates = candidates.astype({C.RETRIEVAL_RANK: "Int64"})
+    # Categories with separators, blanks, repeats and gaps; some items have none.
+    raw = {i: [None, "Drama", " Comedy ;Drama", "Action|Drama|Action", "", "Horror, Comedy"][i % 6] for i in range(30)}
+    categories = {i: {k.strip() for k in re.split(r"[,;|]", v) if k.strip()} for i, v in raw.items() if v}
+    items = _items(spark, raw)
     ev_cfg = EvidenceConfig(window=2, history=4, max_items=9, pairs_per_slice=40)
     sliced_cfg = cfg.model_copy(update={"evidence": ev_cfg})
     train = spark.createDataFrame(inter, SCHEMA)
     for as_of in (True, False):  # training examples carry as_of_item_id; scoring candidates do not
         listed = candidates if as_of else candidates.drop(columns="as_of_item_id")
-        expected = _reference(inter, listed.assign(as_of_item_id=listed.get("as_of_item_id")), ev_cfg)
+        expected = _reference(inter, listed.assign(as_of_item_id=listed.get("as_of_item_id")), ev_cfg, categories)
         assert expected[C.EV_COOC_SUM].gt(0).mean() > 0.3 and (expected[C.EV_POPULARITY_TOP] < 100).any()
+        assert expected[C.EV_CATEGORY_MEAN].gt(0).mean() > 0.3
+        assert (expected[C.EV_CATEGORY_MAX] > expected[C.EV_CATEGORY_MEAN]).any()
         schema = CAND_SCHEMA + (", as_of_item_id BIGINT" if as_of else "") + f", {C.RETRIEVAL_RANK} INT"
         spark_cands = spark.createDataFrame(listed.astype(object).where(listed.notna(), None), schema)
-        whole = candidate_evidence(train, spark_cands, ev_cfg).toPandas()
+        whole = candidate_evidence(train, spark_cands, ev_cfg, items).toPandas()
         with Staging(sliced_cfg, "ref") as staging:
-            sliced = staged_evidence(spark, sliced_cfg, train, spark_cands, staging, "ev").toPandas()
+            sliced = staged_evidence(spark, sliced_cfg, train, spark_cands, items, staging, "ev").toPandas()
         keys = ["user_id", "item_id", *(["as_of_item_id"] if as_of else [])]
         columns = [*keys, *C.EVIDENCE_COLUMNS, *C.EVIDENCE_NOTE_COLUMNS]
 
@@ -284,6 +324,8 @@ def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, t
     from instructrec_batch.evidence.job import evidence_job
 
     inter, items = load_synthetic(spark, tiny_cfg, n_users=20, n_items=80, per_user=10)
+    items = items.assign(category=[["Drama", "Comedy, Drama", None, "Action|Comedy"][i % 4] for i in items.item_id])
+    write_input(spark, tiny_cfg, "items", items, "item_id BIGINT, title STRING, category STRING")
     evidence_job(spark, tiny_cfg)
     classic_root = tmp_path / "classic" / "tables"
     write_parquet_inputs(classic_root, {"interactions": inter, "items": items})
@@ -298,7 +340,7 @@ def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, t
     columns = [*keys, *C.EVIDENCE_COLUMNS]
     local = local[columns].sort_values(keys).reset_index(drop=True)
     other = other[columns].sort_values(keys).reset_index(drop=True)
-    assert len(local) == 20 * 20 and local[C.EV_COOC_SUM].gt(0).any()
+    assert len(local) == 20 * 20 and local[C.EV_COOC_SUM].gt(0).any() and local[C.EV_CATEGORY_MEAN].gt(0).any()
     pd.testing.assert_frame_equal(local, other, check_dtype=False, atol=1e-12)
 
 
@@ -307,11 +349,32 @@ def test_two_stage_head_collapses_to_one_linear_head_with_the_same_ranking() -> 
 
     rng = np.random.default_rng(2)
     frame = pd.DataFrame({c: rng.normal(size=50) for c in (C.LM_SCORE, *C.EVIDENCE_COLUMNS)})
+    n = len(C.EVIDENCE_COLUMNS)
     blend = LinearRanker(
-        C.EVIDENCE_COLUMNS, tuple(rng.normal(size=6)), tuple(rng.random(6) + 0.5), tuple(rng.normal(size=6))
+        C.EVIDENCE_COLUMNS, tuple(rng.normal(size=n)), tuple(rng.random(n) + 0.5), tuple(rng.normal(size=n))
     )
     frame[BLEND] = blend.apply(frame)
     stack = LinearRanker((C.LM_SCORE, BLEND), (0.3, -0.2), (1.7, 2.5), (0.8, 1.4))
     head = collapse(stack, blend)
     difference = head.apply(frame) - stack.apply(frame)
     np.testing.assert_allclose(difference, difference[0], atol=1e-9)  # a constant shift: same order
+
+
+def test_an_evidence_table_from_an_older_version_is_refused_before_writing(spark, tiny_cfg) -> None:
+    """A Delta table's columns cannot change in a run: a candidate_evidence table written without the
+    category columns is refused with what to do, and left as it was."""
+    from deltalake import write_deltalake
+
+    from instructrec_batch.errors import ContractError
+    from instructrec_batch.evidence.job import evidence_job
+
+    load_synthetic(spark, tiny_cfg, n_users=6, n_items=30, per_user=6)
+    old = [c for c in C.EVIDENCE_COLUMNS if c not in (C.EV_CATEGORY_MEAN, C.EV_CATEGORY_MAX)]
+    frame = pd.DataFrame({"run_id": ["old"], "user_id": [1], "item_id": [2], **{c: [0.5] for c in old}})
+    frame = frame.assign(**{c: np.array([1], dtype="int32") for c in C.EVIDENCE_NOTE_COLUMNS})
+    path = str(Path(tiny_cfg.tables_root) / "candidate_evidence")
+    write_deltalake(path, frame)
+    with pytest.raises(ContractError, match=r"ev_category_mean, ev_category_max .*move it aside"):
+        evidence_job(spark, tiny_cfg)
+    table = deltalake.DeltaTable(path)
+    assert table.version() == 0 and table.to_pandas()["run_id"].tolist() == ["old"]

@@ -238,7 +238,8 @@ def test_v3_training_notes_are_the_evidence_as_of_each_target(spark, protocol_cf
         [(r.user_id, r.target_item_id, item) for r in rows.itertuples() for item in r.candidate_ids],
         columns=["user_id", AS_OF, "item_id"],
     )
-    ev = candidate_evidence(evidence_interactions(interactions, holdout), spark.createDataFrame(wanted), cfg.evidence)
+    source = evidence_interactions(interactions, holdout)
+    ev = candidate_evidence(source, spark.createDataFrame(wanted), cfg.evidence, None)
     ev = wanted.merge(ev.toPandas(), on=["user_id", AS_OF, "item_id"], how="left")
     template = load_templates("v3").get("pointwise-0")
     pairs = zip(ev.ev_popularity_top, ev.ev_linked, strict=True)
@@ -528,14 +529,14 @@ def test_evidence_priors_follow_each_examples_candidate_order(spark, protocol_cf
     holdout = read_input(spark, protocol_cfg, C.HOLDOUT)
     base = resolve_base(protocol_cfg)
     examples = build_examples(interactions, items, holdout, protocol_cfg, str(base.path))
-    frame, blend = evidence_priors(examples, examples.toPandas(), interactions, holdout, protocol_cfg)
+    frame, blend = evidence_priors(examples, examples.toPandas(), interactions, items, holdout, protocol_cfg)
     rows = frame[frame.kind == "train"].head(5)
     wanted = pd.DataFrame(
         [(r.user_id, r.target_item_id, item) for r in rows.itertuples() for item in r.candidate_ids],
         columns=["user_id", AS_OF, "item_id"],
     )
     ev = candidate_evidence(
-        evidence_interactions(interactions, holdout), spark.createDataFrame(wanted), protocol_cfg.evidence
+        evidence_interactions(interactions, holdout), spark.createDataFrame(wanted), protocol_cfg.evidence, items
     ).toPandas()
     expected = wanted.merge(ev, on=["user_id", AS_OF, "item_id"], how="left")
     got = [p for r in rows.itertuples() for p in r.candidate_priors]

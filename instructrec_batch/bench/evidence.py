@@ -1,6 +1,7 @@
 """`bench evidence`: the evidence job on synthetic tables of a given size.
 
-Same synthetic tables as `bench prompts` (generated in Spark, not timed). The job computes the
+Same synthetic tables as `bench prompts` (generated in Spark, not timed), whose items also carry two
+categories each so the category affinities are computed. The job computes the
 evidence of all users × candidates from the interactions slice by slice and writes
 `candidate_evidence`, as a night does. Prints seconds, users/s, rows and the peak RSS.
 """
@@ -37,7 +38,7 @@ class EvidenceBench:
 def bench_evidence(
     spark: SparkSession, cfg: Config, *, users: int, items: int, per_user: int, cands: int
 ) -> EvidenceBench:
-    synthetic_tables(spark, cfg, users, items, per_user, cands)
+    synthetic_tables(spark, cfg, users, items, per_user, cands, categories=True)
     with peak_rss() as memory:
         start = time.perf_counter()
         counts = evidence_job(spark, cfg)

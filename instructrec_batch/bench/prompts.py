@@ -37,8 +37,11 @@ class PromptsBench:
     users_emitted: int
 
 
-def synthetic_tables(spark: SparkSession, cfg: Config, users: int, items: int, per_user: int, cands: int) -> None:
-    """interactions (users × per_user), items (titled from a word list), candidates (users × cands)."""
+def synthetic_tables(
+    spark: SparkSession, cfg: Config, users: int, items: int, per_user: int, cands: int, categories: bool = False
+) -> None:
+    """interactions (users × per_user), items (titled from a word list; with `categories`, also a
+    category column of two of 20 genres, "G3, G17"), candidates (users × cands)."""
     words = F.array(*[F.lit(w) for w in _WORDS])
 
     def word(seed: int) -> F.Column:
@@ -50,6 +53,9 @@ def synthetic_tables(spark: SparkSession, cfg: Config, users: int, items: int, p
             " ", word(1), word(2), word(3), F.concat(F.lit("("), (F.col("id") % 60 + 1960).cast("string"), F.lit(")"))
         ).alias(C.TITLE),
     )
+    if categories:
+        genre = [F.concat(F.lit("G"), F.pmod(F.xxhash64(F.col(C.ITEM_ID), F.lit(s)), F.lit(20))) for s in (5, 7)]
+        item_df = item_df.withColumn(C.CATEGORY, F.concat_ws(", ", *genre))
     inter_df = spark.range(users * per_user).select(
         (F.col("id") / per_user).cast("bigint").alias(C.USER_ID),
         F.pmod(F.xxhash64(F.col("id"), F.lit(11)), F.lit(items)).alias(C.ITEM_ID),

@@ -110,12 +110,18 @@ def validation_lists(
 
 
 def blend_scores(
-    candidates: DataFrame, evidence: DataFrame, lists: DataFrame, source: DataFrame, cfg: EvidenceConfig
+    candidates: DataFrame,
+    evidence: DataFrame,
+    lists: DataFrame,
+    source: DataFrame,
+    items: DataFrame,
+    cfg: EvidenceConfig,
 ) -> DataFrame:
     """The evidence blend: a linear ranker over EVIDENCE_COLUMNS fitted on validation `lists`, applied to
-    the candidates' evidence rows (`evidence`, from the evidence job). `source` feeds the lists' evidence."""
+    the candidates' evidence rows (`evidence`, from the evidence job). `source` (training interactions)
+    and `items` feed the lists' evidence, as they fed the evidence job's."""
     fitted = (
-        candidate_evidence(source, lists.select(C.USER_ID, C.ITEM_ID), cfg)
+        candidate_evidence(source, lists.select(C.USER_ID, C.ITEM_ID), cfg, items)
         .join(lists, [C.USER_ID, C.ITEM_ID])
         .toPandas()
     )

@@ -164,7 +164,8 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
 
     def blend() -> DataFrame:
         lists = validation_lists(interactions, items, holdout, prompts.select(C.USER_ID), cfg)
-        return blend_scores(candidates, evidence, lists, evidence_interactions(interactions, holdout), cfg.evidence)
+        source = evidence_interactions(interactions, holdout)
+        return blend_scores(candidates, evidence, lists, source, items, cfg.evidence)
 
     baselines = {
         "random": lambda: random_scores(candidates, e.seed),

@@ -10,7 +10,11 @@ weigh next to the language model's answer:
 - `ev_cooc_share`: the share of those history items that co-occur with the candidate at all;
 - `ev_recent_sim`: the same similarities weighted by 1 / (position from the newest), so the items
   consumed last count most;
-- `ev_retrieval`: the upstream retrieval rank as 1 / rank (0 when the candidates table has none).
+- `ev_retrieval`: the upstream retrieval rank as 1 / rank (0 when the candidates table has none);
+- `ev_category_mean`, `ev_category_max`: the user's affinity for the candidate's categories. The share
+  of the user's history items (their whole capped sequence before the candidate, not only the
+  `history` newest) in each category of the candidate, averaged and maximised over those categories;
+  categories come from items.category, split at commas, semicolons and bars (0 without them).
 
 Two more columns say the same in a form an instruction can put into words (EVIDENCE_NOTE_COLUMNS):
 `ev_popularity_top`, the smallest of 1, 5, 20, 50, 100 such that the candidate is among that top
@@ -38,9 +42,9 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
 from instructrec_batch.data.protocol import history_cut
-from instructrec_batch.spark.rejects import null_keys
+from instructrec_batch.spark.rejects import null_keys, utf8_text
 
-POPULARITY, COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM, RETRIEVAL = C.EVIDENCE_COLUMNS
+POPULARITY, COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM, RETRIEVAL, CATEGORY_MEAN, CATEGORY_MAX = C.EVIDENCE_COLUMNS
 POPULARITY_TOP, LINKED = C.EVIDENCE_NOTE_COLUMNS
 TOP_PERCENTS = (1, 5, 20, 50)  # popularity buckets: among the top 1%, 5%, 20%, 50% of items, else 100
 
@@ -51,6 +55,19 @@ def evidence_interactions(interactions: DataFrame, holdout: DataFrame | None) ->
     """The rows evidence may learn from: keyed interactions before each user's first held-out row."""
     keys = [C.USER_ID, C.ITEM_ID, C.EVENT_TS]
     return history_cut(interactions.where(~null_keys(keys)).select(*keys), holdout)
+
+
+CATEGORY_SEPARATORS = r"\s*[,;|]\s*"  # one items.category value may list several: "Action, Adventure"
+CATEGORY = "_cat"  # item_categories: one of an item's categories
+
+
+def item_categories(items: DataFrame | None) -> DataFrame | None:
+    """item_id, _cat: one row per distinct (item, category), items.category split at commas, semicolons
+    and bars; None when there is no items table or it has no category column."""
+    if items is None or C.CATEGORY not in items.columns:
+        return None
+    split = F.explode(F.split(F.trim(F.col(C.CATEGORY)), CATEGORY_SEPARATORS)).alias(CATEGORY)
+    return items.where(utf8_text(C.CATEGORY)).select(C.ITEM_ID, split).where(F.length(CATEGORY) > 0).distinct()
 
 
 def user_sequences(train: DataFrame, max_items: int) -> DataFrame:
@@ -113,10 +130,13 @@ def nearest_items(sequences: DataFrame, window: int, top: int) -> DataFrame:
 AS_OF = "as_of_item_id"  # optional column of `candidates`: the history ends just before this item
 
 
-def candidate_evidence(train: DataFrame, candidates: DataFrame, cfg: EvidenceConfig) -> DataFrame:
+def candidate_evidence(
+    train: DataFrame, candidates: DataFrame, cfg: EvidenceConfig, items: DataFrame | None
+) -> DataFrame:
     """user_id, item_id (and as_of_item_id) with EVIDENCE_COLUMNS for every distinct candidate row.
 
-    `train` holds user_id, item_id, event_ts of the interactions allowed to inform the features.
+    `train` holds user_id, item_id, event_ts of the interactions allowed to inform the features;
+    `items` (optional) gives the categories behind the category features, which are 0 without it.
     `candidates` may carry retrieval_rank, and `as_of_item_id`: for a training example, its target,
     so every candidate of the example is compared with the history before the target, as the prompt
     shows it. Without it the history is the user's newest items (before the candidate itself when the
@@ -124,16 +144,19 @@ def candidate_evidence(train: DataFrame, candidates: DataFrame, cfg: EvidenceCon
     """
     sequences = user_sequences(train, cfg.max_items)
     counts = item_counts(sequences)
-    compared = compared_candidates(sequences, counts, candidates, cfg.history)
+    compared = compared_candidates(sequences, counts, candidates, cfg.history, item_categories(items))
     return part_evidence(compared, sequences, counts, cfg)
 
 
-def compared_candidates(sequences: DataFrame, counts: DataFrame, candidates: DataFrame, history: int) -> DataFrame:
+def compared_candidates(
+    sequences: DataFrame, counts: DataFrame, candidates: DataFrame, history: int, categories: DataFrame | None
+) -> DataFrame:
     """One row per distinct candidate (keys) with what its evidence needs from the user's sequence:
     _rank (upstream retrieval rank), _own (the candidate's position when the user holds it, else
     null), _nc (its user count, the user's own interaction left out), _start (the position the
-    history starts after: the as_of item's, else _own, else 0) and _hist (the `history` items after
-    _start, newest first)."""
+    history starts after: the as_of item's, else _own, else 0), _hist (the `history` items after
+    _start, newest first) and the category affinities (`category_affinity`, from `categories` as
+    given by item_categories, or null without them)."""
     keys = [C.USER_ID, C.ITEM_ID, *([AS_OF] if AS_OF in candidates.columns else [])]
     rank = (
         F.first(C.RETRIEVAL_RANK, ignorenulls=True).alias("_rank")
@@ -144,13 +167,46 @@ def compared_candidates(sequences: DataFrame, counts: DataFrame, candidates: Dat
     own = _position(F.col(C.ITEM_ID))
     as_of = _position(F.col(AS_OF)) if AS_OF in keys else F.lit(None).cast("int")
     start = F.coalesce(as_of, own, F.lit(0))
-    return rows.select(
+    compared = rows.select(
         *keys,
         "_rank",
         own.alias("_own"),
         (F.coalesce(F.col("_n"), F.lit(0)) - own.isNotNull().cast("long")).alias("_nc"),
         start.alias("_start"),
         F.slice(SEQUENCE, start + 1, F.lit(history)).alias("_hist"),
+    )
+    if categories is None:
+        return compared.select("*", *[F.lit(None).cast("double").alias(c) for c in (CATEGORY_MEAN, CATEGORY_MAX)])
+    return compared.join(category_affinity(compared, sequences, categories, keys), keys, "left")
+
+
+def category_affinity(compared: DataFrame, sequences: DataFrame, categories: DataFrame, keys: list[str]) -> DataFrame:
+    """keys, ev_category_mean, ev_category_max of the candidates that have categories.
+
+    A history is the user's sequence after `_start` (everything older than the as_of item or the
+    candidate itself), so each (user, _start) gets one category profile: the share of its items in
+    each category. A candidate's affinities are the mean and the maximum of its categories' shares."""
+    starts = compared.select(C.USER_ID, "_start").distinct().join(sequences, C.USER_ID)
+    older = F.slice(SEQUENCE, F.col("_start") + 1, F.greatest(F.size(SEQUENCE), F.lit(1)))
+    history = starts.select(
+        C.USER_ID,
+        "_start",
+        F.greatest(F.size(SEQUENCE) - F.col("_start"), F.lit(0)).alias("_total"),
+        F.explode(older).alias(C.ITEM_ID),
+    )
+    profile = (
+        history.join(categories, C.ITEM_ID)
+        .groupBy(C.USER_ID, "_start", "_total", CATEGORY)
+        .agg(F.count(F.lit(1)).alias("_in"))
+        .select(C.USER_ID, "_start", CATEGORY, (F.col("_in") / F.col("_total")).alias("_share"))
+    )
+    share = F.coalesce(F.col("_share"), F.lit(0.0))
+    return (
+        compared.select(*keys, "_start")
+        .join(categories, C.ITEM_ID)
+        .join(profile, [C.USER_ID, "_start", CATEGORY], "left")
+        .groupBy(*keys)
+        .agg(F.avg(share).alias(CATEGORY_MEAN), F.max(share).alias(CATEGORY_MAX))
     )
 
 
@@ -195,6 +251,7 @@ def part_evidence(
         _zero(F.log1p(F.col("_nc").cast("double"))).alias(POPULARITY),
         *[_zero(F.col(c)).alias(c) for c in (COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM)],
         _zero(1.0 / F.col("_rank").cast("double")).alias(RETRIEVAL),
+        *[_zero(F.col(c)).alias(c) for c in (CATEGORY_MEAN, CATEGORY_MAX)],
         _top_percent(F.col("_nc")).alias(POPULARITY_TOP),
         F.coalesce(F.col(LINKED), F.lit(0)).cast("int").alias(LINKED),
     )

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import sample_users
+from instructrec_batch.errors import ContractError
 from instructrec_batch.evidence.features import evidence_interactions
 from instructrec_batch.evidence.staged import staged_evidence
 from instructrec_batch.spark.input_errors import explains_undecodable_inputs
@@ -31,7 +32,9 @@ from instructrec_batch.spark.tables import (
     check_output_format,
     read_input,
     read_optional,
+    read_table,
     resolve,
+    table_exists,
     write_run_scoped,
 )
 
@@ -48,6 +51,23 @@ class EvidenceCounts:
     seconds: float
 
 
+def _check_existing_columns(spark: SparkSession, cfg: Config) -> None:
+    """Refuse, before writing anything, a candidate_evidence table written with fewer evidence columns
+    (an older version): a Delta table's columns must match on every write and the embedded engine cannot
+    add any, while the table holds only derived rows that the next run recomputes."""
+    ref = resolve(cfg, C.CANDIDATE_EVIDENCE.name)
+    if not table_exists(spark, ref):
+        return
+    present = read_table(spark, cfg, ref).columns
+    missing = [c for c in (*C.EVIDENCE_COLUMNS, *C.EVIDENCE_NOTE_COLUMNS) if c not in present]
+    if missing:
+        raise ContractError(
+            f"{ref} has no column {', '.join(missing)} (written by an older version), and a Delta table's columns "
+            "cannot be changed by a run: its rows are derived, so move it aside or point tables.candidate_evidence "
+            "at a new table, then rerun `instructrec-batch evidence`"
+        )
+
+
 @explains_undecodable_inputs
 def evidence_job(spark: SparkSession, cfg: Config) -> EvidenceCounts:
     """Write the run's `candidate_evidence`: one row per distinct (user, candidate item) with a key.
@@ -57,18 +77,20 @@ def evidence_job(spark: SparkSession, cfg: Config) -> EvidenceCounts:
     """
     check_output_format(spark, cfg)
     interactions = read_input(spark, cfg, C.INTERACTIONS)
+    items = read_input(spark, cfg, C.ITEMS)
     every = read_input(spark, cfg, C.CANDIDATES, nonempty=True)
     candidates = sample_users(every, cfg.prompt.sample_users, cfg.data.seed)  # the users prompts are built for
     holdout = read_optional(spark, cfg, C.HOLDOUT) if cfg.prompt.exclude_holdout else None
-    inputs = {"interactions": interactions, "candidates": candidates, "holdout": holdout}
+    inputs = {"interactions": interactions, "items": items, "candidates": candidates, "holdout": holdout}
     check_key_types(inputs, (C.USER_ID, C.ITEM_ID))
+    _check_existing_columns(spark, cfg)
     identity = run_identity(cfg)
     with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         started = time.perf_counter()
         ranks = [C.RETRIEVAL_RANK] if C.RETRIEVAL_RANK in candidates.columns else []
         listed = candidates.where(~null_keys([C.USER_ID, C.ITEM_ID])).select(C.USER_ID, C.ITEM_ID, *ranks)
         train = evidence_interactions(interactions, holdout)
-        evidence = staged_evidence(spark, cfg, train, listed, staging, "evidence")
+        evidence = staged_evidence(spark, cfg, train, listed, items, staging, "evidence")
         write_run_scoped(
             evidence.select(F.lit(identity.run_id).alias(C.RUN_ID), "*"),
             cfg,

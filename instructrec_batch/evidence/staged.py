@@ -24,6 +24,7 @@ from instructrec_batch.config import Config
 from instructrec_batch.evidence.features import (
     SEQUENCE,
     compared_candidates,
+    item_categories,
     item_counts,
     part_evidence,
     user_sequences,
@@ -34,9 +35,15 @@ log = logging.getLogger(__name__)
 
 
 def staged_evidence(
-    spark: SparkSession, cfg: Config, train: DataFrame, candidates: DataFrame, staging: Staging, name: str
+    spark: SparkSession,
+    cfg: Config,
+    train: DataFrame,
+    candidates: DataFrame,
+    items: DataFrame | None,
+    staging: Staging,
+    name: str,
 ) -> DataFrame:
-    """candidate_evidence(train, candidates) written to staging table `name` slice by slice, read back."""
+    """candidate_evidence(train, candidates, items) written to staging table `name` slice by slice, read back."""
     ev = cfg.evidence
 
     def stage(suffix: str, frame: DataFrame) -> DataFrame:
@@ -45,7 +52,7 @@ def staged_evidence(
 
     sequences = stage("sequences", user_sequences(train, ev.max_items))
     counts = stage("counts", item_counts(sequences))
-    compared = stage("compared", compared_candidates(sequences, counts, candidates, ev.history))
+    compared = stage("compared", compared_candidates(sequences, counts, candidates, ev.history, item_categories(items)))
     pairs = (sequences.agg(F.sum(F.size(SEQUENCE))).first()[0] or 0) * ev.window
     slices = max(1, math.ceil(pairs / ev.pairs_per_slice))
     for index in range(slices):

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ConfigError
+from instructrec_batch.evidence.features import CATEGORY, item_categories
 from instructrec_batch.prompts.templates import Template
 from instructrec_batch.prompts.text_udfs import ATTRIBUTE_SEPARATOR, TASTE, clean_titles_fn
 from instructrec_batch.spark.rejects import utf8_text
@@ -76,9 +77,6 @@ def collect_ordered(
     return grouped.select(*keys, *[F.col(f"_packed.{c}").alias(name) for c, name in fields.items()], *rest)
 
 
-CATEGORY_SEPARATORS = r"\s*[,;|]\s*"  # one items.category value may list several: "Action, Adventure"
-
-
 def taste_profile(history: DataFrame, items: DataFrame, keys: Sequence[str], top: int) -> DataFrame | None:
     """keys + TASTE: the `top` categories most frequent in each group's history rows, with the share of
     those rows in each, most frequent first ("Drama (45%), Comedy (30%), Thriller (18%)").
@@ -89,19 +87,14 @@ def taste_profile(history: DataFrame, items: DataFrame, keys: Sequence[str], top
     bars. None when `top` is 0 or the items table has no category column; a group none of whose items
     has a category gets no row. The text is raw: the renderer cleans and caps it like an intent.
     """
-    if top <= 0 or C.CATEGORY not in items.columns:
+    categories = item_categories(items)
+    if top <= 0 or categories is None:
         return None
-    categories = (
-        items.where(utf8_text(C.CATEGORY))
-        .select(C.ITEM_ID, F.explode(F.split(F.trim(F.col(C.CATEGORY)), CATEGORY_SEPARATORS)).alias("_cat"))
-        .where(F.length("_cat") > 0)
-        .distinct()
-    )
     totals = history.groupBy(*keys).agg(F.count(F.lit(1)).alias("_total"))
-    counts = history.join(categories, C.ITEM_ID).groupBy(*keys, "_cat").agg(F.count(F.lit(1)).alias("_n"))
-    rank = F.row_number().over(Window.partitionBy(*keys).orderBy(F.col("_n").desc(), F.col("_cat")))
+    counts = history.join(categories, C.ITEM_ID).groupBy(*keys, CATEGORY).agg(F.count(F.lit(1)).alias("_n"))
+    rank = F.row_number().over(Window.partitionBy(*keys).orderBy(F.col("_n").desc(), F.col(CATEGORY)))
     share = F.round(F.col("_n") * 100 / F.col("_total")).cast("int").cast("string")
-    shown = F.concat(F.col("_cat"), F.lit(" ("), share, F.lit("%)"))
+    shown = F.concat(F.col(CATEGORY), F.lit(" ("), share, F.lit("%)"))
     best = counts.withColumn("_r", rank).where(F.col("_r") <= top).join(totals, list(keys))
     parts = collect_ordered(best.withColumn("_shown", shown), keys, [F.col("_r")], {"_shown": "_parts"})
     return parts.select(*keys, F.array_join("_parts", ", ").alias(TASTE))

@@ -320,7 +320,7 @@ def _candidate_lists(
     if evidence_source is not None:
         notes = list(C.EVIDENCE_NOTE_COLUMNS)
         rows = pool.select(C.USER_ID, F.col("target_item_id").alias(AS_OF), C.ITEM_ID)
-        evidence = candidate_evidence(evidence_source, rows, cfg.evidence).select(
+        evidence = candidate_evidence(evidence_source, rows, cfg.evidence, None).select(
             C.USER_ID, F.col(AS_OF).alias("target_item_id"), C.ITEM_ID, *notes
         )
         pool = pool.join(evidence, [C.USER_ID, "target_item_id", C.ITEM_ID], "left")

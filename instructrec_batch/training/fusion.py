@@ -85,7 +85,7 @@ def fit_fusion_head(
     source = evidence_interactions(interactions, holdout)
     users = sample_users(holdout.select(C.USER_ID).distinct(), BLEND_USERS, cfg.train.seed)
     blend_lists = validation_lists(interactions, items, holdout, users, cfg)
-    fitted = candidate_evidence(source, blend_lists.select(C.USER_ID, C.ITEM_ID), cfg.evidence)
+    fitted = candidate_evidence(source, blend_lists.select(C.USER_ID, C.ITEM_ID), cfg.evidence, items)
     fitted = fitted.join(blend_lists, [C.USER_ID, C.ITEM_ID]).toPandas()
     fitted = fitted.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)  # row order from Spark varies
     blend = fit_ranker(fitted, C.EVIDENCE_COLUMNS, fitted[C.USER_ID].to_numpy(), fitted["positive"].to_numpy())
@@ -93,7 +93,7 @@ def fit_fusion_head(
     local = lists.toPandas()
     scored = model_scores(model, tokenizer, pad_id, local, templates, cfg)
     rows = lists.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
-    evidence = candidate_evidence(source, rows, cfg.evidence).toPandas()
+    evidence = candidate_evidence(source, rows, cfg.evidence, items).toPandas()
     frame = scored.merge(evidence, on=[C.USER_ID, C.ITEM_ID], how="left").fillna(0.0)
     frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
     frame[BLEND] = blend.apply(frame)
@@ -135,7 +135,12 @@ def _mrr(scores: np.ndarray, groups: np.ndarray, positive: np.ndarray) -> float:
 
 
 def evidence_priors(
-    examples: DataFrame, frame: pd.DataFrame, interactions: DataFrame, holdout: DataFrame, cfg: Config
+    examples: DataFrame,
+    frame: pd.DataFrame,
+    interactions: DataFrame,
+    items: DataFrame,
+    holdout: DataFrame,
+    cfg: Config,
 ) -> tuple[pd.DataFrame, LinearRanker]:
     """`frame` (the collected `examples`) with a `candidate_priors` column for its pointwise rows.
 
@@ -152,7 +157,7 @@ def evidence_priors(
         C.USER_ID, F.col("target_item_id").alias(AS_OF), F.explode("candidate_ids").alias(C.ITEM_ID)
     )
     source = evidence_interactions(interactions, holdout)
-    evidence = candidate_evidence(source, rows, cfg.evidence).toPandas()
+    evidence = candidate_evidence(source, rows, cfg.evidence, items).toPandas()
     keys = [C.USER_ID, AS_OF, C.ITEM_ID]
     long = frame.loc[frame.task_form == "pointwise", [C.USER_ID, "target_item_id", "kind", "candidate_ids"]]
     long = (

@@ -61,7 +61,7 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
         frame = collect_examples(examples)
         prior_blend = None
         if cfg.train.residual and "pointwise" in cfg.train.tasks:
-            frame, prior_blend = evidence_priors(examples, frame, interactions, holdout, cfg)
+            frame, prior_blend = evidence_priors(examples, frame, interactions, items, holdout, cfg)
         tokenizer = load_tokenizer(base.path)
         templates = load_templates(cfg.prompt.template_version)
         t = cfg.train
