@@ -136,7 +136,7 @@ def candidate_evidence(
     """user_id, item_id (and as_of_item_id) with EVIDENCE_COLUMNS for every distinct candidate row.
 
     `train` holds user_id, item_id, event_ts of the interactions allowed to inform the features;
-    `items` (optional) gives the categories behind the category features, which are 0 without it.
+    `items` gives the categories behind the category features (None, or no category column: all 0).
     `candidates` may carry retrieval_rank, and `as_of_item_id`: for a training example, its target,
     so every candidate of the example is compared with the history before the target, as the prompt
     shows it. Without it the history is the user's newest items (before the candidate itself when the
