@@ -187,11 +187,11 @@ def category_affinity(compared: DataFrame, sequences: DataFrame, categories: Dat
     candidate itself), so each (user, _start) gets one category profile: the share of its items in
     each category. A candidate's affinities are the mean and the maximum of its categories' shares."""
     starts = compared.select(C.USER_ID, "_start").distinct().join(sequences, C.USER_ID)
-    older = F.slice(SEQUENCE, F.col("_start") + 1, F.greatest(F.size(SEQUENCE), F.lit(1)))
+    older = F.slice(SEQUENCE, F.col("_start") + 1, F.size(SEQUENCE))  # _start is a position in the sequence
     history = starts.select(
         C.USER_ID,
         "_start",
-        F.greatest(F.size(SEQUENCE) - F.col("_start"), F.lit(0)).alias("_total"),
+        (F.size(SEQUENCE) - F.col("_start")).alias("_total"),
         F.explode(older).alias(C.ITEM_ID),
     )
     profile = (

@@ -30,11 +30,10 @@ from instructrec_batch.spark.tables import (
     Staging,
     check_key_types,
     check_output_format,
+    existing_columns,
     read_input,
     read_optional,
-    read_table,
     resolve,
-    table_exists,
     write_run_scoped,
 )
 
@@ -56,9 +55,9 @@ def _check_existing_columns(spark: SparkSession, cfg: Config) -> None:
     (an older version): a Delta table's columns must match on every write and the embedded engine cannot
     add any, while the table holds only derived rows that the next run recomputes."""
     ref = resolve(cfg, C.CANDIDATE_EVIDENCE.name)
-    if not table_exists(spark, ref):
+    present = existing_columns(spark, cfg, ref)
+    if present is None:
         return
-    present = read_table(spark, cfg, ref).columns
     missing = [c for c in (*C.EVIDENCE_COLUMNS, *C.EVIDENCE_NOTE_COLUMNS) if c not in present]
     if missing:
         raise ContractError(

@@ -55,11 +55,10 @@ from instructrec_batch.spark.tables import (
     Staging,
     check_key_types,
     check_output_format,
+    existing_columns,
     read_input,
     read_optional,
-    read_table,
     resolve,
-    table_exists,
     write_run_scoped,
     write_table,
 )
@@ -114,7 +113,7 @@ def _prompt_columns(spark: SparkSession, cfg: Config) -> list[str]:
     engine cannot evolve it), so a table from before the taste line keeps its columns while it is off,
     and turning it on there fails before anything is written, naming what to do."""
     ref = resolve(cfg, "prompts")
-    existing = read_table(spark, cfg, ref).columns if table_exists(spark, ref) else None
+    existing = existing_columns(spark, cfg, ref)
     has_taste = existing is not None and C.TASTE_TEXT in existing
     if cfg.prompt.taste_categories and existing is not None and not has_taste:
         raise ContractError(

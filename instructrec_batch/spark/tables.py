@@ -97,6 +97,13 @@ def read_table(spark: SparkSession, cfg: Config, ref: TableRef) -> DataFrame:
     return df
 
 
+def existing_columns(spark: SparkSession, cfg: Config, ref: TableRef) -> list[str] | None:
+    """The columns of output table `ref` when it already exists, else None. A Delta table's columns must
+    match on every write and the embedded engine cannot add any, so a job that writes a column an older
+    table lacks checks this before writing anything."""
+    return read_table(spark, cfg, ref).columns if table_exists(spark, ref) else None
+
+
 def check_contract(df: DataFrame, contract: TableContract, ref: TableRef) -> None:
     """Raise ContractError naming the table, column, expected and found type on the first violations."""
     found = {f.name: f.dataType.simpleString() for f in df.schema.fields}
