@@ -146,6 +146,8 @@ EV_RECENT_SIM = "ev_recent_sim"
 EV_RETRIEVAL = "ev_retrieval"
 EV_CATEGORY_MEAN = "ev_category_mean"
 EV_CATEGORY_MAX = "ev_category_max"
+EV_TEXT_MEAN = "ev_text_mean"
+EV_TEXT_RECENT = "ev_text_recent"
 EVIDENCE_COLUMNS = (
     EV_POPULARITY,
     EV_COOC_SUM,
@@ -155,6 +157,8 @@ EVIDENCE_COLUMNS = (
     EV_RETRIEVAL,
     EV_CATEGORY_MEAN,
     EV_CATEGORY_MAX,
+    EV_TEXT_MEAN,
+    EV_TEXT_RECENT,
 )
 # Evidence the v3 instructions put into words (never weighed by a ranker; the blend's columns carry the same
 # information): the candidate's popularity bucket (top 1/5/20/50/100 percent of items by interactions)

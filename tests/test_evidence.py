@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from tests.helpers import REPO, load_synthetic, run_cli, write_input, write_parq
 
 SCHEMA = "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP"
 CAND_SCHEMA = "user_id BIGINT, item_id BIGINT"
-ITEMS_SCHEMA = "item_id BIGINT, category STRING"
+ITEMS_SCHEMA = "item_id BIGINT, title STRING, category STRING"
 T0 = datetime(2024, 1, 1)
 
 
@@ -42,8 +43,10 @@ def _rows(sequences: dict[int, list[int]]) -> pd.DataFrame:
     )
 
 
-def _items(spark, categories: dict[int, str | None]):
+def _items(spark, categories: dict[int, str | None], titles: dict[int, str | None] | None = None):
+    """An items table; without titles the text features read the categories alone."""
     frame = pd.DataFrame(list(categories.items()), columns=["item_id", "category"])
+    frame.insert(1, "title", frame.item_id.map(titles or {}))
     return spark.createDataFrame(frame.astype(object).where(frame.notna(), None), ITEMS_SCHEMA)
 
 
@@ -116,10 +119,12 @@ def test_held_out_rows_never_feed_evidence(spark) -> None:
     rows_removed = _evidence(spark, inter.drop(held.index), cands, cfg, categories=cats)
     pd.testing.assert_frame_equal(with_holdout, rows_removed)
     assert with_holdout[C.EV_CATEGORY_MEAN].gt(0).mean() >= 0.4  # the category columns are compared too
+    assert with_holdout[C.EV_TEXT_MEAN].gt(0).mean() >= 0.4  # and the text similarities
     # what the features would be if held-out rows counted
     leaky = _evidence(spark, inter, cands, cfg, categories=cats)
     assert not leaky.equals(with_holdout)
     assert leaky.loc[(2, 6), C.EV_CATEGORY_MAX] > 0 and with_holdout.loc[(2, 6), C.EV_CATEGORY_MAX] == 0.0
+    assert leaky.loc[(2, 6), C.EV_TEXT_MEAN] > 0 and with_holdout.loc[(2, 6), C.EV_TEXT_MEAN] == 0.0
 
 
 def test_own_target_interaction_never_counts(spark) -> None:
@@ -133,11 +138,16 @@ def test_own_target_interaction_never_counts(spark) -> None:
     unseen = _evidence(spark, inter[~((inter.user_id == 1) & (inter.item_id == 7))], [target], cfg, categories=cats)
     pd.testing.assert_frame_equal(seen, unseen)
     # The check can fail: counting user 1's own pairs raises popularity and co-occurrence, and counting
-    # item 7 in its own history would give A 2/4 and B 2/4 instead of 1/3 each.
+    # item 7 in its own history would give A 2/4 and B 2/4 instead of 1/3 each, and a text cosine of 1
+    # with itself. Words (the categories here): a and b are in 2 of the 4 items, so item 7's weights are
+    # 1/sqrt(2) each: cosine 1/sqrt(2) with items 1 (b) and 2 (a), 0 with item 3 (c).
     assert seen.loc[target, C.EV_POPULARITY] == pytest.approx(np.log1p(2))  # users 2 and 3, not 1
     assert seen.loc[target, C.EV_COOC_SUM] > 0
     assert seen.loc[target, C.EV_CATEGORY_MEAN] == pytest.approx(1 / 3)
     assert seen.loc[target, C.EV_CATEGORY_MAX] == pytest.approx(1 / 3)
+    history = {3: 0.0, 2: 1 / np.sqrt(2), 1: 1 / np.sqrt(2)}  # newest first, before item 7
+    assert seen.loc[target, C.EV_TEXT_MEAN] == pytest.approx(sum(history.values()) / 3)
+    assert seen.loc[target, C.EV_TEXT_RECENT] == pytest.approx(sum(c / k for k, c in enumerate(history.values(), 1)))
 
 
 def test_an_example_negatives_share_the_history_before_its_target(spark) -> None:
@@ -191,8 +201,25 @@ def test_item_hash_slices_give_exactly_the_unsliced_evidence(spark, cfg, caplog)
     assert (whole[C.EV_COOC_SUM] > 0).mean() > 0.5  # the comparison covers real co-occurrence
 
 
+def _word_weights(texts: dict[int, str]) -> dict[int, dict[str, float]]:
+    """Each item's IDF weights of its distinct words, scaled to unit length (words in every item dropped)."""
+    words = {i: set(re.findall(r"[^\W_]+", t.lower())) for i, t in texts.items()}
+    words = {i: w for i, w in words.items() if w}
+    counts = Counter(w for ws in words.values() for w in ws)
+    out = {}
+    for i, ws in words.items():
+        idf = {w: np.log(len(words) / counts[w]) for w in ws if counts[w] < len(words)}
+        norm = np.sqrt(sum(v * v for v in idf.values()))
+        out[i] = {w: v / norm for w, v in idf.items()} if norm > 0 else {}
+    return out
+
+
 def _reference(
-    interactions: pd.DataFrame, candidates: pd.DataFrame, cfg: EvidenceConfig, categories: dict[int, set[str]]
+    interactions: pd.DataFrame,
+    candidates: pd.DataFrame,
+    cfg: EvidenceConfig,
+    categories: dict[int, set[str]],
+    weights: dict[int, dict[str, float]],
 ) -> pd.DataFrame:
     """The evidence definitions of evidence/features.py, written out in plain Python, row by row."""
     latest = interactions.groupby(["user_id", "item_id"], as_index=False).event_ts.max()
@@ -213,11 +240,14 @@ def _reference(
         start = seq.index(row.as_of_item_id) + 1 if row.as_of_item_id in seq else (own or 0)
         n_c = count.get(c, 0) - (own is not None)
         sims = []
-        for age, h in enumerate(seq[start : start + cfg.history], start=1):
+        hist = [(h, age) for age, h in enumerate(seq[start : start + cfg.history], start=1)]
+        for h, age in hist:
             own_pair = own is not None and abs(start + age - own) <= cfg.window
             pair = max(co.get((c, h), 0) - own_pair, 0)
             sims.append((pair / np.sqrt(max(n_c, 1) * max(count[h], 1)), age))
         linked = sum(sim > 0 for sim, _ in sims)
+        word = weights.get(c, {})
+        cosines = [sum(v * weights.get(h, {}).get(w, 0.0) for w, v in word.items()) for h, _ in hist]
         older = seq[start:]  # the whole capped history before the as_of item or the candidate
         shares = [
             sum(k in categories.get(h, set()) for h in older) / len(older) if older else 0.0
@@ -238,6 +268,8 @@ def _reference(
                 C.EV_RETRIEVAL: 1 / ranks.iloc[0] if len(ranks) else 0.0,
                 C.EV_CATEGORY_MEAN: float(np.mean(shares)) if shares else 0.0,
                 C.EV_CATEGORY_MAX: max(shares, default=0.0),
+                C.EV_TEXT_MEAN: float(np.mean(cosines)) if cosines else 0.0,
+                C.EV_TEXT_RECENT: sum(cos / age for cos, (_, age) in zip(cosines, hist, strict=True)),
                 C.EV_POPULARITY_TOP: top,
                 C.EV_LINKED: linked,
             }
@@ -270,16 +302,23 @@ def test_evidence_equals_a_plain_python_reference_on_awkward_data(spark, cfg) ->
     # Categories with separators, blanks, repeats and gaps; some items have none.
     raw = {i: [None, "Drama", " Comedy ;Drama", "Action|Drama|Action", "", "Horror, Comedy"][i % 6] for i in range(30)}
     categories = {i: {k.strip() for k in re.split(r"[,;|]", v) if k.strip()} for i, v in raw.items() if v}
-    items = _items(spark, raw)
+    # Titles with case, punctuation, accents and repeated words; items 0, 5, 10, ... have none.
+    names = ["Star Wars: Episode IV", "star TREK (1979)", "Amélie, Amélie", "Heat", "Up; the Sequel"]
+    titles = {i: f"{names[i % 5]} {i % 7}" for i in range(30) if i % 5}
+    weights = _word_weights({i: f"{titles.get(i, '')} {raw[i] or ''}" for i in range(30)})
+    items = _items(spark, raw, titles)
     ev_cfg = EvidenceConfig(window=2, history=4, max_items=9, pairs_per_slice=40)
     sliced_cfg = cfg.model_copy(update={"evidence": ev_cfg})
     train = spark.createDataFrame(inter, SCHEMA)
     for as_of in (True, False):  # training examples carry as_of_item_id; scoring candidates do not
         listed = candidates if as_of else candidates.drop(columns="as_of_item_id")
-        expected = _reference(inter, listed.assign(as_of_item_id=listed.get("as_of_item_id")), ev_cfg, categories)
+        expected = _reference(
+            inter, listed.assign(as_of_item_id=listed.get("as_of_item_id")), ev_cfg, categories, weights
+        )
         assert expected[C.EV_COOC_SUM].gt(0).mean() > 0.3 and (expected[C.EV_POPULARITY_TOP] < 100).any()
         assert expected[C.EV_CATEGORY_MEAN].gt(0).mean() > 0.3
         assert (expected[C.EV_CATEGORY_MAX] > expected[C.EV_CATEGORY_MEAN]).any()
+        assert expected[C.EV_TEXT_MEAN].gt(0).mean() > 0.3 and (expected[C.EV_TEXT_RECENT] > 0).any()
         schema = CAND_SCHEMA + (", as_of_item_id BIGINT" if as_of else "") + f", {C.RETRIEVAL_RANK} INT"
         spark_cands = spark.createDataFrame(listed.astype(object).where(listed.notna(), None), schema)
         whole = candidate_evidence(train, spark_cands, ev_cfg, items).toPandas()
@@ -324,7 +363,10 @@ def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, t
     from instructrec_batch.evidence.job import evidence_job
 
     inter, items = load_synthetic(spark, tiny_cfg, n_users=20, n_items=80, per_user=10)
-    items = items.assign(category=[["Drama", "Comedy, Drama", None, "Action|Comedy"][i % 4] for i in items.item_id])
+    items = items.assign(
+        title=[f"{['Star Wars', 'STAR trek: Amélie', 'Heat (1995)', 'Up/down'][i % 4]} {i % 5}" for i in items.item_id],
+        category=[["Drama", "Comedy, Drama", None, "Action|Comedy"][i % 4] for i in items.item_id],
+    )
     write_input(spark, tiny_cfg, "items", items, "item_id BIGINT, title STRING, category STRING")
     evidence_job(spark, tiny_cfg)
     classic_root = tmp_path / "classic" / "tables"
@@ -341,6 +383,7 @@ def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, t
     local = local[columns].sort_values(keys).reset_index(drop=True)
     other = other[columns].sort_values(keys).reset_index(drop=True)
     assert len(local) == 20 * 20 and local[C.EV_COOC_SUM].gt(0).any() and local[C.EV_CATEGORY_MEAN].gt(0).any()
+    assert local[C.EV_TEXT_MEAN].gt(0).any()
     pd.testing.assert_frame_equal(local, other, check_dtype=False, atol=1e-12)
 
 
@@ -362,19 +405,19 @@ def test_two_stage_head_collapses_to_one_linear_head_with_the_same_ranking() -> 
 
 def test_an_evidence_table_from_an_older_version_is_refused_before_writing(spark, tiny_cfg) -> None:
     """A Delta table's columns cannot change in a run: a candidate_evidence table written without the
-    category columns is refused with what to do, and left as it was."""
+    text columns is refused with what to do, and left as it was."""
     from deltalake import write_deltalake
 
     from instructrec_batch.errors import ContractError
     from instructrec_batch.evidence.job import evidence_job
 
     load_synthetic(spark, tiny_cfg, n_users=6, n_items=30, per_user=6)
-    old = [c for c in C.EVIDENCE_COLUMNS if c not in (C.EV_CATEGORY_MEAN, C.EV_CATEGORY_MAX)]
+    old = [c for c in C.EVIDENCE_COLUMNS if c not in (C.EV_TEXT_MEAN, C.EV_TEXT_RECENT)]
     frame = pd.DataFrame({"run_id": ["old"], "user_id": [1], "item_id": [2], **{c: [0.5] for c in old}})
     frame = frame.assign(**{c: np.array([1], dtype="int32") for c in C.EVIDENCE_NOTE_COLUMNS})
     path = str(Path(tiny_cfg.tables_root) / "candidate_evidence")
     write_deltalake(path, frame)
-    with pytest.raises(ContractError, match=r"ev_category_mean, ev_category_max .*move it aside"):
+    with pytest.raises(ContractError, match=r"ev_text_mean, ev_text_recent .*move it aside"):
         evidence_job(spark, tiny_cfg)
     table = deltalake.DeltaTable(path)
     assert table.version() == 0 and table.to_pandas()["run_id"].tolist() == ["old"]

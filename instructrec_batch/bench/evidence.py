@@ -1,7 +1,8 @@
 """`bench evidence`: the evidence job on synthetic tables of a given size.
 
-Same synthetic tables as `bench prompts` (generated in Spark, not timed), whose items also carry two
-categories each so the category affinities are computed. The job computes the
+Same synthetic tables as `bench prompts` (generated in Spark, not timed: titles of three of 12 common
+words and a year), whose items also carry two categories each so the category affinities are
+computed; titles and categories give the text similarities their words. The job computes the
 evidence of all users × candidates from the interactions slice by slice and writes
 `candidate_evidence`, as a night does. Prints seconds, users/s, rows and the peak RSS.
 """

@@ -14,7 +14,12 @@ weigh next to the language model's answer:
 - `ev_category_mean`, `ev_category_max`: the user's affinity for the candidate's categories. The share
   of the user's history items (their whole capped sequence before the candidate, not only the
   `history` newest) in each category of the candidate, averaged and maximised over those categories;
-  categories come from items.category, split at commas, semicolons and bars (0 without them).
+  categories come from items.category, split at commas, semicolons and bars (0 without them);
+- `ev_text_mean`, `ev_text_recent`: how much the candidate's item text (`text_columns` of the items
+  table: title, categories, brand) shares words with the user's `history` newest items: the cosine of
+  IDF-weighted word sets (rare words count most), averaged over those items and summed weighted by
+  1 / (position from the newest), as for co-occurrence. A baseline that weighs the evidence thereby
+  reads the same item text the language model is shown.
 
 Two more columns say the same in a form an instruction can put into words (EVIDENCE_NOTE_COLUMNS):
 `ev_popularity_top`, the smallest of 1, 5, 20, 50, 100 such that the candidate is among that top
@@ -36,6 +41,8 @@ items (heavy users capped), pairs are only formed inside a window, and each cand
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -44,8 +51,21 @@ from instructrec_batch.config import EvidenceConfig
 from instructrec_batch.data.protocol import history_cut
 from instructrec_batch.spark.rejects import null_keys, utf8_text
 
-POPULARITY, COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM, RETRIEVAL, CATEGORY_MEAN, CATEGORY_MAX = C.EVIDENCE_COLUMNS
+(
+    POPULARITY,
+    COOC_SUM,
+    COOC_MAX,
+    COOC_SHARE,
+    RECENT_SIM,
+    RETRIEVAL,
+    CATEGORY_MEAN,
+    CATEGORY_MAX,
+    TEXT_MEAN,
+    TEXT_RECENT,
+) = C.EVIDENCE_COLUMNS
 POPULARITY_TOP, LINKED = C.EVIDENCE_NOTE_COLUMNS
+CATEGORY_COLUMNS = (CATEGORY_MEAN, CATEGORY_MAX)  # computed from the items table next to the sequences
+TEXT_COLUMNS = (TEXT_MEAN, TEXT_RECENT)
 TOP_PERCENTS = (1, 5, 20, 50)  # popularity buckets: among the top 1%, 5%, 20%, 50% of items, else 100
 
 SEQUENCE = "_items"  # user_sequences: a user's distinct items, newest first (1-based position = recency rank)
@@ -70,6 +90,29 @@ def item_categories(items: DataFrame | None) -> DataFrame | None:
     return items.where(utf8_text(C.CATEGORY)).select(C.ITEM_ID, split).where(F.length(CATEGORY) > 0).distinct()
 
 
+WORD_BREAKS = r"[^\p{L}\p{N}]+"  # words are runs of letters and digits, lower-cased, in any script
+WORD, WEIGHT = "_word", "_w"  # item_words: one of an item's words and its weight
+
+
+def item_words(items: DataFrame | None, columns: Sequence[str]) -> DataFrame | None:
+    """item_id, _word, _w: each item's distinct words from its `columns` (those the items table has)
+    with IDF weights, log(items / items with the word), scaled so that an item's weights have unit
+    length: the dot product of two items' weights is the cosine of their word sets. Words that every
+    item holds weigh nothing and are left out. None without an items table or any of the columns."""
+    present = [c for c in columns if items is not None and c in items.columns]
+    if items is None or not present:
+        return None
+    text = F.concat_ws(" ", *[F.when(utf8_text(c), F.col(c)) for c in present])
+    words = F.explode(F.split(F.lower(text), WORD_BREAKS)).alias(WORD)
+    found = items.select(C.ITEM_ID, words).where(F.length(WORD) > 0).distinct()
+    total = found.agg(F.countDistinct(C.ITEM_ID).alias("_items"))
+    idf = found.groupBy(WORD).agg(F.count(F.lit(1)).alias("_df")).crossJoin(total)
+    idf = idf.select(WORD, F.log(F.col("_items") / F.col("_df")).alias("_idf")).where(F.col("_idf") > 0)
+    weighted = found.join(idf, WORD)
+    norm = weighted.groupBy(C.ITEM_ID).agg(F.sqrt(F.sum(F.col("_idf") * F.col("_idf"))).alias("_norm"))
+    return weighted.join(norm, C.ITEM_ID).select(C.ITEM_ID, WORD, (F.col("_idf") / F.col("_norm")).alias(WEIGHT))
+
+
 def user_sequences(train: DataFrame, max_items: int) -> DataFrame:
     """user_id, _items: one row per user, their distinct items by latest interaction, newest first
     (ties by item id, descending), cut to the `max_items` newest. An item's 1-based array position is
@@ -85,10 +128,11 @@ def item_counts(sequences: DataFrame) -> DataFrame:
     return sequences.select(F.explode(SEQUENCE).alias(C.ITEM_ID)).groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_n"))
 
 
-def item_part(item: Column, part: tuple[int, int]) -> Column:
-    """Whether `item` falls in item-hash slice `part` = (index, count) (always true for one slice)."""
+def hash_part(key: Column, part: tuple[int, int]) -> Column:
+    """Whether `key` (an item or a user id) falls in hash slice `part` = (index, count) (always true
+    for one slice)."""
     index, count = part
-    return F.lit(True) if count == 1 else F.pmod(F.xxhash64(item), F.lit(count)) == index
+    return F.lit(True) if count == 1 else F.pmod(F.xxhash64(key), F.lit(count)) == index
 
 
 def pair_counts(sequences: DataFrame, window: int, part: tuple[int, int] = (0, 1)) -> DataFrame:
@@ -97,7 +141,7 @@ def pair_counts(sequences: DataFrame, window: int, part: tuple[int, int] = (0, 1
 
     Each item of a sequence is paired with the array slices just before and after it, so a slice
     scans the sequences once and aggregates only its share of the pairs."""
-    at = sequences.select(SEQUENCE, F.posexplode(SEQUENCE).alias("_i", "_a")).where(item_part(F.col("_a"), part))
+    at = sequences.select(SEQUENCE, F.posexplode(SEQUENCE).alias("_i", "_a")).where(hash_part(F.col("_a"), part))
     position = F.col("_i") + 1
     first = F.greatest(position - window, F.lit(1))
     neighbours = F.concat(F.slice(SEQUENCE, first, position - first), F.slice(SEQUENCE, position + 1, F.lit(window)))
@@ -136,7 +180,8 @@ def candidate_evidence(
     """user_id, item_id (and as_of_item_id) with EVIDENCE_COLUMNS for every distinct candidate row.
 
     `train` holds user_id, item_id, event_ts of the interactions allowed to inform the features;
-    `items` gives the categories behind the category features (None, or no category column: all 0).
+    `items` gives the categories and the words behind the category and text features (None, or none
+    of those columns: all 0).
     `candidates` may carry retrieval_rank, and `as_of_item_id`: for a training example, its target,
     so every candidate of the example is compared with the history before the target, as the prompt
     shows it. Without it the history is the user's newest items (before the candidate itself when the
@@ -145,7 +190,9 @@ def candidate_evidence(
     sequences = user_sequences(train, cfg.max_items)
     counts = item_counts(sequences)
     compared = compared_candidates(sequences, counts, candidates, cfg.history, item_categories(items))
-    return part_evidence(compared, sequences, counts, cfg)
+    words = item_words(items, cfg.text_columns)
+    text = None if words is None else text_similarity(compared, sequences, words, cfg.history)
+    return part_evidence(compared, sequences, counts, cfg, text)
 
 
 def compared_candidates(
@@ -176,8 +223,13 @@ def compared_candidates(
         F.slice(SEQUENCE, start + 1, F.lit(history)).alias("_hist"),
     )
     if categories is None:
-        return compared.select("*", *[F.lit(None).cast("double").alias(c) for c in (CATEGORY_MEAN, CATEGORY_MAX)])
+        return compared.select("*", *[F.lit(None).cast("double").alias(c) for c in CATEGORY_COLUMNS])
     return compared.join(category_affinity(compared, sequences, categories, keys), keys, "left")
+
+
+def _keys(frame: DataFrame) -> list[str]:
+    """The candidate keys among `frame`'s columns: user_id, item_id and as_of_item_id when present."""
+    return [c for c in frame.columns if c in (C.USER_ID, C.ITEM_ID, AS_OF)]
 
 
 def category_affinity(compared: DataFrame, sequences: DataFrame, categories: DataFrame, keys: list[str]) -> DataFrame:
@@ -210,6 +262,45 @@ def category_affinity(compared: DataFrame, sequences: DataFrame, categories: Dat
     )
 
 
+def text_similarity(
+    compared: DataFrame, sequences: DataFrame, words: DataFrame, history: int, part: tuple[int, int] = (0, 1)
+) -> DataFrame:
+    """keys, ev_text_mean, ev_text_recent of the `compared_candidates` rows that have words
+    (`item_words`), for the users of user-hash slice `part` only (their profiles and aggregates are
+    the memory this step needs; slices partition the output).
+
+    The compared history (_hist: the `history` items after _start) depends only on (user, _start), so
+    each gets one word profile: the mean of its items' word weights, and their sum weighted by
+    1 / (position from the newest). A candidate's similarities are its word weights' dot products
+    with the two profiles: the mean and the recency-weighted sum of its cosines with the history
+    items, without pairing it with each."""
+    rows = compared.where(hash_part(F.col(C.USER_ID), part))
+    starts = rows.select(C.USER_ID, "_start").distinct().join(sequences, C.USER_ID)
+    compared_items = F.slice(SEQUENCE, F.col("_start") + 1, F.lit(history))  # as _hist
+    positions = starts.select(
+        C.USER_ID, "_start", F.size(compared_items).alias("_size"), F.posexplode(compared_items).alias("_k", C.ITEM_ID)
+    )
+    profile = (
+        positions.join(words, C.ITEM_ID)
+        .groupBy(C.USER_ID, "_start", "_size", WORD)
+        .agg(
+            (F.sum(WEIGHT) / F.col("_size")).alias("_mean"),
+            F.sum(F.col(WEIGHT) / (F.col("_k") + 1)).alias("_recent"),
+        )
+    )
+    keys = _keys(rows)
+    return (
+        rows.select(*keys, "_start")
+        .join(words, C.ITEM_ID)
+        .join(profile, [C.USER_ID, "_start", WORD])
+        .groupBy(*keys)
+        .agg(
+            F.sum(F.col(WEIGHT) * F.col("_mean")).alias(TEXT_MEAN),
+            F.sum(F.col(WEIGHT) * F.col("_recent")).alias(TEXT_RECENT),
+        )
+    )
+
+
 def _position(item: Column) -> Column:
     """The 1-based position of `item` in the user's sequence; null when the user does not hold it."""
     found = F.array_position(SEQUENCE, item).cast("int")
@@ -217,14 +308,20 @@ def _position(item: Column) -> Column:
 
 
 def part_evidence(
-    compared: DataFrame, sequences: DataFrame, counts: DataFrame, cfg: EvidenceConfig, part: tuple[int, int] = (0, 1)
+    compared: DataFrame,
+    sequences: DataFrame,
+    counts: DataFrame,
+    cfg: EvidenceConfig,
+    text: DataFrame | None,
+    part: tuple[int, int] = (0, 1),
 ) -> DataFrame:
-    """candidate_evidence of the `compared_candidates` rows whose item falls in item-hash slice `part`.
+    """candidate_evidence of the `compared_candidates` rows whose item falls in item-hash slice `part`,
+    with their `text_similarity` values from `text` (None: 0).
 
     Every value of a (user, candidate) depends only on pairs whose first item is the candidate, so
     slices partition the output and their union equals the whole."""
-    rows = compared.where(item_part(F.col(C.ITEM_ID), part))
-    keys = [c for c in rows.columns if c in (C.USER_ID, C.ITEM_ID, AS_OF)]
+    rows = compared.where(hash_part(F.col(C.ITEM_ID), part))
+    keys = _keys(rows)
     pairs = pair_counts(sequences, cfg.window, part)
     hist_counts = counts.select(F.col(C.ITEM_ID).alias("_h"), F.col("_n").alias("_nh"))
     per_item = rows.select(*keys, "_own", "_nc", "_start", F.posexplode("_hist").alias("_k", "_h"))
@@ -245,13 +342,18 @@ def part_evidence(
         F.count(F.lit(1)).alias("_compared"),
     )
     similarity = similarity.withColumn(COOC_SHARE, F.col(LINKED).cast("double") / F.col("_compared"))
+    rows = (
+        rows.select("*", *[F.lit(None).cast("double").alias(c) for c in TEXT_COLUMNS])
+        if text is None
+        else rows.join(text, keys, "left")
+    )
     out = rows.join(similarity, keys, "left").crossJoin(_popularity_cuts(counts))
     return out.select(
         *keys,
         _zero(F.log1p(F.col("_nc").cast("double"))).alias(POPULARITY),
         *[_zero(F.col(c)).alias(c) for c in (COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM)],
         _zero(1.0 / F.col("_rank").cast("double")).alias(RETRIEVAL),
-        *[_zero(F.col(c)).alias(c) for c in (CATEGORY_MEAN, CATEGORY_MAX)],
+        *[_zero(F.col(c)).alias(c) for c in (*CATEGORY_COLUMNS, *TEXT_COLUMNS)],
         _top_percent(F.col("_nc")).alias(POPULARITY_TOP),
         F.coalesce(F.col(LINKED), F.lit(0)).cast("int").alias(LINKED),
     )

@@ -10,6 +10,9 @@ users' sequences (one array row per user), the item counts, and every candidate 
 user's history. A slice then scans those tables (every user's sequence, every candidate row) but
 joins and aggregates only its own share of pairs and candidates, so no slice re-counts what another
 has counted. The slice count follows the number of windowed pairs.
+
+The text similarities need no pairs but one word profile per user history (and an aggregate per
+candidate): staged first in as many user-hash slices, so that their memory is bounded too.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from instructrec_batch.evidence.features import (
     compared_candidates,
     item_categories,
     item_counts,
+    item_words,
     part_evidence,
+    text_similarity,
     user_sequences,
 )
 from instructrec_batch.spark.tables import Staging, write_table
@@ -55,9 +60,18 @@ def staged_evidence(
     compared = stage("compared", compared_candidates(sequences, counts, candidates, ev.history, item_categories(items)))
     pairs = (sequences.agg(F.sum(F.size(SEQUENCE))).first()[0] or 0) * ev.window
     slices = max(1, math.ceil(pairs / ev.pairs_per_slice))
+    words = item_words(items, ev.text_columns)
+    text = None
+    if words is not None:  # user-hash slices: each holds its users' word profiles only
+        words = stage("words", words)
+        for index in range(slices):
+            part = text_similarity(compared, sequences, words, ev.history, (index, slices))
+            write_table(part, cfg, staging.ref(f"{name}_text"), mode="overwrite" if index == 0 else "append")
+        text = staging.read(spark, f"{name}_text")
+        log.info("evidence: text similarity staged in %d user slices", slices)
     for index in range(slices):
         mode = "overwrite" if index == 0 else "append"
-        evidence = part_evidence(compared, sequences, counts, ev, (index, slices))
+        evidence = part_evidence(compared, sequences, counts, ev, text, (index, slices))
         write_table(evidence, cfg, staging.ref(name), mode=mode)
         log.info("evidence: slice %d/%d staged (~%d windowed pairs in all)", index + 1, slices, pairs)
     return staging.read(spark, name)
