@@ -116,15 +116,16 @@ TextColumn = Literal["title", "category", "brand", "description"]
 
 
 class EvidenceConfig(_Section):
-    """Collaborative evidence per (user, candidate) from training interactions (popularity, co-occurrence)."""
+    """Evidence per (user, candidate) from training interactions and the items table (popularity,
+    co-occurrence, category affinity, text similarity)."""
 
     window: int = Field(10, ge=1, description="two items co-occur when a user's sequence has them this close")
     history: int = Field(20, ge=1, description="newest history items each candidate is compared with")
     max_items: int = Field(200, ge=2, description="newest distinct items per user counted (caps heavy users)")
     text_columns: list[TextColumn] = Field(
         default_factory=lambda: ["title", "category", "brand"],
-        description="items columns whose words the text similarity compares (absent ones are skipped): "
-        "the item text the instructions show",
+        description="items columns whose words the text similarity compares (absent ones are skipped; "
+        "[] = no text similarity): the item text the instructions show",
     )
     pairs_per_slice: int = Field(
         10_000_000,
