@@ -150,6 +150,23 @@ def test_own_target_interaction_never_counts(spark) -> None:
     assert seen.loc[target, C.EV_TEXT_RECENT] == pytest.approx(sum(c / k for k, c in enumerate(history.values(), 1)))
 
 
+def test_text_similarity_reads_the_configured_columns_only(spark) -> None:
+    """evidence.text_columns picks the words: [] turns the text similarity off, the rest stays."""
+    inter = _rows({1: [1, 2, 3], 2: [3, 4]})
+    cats = {1: "Drama", 2: "Comedy", 3: "Drama", 4: "Comedy"}
+    full = EvidenceConfig(window=2, history=3, max_items=10)
+    on = _evidence(spark, inter, [(1, 4)], full, categories=cats)
+    off = _evidence(spark, inter, [(1, 4)], full.model_copy(update={"text_columns": []}), categories=cats)
+    titled = full.model_copy(update={"text_columns": ["title"]})
+    titles_only = _evidence(spark, inter, [(1, 4)], titled, categories=cats)
+    assert on.loc[(1, 4), C.EV_TEXT_MEAN] == pytest.approx(1 / 3)  # "comedy" as item 2's, of history 3, 2, 1
+    assert on.loc[(1, 4), C.EV_TEXT_RECENT] == pytest.approx(1 / 2)  # item 2 is the second newest
+    assert off.loc[(1, 4), C.EV_TEXT_MEAN] == 0.0 and off.loc[(1, 4), C.EV_TEXT_RECENT] == 0.0
+    assert titles_only.loc[(1, 4), C.EV_TEXT_MEAN] == 0.0  # the items have no titles
+    others = [c for c in C.EVIDENCE_COLUMNS if c not in (C.EV_TEXT_MEAN, C.EV_TEXT_RECENT)]
+    pd.testing.assert_frame_equal(on[others], off[others])
+
+
 def test_an_example_negatives_share_the_history_before_its_target(spark) -> None:
     """An older training target: its negatives are compared with the items before it, not with later ones."""
     seqs = {1: [1, 2, 3, 4], 2: [2, 3, 9], 3: [4, 9]}
