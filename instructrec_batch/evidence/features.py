@@ -204,7 +204,7 @@ def compared_candidates(
     history starts after: the as_of item's, else _own, else 0), _hist (the `history` items after
     _start, newest first) and the category affinities (`category_affinity`, from `categories` as
     given by item_categories, or null without them)."""
-    keys = [C.USER_ID, C.ITEM_ID, *([AS_OF] if AS_OF in candidates.columns else [])]
+    keys = _keys(candidates)
     rank = (
         F.first(C.RETRIEVAL_RANK, ignorenulls=True).alias("_rank")
         if C.RETRIEVAL_RANK in candidates.columns
@@ -222,14 +222,20 @@ def compared_candidates(
         start.alias("_start"),
         F.slice(SEQUENCE, start + 1, F.lit(history)).alias("_hist"),
     )
-    if categories is None:
-        return compared.select("*", *[F.lit(None).cast("double").alias(c) for c in CATEGORY_COLUMNS])
-    return compared.join(category_affinity(compared, sequences, categories, keys), keys, "left")
+    affinity = None if categories is None else category_affinity(compared, sequences, categories, keys)
+    return _joined(compared, affinity, keys, CATEGORY_COLUMNS)
 
 
 def _keys(frame: DataFrame) -> list[str]:
     """The candidate keys among `frame`'s columns: user_id, item_id and as_of_item_id when present."""
     return [c for c in frame.columns if c in (C.USER_ID, C.ITEM_ID, AS_OF)]
+
+
+def _joined(rows: DataFrame, features: DataFrame | None, keys: list[str], columns: tuple[str, ...]) -> DataFrame:
+    """`rows` with the `columns` of `features` joined on keys, or as nulls when there are none."""
+    if features is None:
+        return rows.select("*", *[F.lit(None).cast("double").alias(c) for c in columns])
+    return rows.join(features, keys, "left")
 
 
 def category_affinity(compared: DataFrame, sequences: DataFrame, categories: DataFrame, keys: list[str]) -> DataFrame:
@@ -276,7 +282,8 @@ def text_similarity(
     items, without pairing it with each."""
     rows = compared.where(hash_part(F.col(C.USER_ID), part))
     starts = rows.select(C.USER_ID, "_start").distinct().join(sequences, C.USER_ID)
-    compared_items = F.slice(SEQUENCE, F.col("_start") + 1, F.lit(history))  # as _hist
+    # _hist again, from the sequence: one row per (user, _start) without a distinct over an array column
+    compared_items = F.slice(SEQUENCE, F.col("_start") + 1, F.lit(history))
     positions = starts.select(
         C.USER_ID, "_start", F.size(compared_items).alias("_size"), F.posexplode(compared_items).alias("_k", C.ITEM_ID)
     )
@@ -342,11 +349,7 @@ def part_evidence(
         F.count(F.lit(1)).alias("_compared"),
     )
     similarity = similarity.withColumn(COOC_SHARE, F.col(LINKED).cast("double") / F.col("_compared"))
-    rows = (
-        rows.select("*", *[F.lit(None).cast("double").alias(c) for c in TEXT_COLUMNS])
-        if text is None
-        else rows.join(text, keys, "left")
-    )
+    rows = _joined(rows, text, keys, TEXT_COLUMNS)
     out = rows.join(similarity, keys, "left").crossJoin(_popularity_cuts(counts))
     return out.select(
         *keys,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -60,18 +61,20 @@ def staged_evidence(
     compared = stage("compared", compared_candidates(sequences, counts, candidates, ev.history, item_categories(items)))
     pairs = (sequences.agg(F.sum(F.size(SEQUENCE))).first()[0] or 0) * ev.window
     slices = max(1, math.ceil(pairs / ev.pairs_per_slice))
+
+    def stage_slices(table: str, slice_frame: Callable[[tuple[int, int]], DataFrame], what: str) -> DataFrame:
+        """Write slice_frame((i, slices)) for every slice i into one staging table, one after the other."""
+        for index in range(slices):
+            mode = "overwrite" if index == 0 else "append"
+            write_table(slice_frame((index, slices)), cfg, staging.ref(table), mode=mode)
+            log.info("evidence: %s slice %d/%d staged (~%d windowed pairs in all)", what, index + 1, slices, pairs)
+        return staging.read(spark, table)
+
     words = item_words(items, ev.text_columns)
     text = None
     if words is not None:  # user-hash slices: each holds its users' word profiles only
-        words = stage("words", words)
-        for index in range(slices):
-            part = text_similarity(compared, sequences, words, ev.history, (index, slices))
-            write_table(part, cfg, staging.ref(f"{name}_text"), mode="overwrite" if index == 0 else "append")
-        text = staging.read(spark, f"{name}_text")
-        log.info("evidence: text similarity staged in %d user slices", slices)
-    for index in range(slices):
-        mode = "overwrite" if index == 0 else "append"
-        evidence = part_evidence(compared, sequences, counts, ev, text, (index, slices))
-        write_table(evidence, cfg, staging.ref(name), mode=mode)
-        log.info("evidence: slice %d/%d staged (~%d windowed pairs in all)", index + 1, slices, pairs)
-    return staging.read(spark, name)
+        weights = stage("words", words)
+        text = stage_slices(
+            f"{name}_text", lambda part: text_similarity(compared, sequences, weights, ev.history, part), "text"
+        )
+    return stage_slices(name, lambda part: part_evidence(compared, sequences, counts, ev, text, part), "pairs")
