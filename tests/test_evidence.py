@@ -282,7 +282,7 @@ def _reference(
                 C.EV_COOC_MAX: max((sim for sim, _ in sims), default=0.0),
                 C.EV_COOC_SHARE: linked / len(sims) if sims else 0.0,
                 C.EV_RECENT_SIM: sum(sim / age for sim, age in sims),
-                C.EV_RETRIEVAL: 1 / ranks.iloc[0] if len(ranks) else 0.0,
+                C.EV_RETRIEVAL: 1 / ranks.min() if len(ranks) else 0.0,
                 C.EV_CATEGORY_MEAN: float(np.mean(shares)) if shares else 0.0,
                 C.EV_CATEGORY_MAX: max(shares, default=0.0),
                 C.EV_TEXT_MEAN: float(np.mean(cosines)) if cosines else 0.0,
@@ -296,8 +296,9 @@ def _reference(
 
 def test_evidence_equals_a_plain_python_reference_on_awkward_data(spark, cfg) -> None:
     """Timestamp ties, capped heavy users, users without history, candidates the user holds, as_of
-    items inside and outside the sequence or no as_of at all, duplicate candidate rows: the Spark
-    evidence, whole and in item-hash slices, equals the definitions computed row by row."""
+    items inside and outside the sequence or no as_of at all, duplicate candidate rows (the best rank
+    counts), categories as lists, paths and list literals: the Spark evidence, whole and in item-hash
+    slices, equals the definitions computed row by row."""
     rng = np.random.default_rng(11)
     rows = [
         (u, int(i), T0 + timedelta(minutes=int(rng.integers(0, 8))))  # few distinct times: many ties
@@ -314,11 +315,17 @@ def test_evidence_equals_a_plain_python_reference_on_awkward_data(spark, cfg) ->
             cands.append((u, int(i), as_of, rank))
             if rng.random() < 0.2:
                 cands.append((u, int(i), as_of, None))  # a duplicate row without a rank
+            elif rank is not None and rng.random() < 0.2:
+                cands.append((u, int(i), as_of, rank + 3))  # a duplicate row ranked lower: the best rank counts
     candidates = pd.DataFrame(cands, columns=["user_id", "item_id", "as_of_item_id", C.RETRIEVAL_RANK])
     candidates = candidates.astype({C.RETRIEVAL_RANK: "Int64"})
     # Categories with separators, blanks, repeats and gaps; some items have none.
-    raw = {i: [None, "Drama", " Comedy ;Drama", "Action|Drama|Action", "", "Horror, Comedy"][i % 6] for i in range(30)}
-    categories = {i: {k.strip() for k in re.split(r"[,;|]", v) if k.strip()} for i, v in raw.items() if v}
+    # Taxonomy paths and lists written out as text count their parts, without brackets and quotes.
+    kinds = [None, "Drama", " Comedy ;Drama", "Action|Drama|Action", "", "Horror, Comedy", "Film > Drama > Noir"]
+    raw = {i: [*kinds, '["Comedy", "Noir"]', "['Horror']"][i % 9] for i in range(30)}
+    categories = {
+        i: {k.strip(" []\"'") for k in re.split(r"[,;|>]", v) if k.strip(" []\"'")} for i, v in raw.items() if v
+    }
     # Titles with case, punctuation, accents and repeated words; items 0, 5, 10, ... have none.
     names = ["Star Wars: Episode IV", "star TREK (1979)", "Amélie, Amélie", "Heat", "Up; the Sequel"]
     titles = {i: f"{names[i % 5]} {i % 7}" for i in range(30) if i % 5}
@@ -382,7 +389,7 @@ def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, t
     inter, items = load_synthetic(spark, tiny_cfg, n_users=20, n_items=80, per_user=10)
     items = items.assign(
         title=[f"{['Star Wars', 'STAR trek: Amélie', 'Heat (1995)', 'Up/down'][i % 4]} {i % 5}" for i in items.item_id],
-        category=[["Drama", "Comedy, Drama", None, "Action|Comedy"][i % 4] for i in items.item_id],
+        category=[["Drama", "Comedy, Drama", None, "Film > Action|Comedy", "['Drama']"][i % 5] for i in items.item_id],
     )
     write_input(spark, tiny_cfg, "items", items, "item_id BIGINT, title STRING, category STRING")
     evidence_job(spark, tiny_cfg)

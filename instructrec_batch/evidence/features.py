@@ -14,7 +14,8 @@ weigh next to the language model's answer:
 - `ev_category_mean`, `ev_category_max`: the user's affinity for the candidate's categories. The share
   of the user's history items (their whole capped sequence before the candidate, not only the
   `history` newest) in each category of the candidate, averaged and maximised over those categories;
-  categories come from items.category, split at commas, semicolons and bars (0 without them);
+  categories come from items.category, split at commas, semicolons, bars and taxonomy-path `>`
+  (0 without them);
 - `ev_text_mean`, `ev_text_recent`: how much the candidate's item text (`text_columns` of the items
   table: title, categories, brand) shares words with the user's `history` newest items: the cosine of
   IDF-weighted word sets (rare words count most), averaged over those items and summed weighted by
@@ -77,17 +78,25 @@ def evidence_interactions(interactions: DataFrame, holdout: DataFrame | None) ->
     return history_cut(interactions.where(~null_keys(keys)).select(*keys), holdout)
 
 
-CATEGORY_SEPARATORS = r"\s*[,;|]\s*"  # one items.category value may list several: "Action, Adventure"
+# One items.category value may list several categories ("Action, Adventure", "Toys|Games"), a
+# taxonomy path ("Beauty > Skin Care > Face": each level counts as a category) or a list written out
+# as text ('["Beauty", "Skin Care"]', "['Beauty', 'Skin Care']"): split at these separators, then
+# strip the brackets, quotes and blanks around each part.
+CATEGORY_SEPARATORS = r"[,;|>]"
+CATEGORY_WRAPPING = r"^[\s\[\]\"']+|[\s\[\]\"']+$"
 CATEGORY = "_cat"  # item_categories: one of an item's categories
 
 
 def item_categories(items: DataFrame | None) -> DataFrame | None:
-    """item_id, _cat: one row per distinct (item, category), items.category split at commas, semicolons
-    and bars; None when there is no items table or it has no category column."""
+    """item_id, _cat: one row per distinct (item, category), items.category split as
+    CATEGORY_SEPARATORS says; None when there is no items table or it has no category column."""
     if items is None or C.CATEGORY not in items.columns:
         return None
-    split = F.explode(F.split(F.trim(F.col(C.CATEGORY)), CATEGORY_SEPARATORS)).alias(CATEGORY)
-    return items.where(utf8_text(C.CATEGORY)).select(C.ITEM_ID, split).where(F.length(CATEGORY) > 0).distinct()
+    parts = items.where(utf8_text(C.CATEGORY)).select(
+        C.ITEM_ID, F.explode(F.split(F.col(C.CATEGORY), CATEGORY_SEPARATORS)).alias(CATEGORY)
+    )
+    cleaned = parts.select(C.ITEM_ID, F.regexp_replace(CATEGORY, CATEGORY_WRAPPING, "").alias(CATEGORY))
+    return cleaned.where(F.length(CATEGORY) > 0).distinct()
 
 
 WORD_BREAKS = r"[^\p{L}\p{N}]+"  # words are runs of letters and digits, lower-cased, in any script
@@ -206,7 +215,7 @@ def compared_candidates(
     given by item_categories, or null without them)."""
     keys = _keys(candidates)
     rank = (
-        F.first(C.RETRIEVAL_RANK, ignorenulls=True).alias("_rank")
+        F.min(C.RETRIEVAL_RANK).alias("_rank")  # duplicate rows: the best rank, the row prompts keep
         if C.RETRIEVAL_RANK in candidates.columns
         else F.lit(None).cast("int").alias("_rank")
     )

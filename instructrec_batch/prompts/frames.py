@@ -83,8 +83,8 @@ def taste_profile(history: DataFrame, items: DataFrame, keys: Sequence[str], top
 
     `history` holds keys + item_id, one row per history interaction (a scoring user's rows before the
     holdout; a training example's rows before its target), so the profile is the user's long-term
-    taste as of that moment. Categories come from items.category, split at commas, semicolons and
-    bars. None when `top` is 0 or the items table has no category column; a group none of whose items
+    taste as of that moment. Categories come from items.category, split as `item_categories` splits
+    them. None when `top` is 0 or the items table has no category column; a group none of whose items
     has a category gets no row. The text is raw: the renderer cleans and caps it like an intent.
     """
     categories = item_categories(items)
