@@ -17,7 +17,7 @@ from instructrec_batch.evaluation.baselines import (
     random_scores,
     training_interactions,
 )
-from instructrec_batch.evaluation.job import evaluate_job
+from instructrec_batch.evaluation.job import GAIN_LABEL, GAIN_SPLITS, evaluate_job
 from instructrec_batch.evaluation.metrics import metrics_table, target_ranks
 from instructrec_batch.evidence.job import evidence_job
 from instructrec_batch.prompts.job import prompts_job
@@ -115,8 +115,13 @@ def test_evaluate_writes_metrics_for_every_method_and_a_report(spark, evaluated_
     assert all(f"| {m} |" in markdown for m in methods) and "HR@1" in markdown
     assert "Paired difference" in markdown and "95% interval" in markdown
     assert result.report.chart.stat().st_size > 10_000 and result.report.chart.read_bytes()[:4] == b"\x89PNG"
+    # What the tuned model's score adds to the evidence, cross-validated over the evaluated users.
+    gain = result.model_gain
+    assert gain is not None and gain.users == 15 and gain.splits == GAIN_SPLITS and gain.sd > 0
+    assert f"{GAIN_LABEL}: {gain}" in result.table() and f"**{GAIN_LABEL}**: {gain}" in markdown
 
-    evaluate_job(spark, cfg)  # a rerun replaces the run's figures
+    rerun = evaluate_job(spark, cfg)  # a rerun replaces the run's figures
+    assert rerun.model_gain == gain
     again = deltalake.DeltaTable(str(Path(cfg.tables_root) / "metrics")).to_pandas()
     assert len(again) == len(table)
     pd.testing.assert_frame_equal(

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from instructrec_batch import contracts as C
 from instructrec_batch.evaluation.metrics import METRICS, metrics_table, target_ranks
 from instructrec_batch.evaluation.spark_metrics import metrics_frame
 
@@ -90,3 +91,42 @@ def test_cutoffs_are_inclusive(rank: int) -> None:
     assert got["HR@5"] == float(rank <= 5) and got["HR@10"] == float(rank <= 10)
     assert got["NDCG@10"] == (1 / math.log2(rank + 1) if rank <= 10 else 0.0)
     assert got["MRR"] == 1 / rank
+
+
+def _informed_lists(users: int = 300, size: int = 10, seed: int = 5) -> pd.DataFrame:
+    """Lists whose target is the candidate with the highest a + b + noise: a and b both inform it."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            C.USER_ID: np.repeat(np.arange(users), size),
+            C.ITEM_ID: np.tile(np.arange(size), users),
+            "a": rng.normal(size=users * size),
+            "b": rng.normal(size=users * size),
+            "noise": rng.normal(size=users * size),
+        }
+    )
+    latent = frame.a + frame.b + rng.gumbel(size=len(frame))
+    frame["positive"] = latent.eq(latent.groupby(frame[C.USER_ID]).transform("max"))
+    return frame
+
+
+def test_cross_validated_gain_finds_what_a_score_adds_and_nothing_in_noise() -> None:
+    from instructrec_batch.evaluation.added import cross_validated_gain
+
+    frame = _informed_lists()
+    useful = cross_validated_gain(frame, ["a"], "b", splits=4, seed=1)
+    noise = cross_validated_gain(frame, ["a"], "noise", splits=4, seed=1)
+    copy = cross_validated_gain(frame.assign(a2=frame.a * 3 + 1), ["a"], "a2", splits=4, seed=1)
+    assert useful.gain > 0.05 and useful.users == 300 and useful.splits == 4
+    assert abs(noise.gain) < 0.01 and abs(copy.gain) < 1e-6
+    assert cross_validated_gain(frame, ["a"], "b", splits=4, seed=1) == useful  # reproducible for a seed
+    assert "NDCG@10 (sd" in str(useful)
+
+
+def test_cross_validated_gain_needs_lists_with_one_target() -> None:
+    from instructrec_batch.evaluation.added import cross_validated_gain
+
+    frame = _informed_lists(users=5)
+    assert cross_validated_gain(frame, ["a"], "b", splits=2, seed=0) is not None
+    frame.loc[frame.user_id.isin([0, 1]), "positive"] = False  # two lists lose their target: 3 left
+    assert cross_validated_gain(frame, ["a"], "b", splits=2, seed=0) is None

@@ -19,6 +19,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.errors import ConfigError
+from instructrec_batch.evaluation.added import POSITIVE, AddedValue, cross_validated_gain
 from instructrec_batch.evaluation.baselines import (
     blend_scores,
     itemknn_scores,
@@ -65,6 +66,7 @@ LLM_METHODS = ("zero_shot", "lora", HYBRID)
 # The hybrid method is this scoring ranked through its adapter's fusion head (the head weighs a pointwise
 # answer score): the one scoring that decides whether hybrid runs and needs evidence.
 HYBRID_BASE, HYBRID_NAME = "lora/pointwise", f"{HYBRID}/pointwise"
+GAIN_USERS, GAIN_SPLITS = 5000, 20  # the model-gain diagnostic: a seeded sample of users, halvings
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,13 @@ class EvaluationResult:
     metrics: pd.DataFrame  # method, metric, k, value, n_users
     report: ReportPaths
     mlflow_run_id: str | None = None  # the (training) run the figures and report were logged to
+    model_gain: AddedValue | None = None  # what the tuned model's score adds to the evidence (added.py)
 
     def table(self) -> str:
-        return markdown_table(wide_table(self.metrics)) + "\n\n" + interval_table(self.metrics)
+        table = markdown_table(wide_table(self.metrics)) + "\n\n" + interval_table(self.metrics)
+        if self.model_gain is None:
+            return table
+        return f"{table}\n\n{GAIN_LABEL}: {self.model_gain}"
 
     def __str__(self) -> str:
         return f"{self.table()}\n\nreport: {self.report.markdown}\nchart:  {self.report.chart}"
@@ -128,6 +134,28 @@ def _stored_scores(
     return stored.select(C.USER_ID, C.ITEM_ID, model_score.alias(SCORE), ranked_by.alias("ranked_by"))
 
 
+GAIN_LABEL = f"{HYBRID_BASE} score added to the evidence, cross-validated on these lists"
+
+
+def _model_gain(model: DataFrame, evidence: DataFrame, targets: DataFrame, seed: int) -> AddedValue | None:
+    """cross_validated_gain of the model's scores (user_id, item_id, score) over the evidence, on up to
+    GAIN_USERS users' lists (None with too few)."""
+    keys = [C.USER_ID, C.ITEM_ID]
+    rows = (
+        model.select(*keys, F.col(SCORE).alias(C.LM_SCORE))
+        .join(evidence.select(*keys, *C.EVIDENCE_COLUMNS), keys, "left")
+        .join(targets.select(*keys, F.lit(True).alias("_target")), keys, "left")
+        .join(sample_users(targets.select(C.USER_ID), GAIN_USERS, seed), C.USER_ID, "left_semi")
+        .select(
+            *keys,
+            C.LM_SCORE,
+            *[F.coalesce(F.col(c), F.lit(0.0)).alias(c) for c in C.EVIDENCE_COLUMNS],
+            F.col("_target").isNotNull().alias(POSITIVE),
+        )
+    )
+    return cross_validated_gain(rows.toPandas(), C.EVIDENCE_COLUMNS, C.LM_SCORE, GAIN_SPLITS, seed)
+
+
 def _candidate_rows(prompts: DataFrame) -> DataFrame:
     """The lists as the model sees them (after the prompts job's rejects), one row per candidate."""
     return prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
@@ -175,6 +203,7 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
         "sasrec": lambda: sasrec_scores(spark, candidates, train, e.sasrec, e.seed),
     }
     dataset = e.dataset or resolve(cfg, "candidates").location
+    model_gain: AddedValue | None = None
     with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         mode = "overwrite"
 
@@ -205,6 +234,9 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
             scored = staging.read(spark, f"model-{name.replace('/', '-')}")
             stage(scored, name)
             log.info("evaluate: %s %s (%s)", name, how, scoring.lineage())
+            if name == HYBRID_BASE and evidence is not None:
+                model_gain = _model_gain(scored, evidence, targets, e.seed)
+                log.info("evaluate: %s: %s", GAIN_LABEL, model_gain or "too few lists")
             if name == HYBRID_BASE and HYBRID in e.methods:
                 if scoring.fusion_head is None:
                     log.warning("evaluate: the adapter has no fusion head (train.fusion_users=0?): hybrid skipped")
@@ -230,16 +262,15 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
         users = int(table["n_users"].max()) if len(table) else 0
         run.model_id = ", ".join(sorted({s.lineage() for s in scorings.values()})) or None
         run.add({"users": users, "methods": table[METHOD].nunique(), "prompts_users": n_users})
-        report = write_report(
-            table,
-            Path(e.report_dir or Path(cfg.workdir) / "report"),
-            {
-                "run_id": identity.run_id,
-                "dataset": dataset,
-                "users evaluated": str(users),
-                "models": run.model_id or "none",
-            },
-        )
+        context = {
+            "run_id": identity.run_id,
+            "dataset": dataset,
+            "users evaluated": str(users),
+            "models": run.model_id or "none",
+        }
+        if model_gain is not None:
+            context[GAIN_LABEL] = str(model_gain)
+        report = write_report(table, Path(e.report_dir or Path(cfg.workdir) / "report"), context)
         tuned = next((s for name, s in scorings.items() if name.startswith("lora/")), None)
         tracked = (
             log_evaluation(
@@ -253,4 +284,4 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
             else None
         )
     log.info("evaluate: report at %s", report.markdown)
-    return EvaluationResult(identity.run_id, table, report, tracked)
+    return EvaluationResult(identity.run_id, table, report, tracked, model_gain)
