@@ -8,6 +8,7 @@ from pathlib import Path
 import deltalake
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ConfigError, ContractError
@@ -197,6 +198,23 @@ def test_evaluate_reuses_the_score_jobs_candidate_scores(spark, evaluated_inputs
     got = plain[plain.method == "lora/pointwise"].set_index(["metric", "k"])["value"]
     assert len(got) == 6 and set(result.metrics["n_users"]) == {15}
     assert got.sort_index().to_numpy() == pytest.approx(expected.sort_index().to_numpy(), abs=1e-12)
+
+    # Scores written under the adapter's registered version are the same adapter's: still read back.
+    table = str(Path(cfg.tables_root) / "candidate_scores")
+    registered = (
+        spark.read.format("delta")
+        .load(table)
+        .withColumn("model_id", F.concat("model_id", F.lit(" (models:/instructrec_adapter/1)")))
+    )
+    registered.write.format("delta").mode("overwrite").save(f"{table}_registered")
+    shutil.rmtree(table)
+    shutil.copytree(f"{table}_registered", table)
+    lora_before = requests(cfg.score.adapter)
+    again = evaluate_job(spark, cfg)
+    assert requests(cfg.score.adapter) == lora_before
+    assert again.metrics.sort_values(["method", "metric", "k"]).value.tolist() == pytest.approx(
+        result.metrics.sort_values(["method", "metric", "k"]).value.tolist(), abs=1e-12
+    )
 
 
 def _evaluated_users(spark, cfg: Config) -> list[int]:

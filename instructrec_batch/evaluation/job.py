@@ -112,15 +112,18 @@ def _stored_scores(
     """This run's candidate_scores of the same model and template, if they cover every evaluated user.
 
     A score job run with score.write_scores keeps every candidate's score; evaluating that model
-    again would recompute exactly those numbers, so they are read back instead.
+    again would recompute exactly those numbers, so they are read back instead. The same model is the
+    same base and adapter sha256 (model_id), whether the adapter was named by its folder or by its
+    registered version, which the stored model_id may add in parentheses.
     """
     if not table_exists(spark, resolve(cfg, "candidate_scores")):
         return None
+    model_id = F.regexp_replace(F.col("model_id"), r" \(.*\)$", "")
     stored = (
         read_input(spark, cfg, C.CANDIDATE_SCORES)
         .where(
             (F.col(C.RUN_ID) == run_id)
-            & F.col("model_id").isin(scoring.lineage(), scoring.lineage(fused=True))
+            & model_id.isin(scoring.model_id, f"{scoring.model_id}+fusion")
             & (F.col("template_id") == scoring.spec.template_id)
         )
         .join(prompts.select(C.USER_ID), C.USER_ID, "left_semi")
