@@ -42,7 +42,7 @@ class AddedValue:
         )
 
 
-MIN_USERS = 4  # fewer lists cannot be halved into two halves that each fit a ranker
+MIN_USERS = 4  # with fewer lists a half holds a single list: too little to fit or to rank
 
 
 def cross_validated_gain(
