@@ -3,6 +3,7 @@ the blend/fusion ranker, and identical rows on the local engine and classic Spar
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from collections import Counter
@@ -297,8 +298,8 @@ def _reference(
 def test_evidence_equals_a_plain_python_reference_on_awkward_data(spark, cfg) -> None:
     """Timestamp ties, capped heavy users, users without history, candidates the user holds, as_of
     items inside and outside the sequence or no as_of at all, duplicate candidate rows (the best rank
-    counts), categories as lists, paths and list literals: the Spark evidence, whole and in item-hash
-    slices, equals the definitions computed row by row."""
+    counts), categories as lists, paths and list literals, HTML references in titles and categories:
+    the Spark evidence, whole and in item-hash slices, equals the definitions computed row by row."""
     rng = np.random.default_rng(11)
     rows = [
         (u, int(i), T0 + timedelta(minutes=int(rng.integers(0, 8))))  # few distinct times: many ties
@@ -320,16 +321,19 @@ def test_evidence_equals_a_plain_python_reference_on_awkward_data(spark, cfg) ->
     candidates = pd.DataFrame(cands, columns=["user_id", "item_id", "as_of_item_id", C.RETRIEVAL_RANK])
     candidates = candidates.astype({C.RETRIEVAL_RANK: "Int64"})
     # Categories with separators, blanks, repeats and gaps; some items have none.
-    # Taxonomy paths and lists written out as text count their parts, without brackets and quotes.
+    # Taxonomy paths and lists written out as text count their parts, without brackets and quotes;
+    # HTML references are decoded first (the ";" of "&amp;" splits nothing).
     kinds = [None, "Drama", " Comedy ;Drama", "Action|Drama|Action", "", "Horror, Comedy", "Film > Drama > Noir"]
-    raw = {i: [*kinds, '["Comedy", "Noir"]', "['Horror']"][i % 9] for i in range(30)}
+    raw = {i: [*kinds, '["Comedy", "Noir"]', "['Horror']", "Toys &amp; Games > Drama"][i % 10] for i in range(30)}
     categories = {
-        i: {k.strip(" []\"'") for k in re.split(r"[,;|>]", v) if k.strip(" []\"'")} for i, v in raw.items() if v
+        i: {k.strip(" []\"'") for k in re.split(r"[,;|>]", html.unescape(v)) if k.strip(" []\"'")}
+        for i, v in raw.items()
+        if v
     }
-    # Titles with case, punctuation, accents and repeated words; items 0, 5, 10, ... have none.
-    names = ["Star Wars: Episode IV", "star TREK (1979)", "Amélie, Amélie", "Heat", "Up; the Sequel"]
+    # Titles with case, punctuation, accents, HTML references and repeated words; items 0, 5, 10, ... have none.
+    names = ["Star Wars: Episode IV", "star TREK (1979)", "Am&eacute;lie, Amélie", "Men&#39;s Heat", "Up; the Sequel"]
     titles = {i: f"{names[i % 5]} {i % 7}" for i in range(30) if i % 5}
-    weights = _word_weights({i: f"{titles.get(i, '')} {raw[i] or ''}" for i in range(30)})
+    weights = _word_weights({i: html.unescape(f"{titles.get(i, '')} {raw[i] or ''}") for i in range(30)})
     items = _items(spark, raw, titles)
     ev_cfg = EvidenceConfig(window=2, history=4, max_items=9, pairs_per_slice=40)
     sliced_cfg = cfg.model_copy(update={"evidence": ev_cfg})
@@ -388,8 +392,14 @@ def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, t
 
     inter, items = load_synthetic(spark, tiny_cfg, n_users=20, n_items=80, per_user=10)
     items = items.assign(
-        title=[f"{['Star Wars', 'STAR trek: Amélie', 'Heat (1995)', 'Up/down'][i % 4]} {i % 5}" for i in items.item_id],
-        category=[["Drama", "Comedy, Drama", None, "Film > Action|Comedy", "['Drama']"][i % 5] for i in items.item_id],
+        title=[
+            f"{['Star Wars', 'STAR trek: Am&eacute;lie', 'Heat (1995)', 'Men&#39;s'][i % 4]} {i % 5}"
+            for i in items.item_id
+        ],
+        category=[
+            ["Drama", "Comedy, Drama", None, "Film > Action|Comedy", "['Toys &amp; Games']"][i % 5]
+            for i in items.item_id
+        ],
     )
     write_input(spark, tiny_cfg, "items", items, "item_id BIGINT, title STRING, category STRING")
     evidence_job(spark, tiny_cfg)

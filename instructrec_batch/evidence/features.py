@@ -14,8 +14,8 @@ weigh next to the language model's answer:
 - `ev_category_mean`, `ev_category_max`: the user's affinity for the candidate's categories. The share
   of the user's history items (their whole capped sequence before the candidate, not only the
   `history` newest) in each category of the candidate, averaged and maximised over those categories;
-  categories come from items.category, split at commas, semicolons, bars and taxonomy-path `>`
-  (0 without them);
+  categories come from items.category (HTML references decoded), split at commas, semicolons, bars
+  and taxonomy-path `>` (0 without them);
 - `ev_text_mean`, `ev_text_recent`: how much the candidate's item text (`text_columns` of the items
   table: title, categories, brand) shares words with the user's `history` newest items: the cosine of
   IDF-weighted word sets (rare words count most), averaged over those items and summed weighted by
@@ -44,12 +44,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
 from instructrec_batch.data.protocol import history_cut
+from instructrec_batch.prompts.sanitize import decode_text
 from instructrec_batch.spark.rejects import null_keys, utf8_text
 
 (
@@ -78,6 +80,18 @@ def evidence_interactions(interactions: DataFrame, holdout: DataFrame | None) ->
     return history_cut(interactions.where(~null_keys(keys)).select(*keys), holdout)
 
 
+def _decode_series(texts: pd.Series) -> pd.Series:
+    return texts.map(lambda text: None if text is None else decode_text(text))
+
+
+def decoded(column: Column) -> Column:
+    """`column` (a string) as people read it: HTML character references decoded and NFC-composed, as
+    the instructions show it. Product exports often carry "Toys &amp; Games" or "Men&#39;s": left
+    encoded, the `;` of a reference would split a category in two and "amp" or "39" would count as
+    words shared between items. A pandas UDF, made per call since it needs an active session."""
+    return F.pandas_udf(_decode_series, "string")(column)
+
+
 # One items.category value may list several categories ("Action, Adventure", "Toys|Games"), a
 # taxonomy path ("Beauty > Skin Care > Face": each level counts as a category) or a list written out
 # as text ('["Beauty", "Skin Care"]', "['Beauty', 'Skin Care']"): split at these separators, then
@@ -93,7 +107,7 @@ def item_categories(items: DataFrame | None) -> DataFrame | None:
     if items is None or C.CATEGORY not in items.columns:
         return None
     parts = items.where(utf8_text(C.CATEGORY)).select(
-        C.ITEM_ID, F.explode(F.split(F.col(C.CATEGORY), CATEGORY_SEPARATORS)).alias(CATEGORY)
+        C.ITEM_ID, F.explode(F.split(decoded(F.col(C.CATEGORY)), CATEGORY_SEPARATORS)).alias(CATEGORY)
     )
     cleaned = parts.select(C.ITEM_ID, F.regexp_replace(CATEGORY, CATEGORY_WRAPPING, "").alias(CATEGORY))
     return cleaned.where(F.length(CATEGORY) > 0).distinct()
@@ -112,7 +126,7 @@ def item_words(items: DataFrame | None, columns: Sequence[str]) -> DataFrame | N
     if items is None or not present:
         return None
     text = F.concat_ws(" ", *[F.when(utf8_text(c), F.col(c)) for c in present])
-    words = F.explode(F.split(F.lower(text), WORD_BREAKS)).alias(WORD)
+    words = F.explode(F.split(F.lower(decoded(text)), WORD_BREAKS)).alias(WORD)
     found = items.select(C.ITEM_ID, words).where(F.length(WORD) > 0).distinct()
     total = found.agg(F.countDistinct(C.ITEM_ID).alias("_items"))
     idf = found.groupBy(WORD).agg(F.count(F.lit(1)).alias("_df")).crossJoin(total)

@@ -33,11 +33,17 @@ def _clean_char(ch: str) -> str:
     return ch
 
 
+def decode_text(text: str) -> str:
+    """The text people read: HTML character references decoded once, then NFC-composed (so an accented
+    letter is one character whether the source wrote it as a reference, composed or decomposed)."""
+    return unicodedata.normalize("NFC", html.unescape(text))
+
+
 def clean_text(value: object, max_chars: int) -> str | None:
     """Return the cleaned single-line text, or None when nothing usable is left."""
     if value is None or (isinstance(value, float) and value != value):  # None or NaN
         return None
-    text = unicodedata.normalize("NFC", html.unescape(str(value)))
+    text = decode_text(str(value))
     text = "".join(_clean_char(ch) for ch in text)
     text = text.replace('"', "'")
     text = _ANSWER_CUE.sub(r"\1 -", text)
