@@ -121,7 +121,7 @@ def log_training(cfg: Config, adapter_folder: Path, manifest: Mapping[str, Any])
                 if key in manifest
             }
             figures["steps"] = manifest.get("steps")
-            fusion = {f"fusion_mrr.{k}": v for k, v in (manifest.get("fusion") or {}).items() if k != "head"}
+            fusion = {f"fusion.{k}": v for k, v in (manifest.get("fusion") or {}).items() if k != "head"}
             mlflow.log_metrics({k: float(v) for k, v in {**figures, **fusion}.items() if v is not None})
             mlflow.set_tags(
                 {

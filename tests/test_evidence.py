@@ -437,6 +437,42 @@ def test_two_stage_head_collapses_to_one_linear_head_with_the_same_ranking() -> 
     np.testing.assert_allclose(difference, difference[0], atol=1e-9)  # a constant shift: same order
 
 
+def _fusion_lists(lm_weight: float, users: int = 120, seed: int = 4) -> pd.DataFrame:
+    """Lists of 10 with one positive: evidence that ranks it well, and a model score that carries
+    lm_weight of an independent signal about it (0: noise)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(users):
+        hidden = rng.normal(size=10)  # what decides the positive besides the evidence
+        evidence = rng.normal(size=10)
+        best = int(np.argmax(evidence + hidden))
+        for i in range(10):
+            lm = lm_weight * hidden[i] + rng.normal()
+            rows.append(
+                (u, i, lm, *(evidence[i] if c == C.EV_COOC_SUM else 0.0 for c in C.EVIDENCE_COLUMNS), i == best)
+            )
+    return pd.DataFrame(rows, columns=[C.USER_ID, C.ITEM_ID, C.LM_SCORE, *C.EVIDENCE_COLUMNS, "positive"])
+
+
+def test_fusion_head_keeps_a_score_that_adds_and_drops_one_that_does_not() -> None:
+    """A model score that carries what the evidence lacks gets weight; pure noise gets none, and the
+    head then ranks the fusion lists exactly as the blend does."""
+    from instructrec_batch.training.fusion import stack_head
+
+    blend = LinearRanker((C.EV_COOC_SUM,), (0.0,), (1.0,), (1.0,))
+    useful, useful_figures = stack_head(_fusion_lists(3.0), blend, seed=42)
+    assert useful_figures["model_kept"] and useful_figures["fusion_gain"] > 0.05
+    assert useful.weights[0] > 0.5 and useful_figures["fusion_mrr_head"] > useful_figures["fusion_mrr_evidence"]
+    noise = _fusion_lists(0.0)
+    head, figures = stack_head(noise, blend, seed=42)
+    assert not figures["model_kept"] and figures["fusion_gain"] <= figures["fusion_gain_se"]
+    assert figures["weight_model"] == 0.0
+    assert head.weights[0] == 0.0
+    order = noise.assign(h=head.apply(noise), b=blend.apply(noise)).groupby(C.USER_ID)
+    assert all((g.h.rank() == g.b.rank()).all() for _, g in order)
+    assert figures["fusion_mrr_head"] == figures["fusion_mrr_evidence"]
+
+
 def test_an_evidence_table_from_an_older_version_is_refused_before_writing(spark, tiny_cfg) -> None:
     """A Delta table's columns cannot change in a run: a candidate_evidence table written without the
     text columns is refused with what to do, and left as it was."""

@@ -120,7 +120,8 @@ def test_cross_validated_gain_finds_what_a_score_adds_and_nothing_in_noise() -> 
     assert useful.gain > 0.05 and useful.users == 300 and useful.splits == 4
     assert abs(noise.gain) < 0.01 and abs(copy.gain) < 1e-6
     assert cross_validated_gain(frame, ["a"], "b", splits=4, seed=1) == useful  # reproducible for a seed
-    assert "NDCG@10 (sd" in str(useful)
+    assert 0 < useful.se < useful.gain / 3 and noise.se > 0  # the noise score moves single users
+    assert "NDCG@10 (standard error" in str(useful)
 
 
 def test_cross_validated_gain_needs_lists_with_one_target() -> None:

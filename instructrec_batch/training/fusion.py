@@ -3,7 +3,8 @@
 The tuned model scores the fusion lists (users' `valid` items plus sampled negatives, never a test
 item) and a linear listwise ranker is fitted on [model score, collaborative evidence]. The head is
 saved with the adapter (hashed with it) and the score job applies it. Fitting on lists the adapter
-was not tuned on keeps the model's score from looking more reliable than it is.
+was not tuned on keeps the model's score from looking more reliable than it is, and a score that
+adds nothing to the evidence on those lists (cross-validated over their users) gets no weight.
 
 With train.residual the adapter's ranking loss scores Yes−No plus an evidence prior (an evidence
 blend fitted on the training examples), so tuning pushes the model towards what evidence misses.
@@ -23,6 +24,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import sample_users
+from instructrec_batch.evaluation.added import POSITIVE, cross_validated_gain
 from instructrec_batch.evaluation.baselines import validation_lists
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
 from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
@@ -73,17 +75,18 @@ def fit_fusion_head(
     items: DataFrame,
     holdout: DataFrame,
     cfg: Config,
-) -> tuple[LinearRanker, dict[str, float]]:
+) -> tuple[LinearRanker, dict[str, Any]]:
     """Fit the head; return it and what it achieves on the fusion lists (mean reciprocal rank).
 
     Two stages keep the few model-scored lists for the one thing only they can tell: first an
-    evidence blend is fitted on up to BLEND_USERS users' validation lists (cheap: no model), then
-    the weights of [model score, blend score] on the fusion lists (a DataFrame from
-    build_examples(fusion=True)). The two linear stages collapse into one linear head over
-    [model score, evidence], the form the score job applies.
+    evidence blend is fitted on up to BLEND_USERS other users' validation lists (cheap: no model;
+    the fusion users are left out, so the blend's scores on their lists are out of sample), then
+    `stack_head` weighs [model score, blend score] on the fusion lists (a DataFrame from
+    build_examples(fusion=True)).
     """
     source = evidence_interactions(interactions, holdout)
-    users = sample_users(holdout.select(C.USER_ID).distinct(), BLEND_USERS, cfg.train.seed)
+    candidates = holdout.select(C.USER_ID).distinct().join(lists.select(C.USER_ID), C.USER_ID, "left_anti")
+    users = sample_users(candidates, BLEND_USERS, cfg.train.seed)
     blend_lists = validation_lists(interactions, items, holdout, users, cfg)
     fitted = candidate_evidence(source, blend_lists.select(C.USER_ID, C.ITEM_ID), cfg.evidence, items)
     fitted = fitted.join(blend_lists, [C.USER_ID, C.ITEM_ID]).toPandas()
@@ -95,25 +98,47 @@ def fit_fusion_head(
     rows = lists.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
     evidence = candidate_evidence(source, rows, cfg.evidence, items).toPandas()
     frame = scored.merge(evidence, on=[C.USER_ID, C.ITEM_ID], how="left").fillna(0.0)
-    frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
-    frame[BLEND] = blend.apply(frame)
-    groups, positive = frame[C.USER_ID].to_numpy(), frame["positive"].to_numpy(dtype=bool)
-    stack = fit_ranker(frame, (C.LM_SCORE, BLEND), groups, positive)
-    head = collapse(stack, blend)
-    figures = {
-        "fusion_lists": len(local),
-        "blend_lists": int(fitted[C.USER_ID].nunique()),
-        "fusion_mrr_model": _mrr(frame[C.LM_SCORE].to_numpy(), groups, positive),
-        "fusion_mrr_evidence": _mrr(frame[BLEND].to_numpy(), groups, positive),
-        "fusion_mrr_head": _mrr(head.apply(frame), groups, positive),
-        "weight_model": round(stack.weights[0], 4),
-        "weight_evidence": round(stack.weights[1], 4),
-    }
+    head, figures = stack_head(frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True), blend, cfg.train.seed)
+    figures = {"fusion_lists": len(local), "blend_lists": int(fitted[C.USER_ID].nunique()), **figures}
     log.info("fusion head fitted: %s", figures)
     return head, figures
 
 
+FUSION_HALVINGS = 20  # random halvings of the fusion lists that decide whether the model's score is kept
+
+
+def stack_head(frame: pd.DataFrame, blend: LinearRanker, seed: int) -> tuple[LinearRanker, dict[str, Any]]:
+    """The head over [model score, evidence] from the fusion lists' rows, and what it achieves there.
+
+    `frame` holds one row per candidate: user_id, item_id, lm_score, the evidence columns and
+    `positive`. The weights of [model score, blend score] are fitted on these lists only if the
+    model's score adds to the blend when cross-validated over their users (rankers fitted on random
+    halves rank the other half) by more than one standard error over users: on a few lists a weight
+    fitted to noise reorders the blend's lists for nothing (a score that is pure noise passes about
+    one time in six), so a score without that evidence gets weight 0 and the head ranks as the blend
+    does. The two linear stages then collapse into one linear head over [model score, evidence].
+    """
+    frame = frame.assign(**{BLEND: blend.apply(frame)})
+    groups, positive = frame[C.USER_ID].to_numpy(), frame[POSITIVE].to_numpy(dtype=bool)
+    added = cross_validated_gain(frame, (BLEND,), C.LM_SCORE, FUSION_HALVINGS, seed)
+    kept = added is None or added.gain > added.se  # too few lists to tell: keep the fitted weights
+    stack = fit_ranker(frame, (C.LM_SCORE, BLEND), groups, positive) if kept else BLEND_ONLY
+    head = collapse(stack, blend)
+    figures = {
+        "fusion_mrr_model": _mrr(frame[C.LM_SCORE].to_numpy(), groups, positive),
+        "fusion_mrr_evidence": _mrr(frame[BLEND].to_numpy(), groups, positive),
+        "fusion_mrr_head": _mrr(head.apply(frame), groups, positive),
+        "fusion_gain": None if added is None else round(added.gain, 4),
+        "fusion_gain_se": None if added is None else round(added.se, 4),
+        "model_kept": kept,
+        "weight_model": round(stack.weights[0], 4),
+        "weight_evidence": round(stack.weights[1], 4),
+    }
+    return head, figures
+
+
 BLEND = "_blend"
+BLEND_ONLY = LinearRanker((C.LM_SCORE, BLEND), (0.0, 0.0), (1.0, 1.0), (0.0, 1.0))  # the blend's own order
 
 
 def collapse(stack: LinearRanker, blend: LinearRanker) -> LinearRanker:

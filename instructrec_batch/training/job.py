@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -39,7 +40,7 @@ class TrainSummary:
     stopped: str
     train_sequences: int
     val_sequences: int
-    fusion: dict[str, float] = field(default_factory=dict)  # MRR of model / evidence / head on the fusion lists
+    fusion: dict[str, Any] = field(default_factory=dict)  # the fusion head: its lists, MRRs, gain and weights
     mlflow: TrainingRecord | None = None  # the MLflow run and registered version (mlflow.enabled)
 
 
