@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config, EvidenceConfig, SasrecConfig
-from instructrec_batch.data.protocol import sample_candidates, shown_items, usable_interactions
+from instructrec_batch.data.protocol import sample_candidates, sample_users, shown_items, usable_interactions
 from instructrec_batch.evaluation.metrics import SCORE
 from instructrec_batch.evidence.features import candidate_evidence
 from instructrec_batch.evidence.ranker import fit_ranker
@@ -87,6 +87,9 @@ def itemknn_scores(candidates: DataFrame, train: DataFrame) -> DataFrame:
     )
 
 
+BLEND_USERS = 5000  # an evidence blend is fitted on the validation lists of a seeded sample of this many users
+
+
 def validation_lists(
     interactions: DataFrame, items: DataFrame, holdout: DataFrame, users: DataFrame, cfg: Config
 ) -> DataFrame:
@@ -107,6 +110,23 @@ def validation_lists(
         .join(marked, [C.USER_ID, C.ITEM_ID], "left")
         .select(C.USER_ID, C.ITEM_ID, F.coalesce(F.col("positive"), F.lit(False)).alias("positive"))
     )
+
+
+def blend_lists(
+    interactions: DataFrame,
+    items: DataFrame,
+    holdout: DataFrame,
+    cfg: Config,
+    seed: int,
+    leave_out: DataFrame | None = None,
+) -> DataFrame:
+    """validation_lists of a seeded sample of BLEND_USERS users with a validation row, the users of
+    `leave_out` excepted: what an evidence blend is fitted on, whichever users are evaluated, so
+    that the blend baseline and the fusion head's blend learn from as many lists."""
+    users = holdout.where(F.col(C.SPLIT) == C.SPLIT_VALID).select(C.USER_ID).distinct()
+    if leave_out is not None:
+        users = users.join(leave_out.select(C.USER_ID), C.USER_ID, "left_anti")
+    return validation_lists(interactions, items, holdout, sample_users(users, BLEND_USERS, seed), cfg)
 
 
 def blend_scores(

@@ -21,13 +21,13 @@ from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.evaluation.added import POSITIVE, AddedValue, cross_validated_gain
 from instructrec_batch.evaluation.baselines import (
+    blend_lists,
     blend_scores,
     itemknn_scores,
     popularity_scores,
     random_scores,
     sasrec_scores,
     training_interactions,
-    validation_lists,
 )
 from instructrec_batch.evaluation.intervals import METRICS_SCHEMA, with_intervals
 from instructrec_batch.evaluation.metrics import METHOD, SCORE
@@ -194,7 +194,7 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
         evidence = read_run_evidence(spark, cfg, prompts_run, "the blend and hybrid methods", candidates)
 
     def blend() -> DataFrame:
-        lists = validation_lists(interactions, items, holdout, prompts.select(C.USER_ID), cfg)
+        lists = blend_lists(interactions, items, holdout, cfg, e.seed)  # evaluated users or not
         source = evidence_interactions(interactions, holdout)
         return blend_scores(candidates, evidence, lists, source, items, cfg.evidence)
 

@@ -23,9 +23,8 @@ from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
-from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.evaluation.added import POSITIVE, cross_validated_gain
-from instructrec_batch.evaluation.baselines import validation_lists
+from instructrec_batch.evaluation.baselines import blend_lists
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
 from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
 from instructrec_batch.prompts.render import context_of
@@ -62,9 +61,6 @@ def model_scores(model: Any, tokenizer: Any, pad_id: int, lists: pd.DataFrame, t
     return pd.DataFrame(rows, columns=[C.USER_ID, C.ITEM_ID, C.LM_SCORE, "positive"])
 
 
-BLEND_USERS = 5000  # validation lists the head's evidence blend is fitted on (a seeded sample of users)
-
-
 def fit_fusion_head(
     lists: DataFrame,
     model: Any,
@@ -85,11 +81,9 @@ def fit_fusion_head(
     build_examples(fusion=True)).
     """
     source = evidence_interactions(interactions, holdout)
-    candidates = holdout.select(C.USER_ID).distinct().join(lists.select(C.USER_ID), C.USER_ID, "left_anti")
-    users = sample_users(candidates, BLEND_USERS, cfg.train.seed)
-    blend_lists = validation_lists(interactions, items, holdout, users, cfg)
-    fitted = candidate_evidence(source, blend_lists.select(C.USER_ID, C.ITEM_ID), cfg.evidence, items)
-    fitted = fitted.join(blend_lists, [C.USER_ID, C.ITEM_ID]).toPandas()
+    fit_lists = blend_lists(interactions, items, holdout, cfg, cfg.train.seed, leave_out=lists)
+    fitted = candidate_evidence(source, fit_lists.select(C.USER_ID, C.ITEM_ID), cfg.evidence, items)
+    fitted = fitted.join(fit_lists, [C.USER_ID, C.ITEM_ID]).toPandas()
     fitted = fitted.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)  # row order from Spark varies
     blend = fit_ranker(fitted, C.EVIDENCE_COLUMNS, fitted[C.USER_ID].to_numpy(), fitted["positive"].to_numpy())
 
