@@ -153,9 +153,9 @@ def test_lora_without_an_adapter_fails_before_reading_data(spark, tiny_cfg: Conf
     assert not (Path(tiny_cfg.tables_root) / "metrics").exists()
 
 
-def test_blend_lists_cover_every_users_validation_item_but_those_left_out(spark, cfg: Config) -> None:
-    """The blend learns from all users' validation lists (a sampled evaluation does not shrink them),
-    minus the fusion users when the fusion head's blend is fitted; never from a test item."""
+def test_blend_lists_cover_every_users_validation_item(spark, cfg: Config) -> None:
+    """The blend learns from all users' validation lists (a sampled evaluation does not shrink them,
+    and the fusion head's blend is the same); never from a test item."""
     load_synthetic(spark, cfg, n_users=12, n_items=60, per_user=8)
     holdout = spark.read.format("delta").load(f"{cfg.tables_root}/holdout")
     interactions = spark.read.format("delta").load(f"{cfg.tables_root}/interactions")
@@ -168,9 +168,6 @@ def test_blend_lists_cover_every_users_validation_item_but_those_left_out(spark,
     assert set(pairs[every.positive.to_numpy()]) == set(valid.set_index(["user_id", "item_id"]).index)
     assert every.groupby("user_id").size().eq(1 + cfg.data.negatives).all()
     assert not set(pairs) & set(test.set_index(["user_id", "item_id"]).index)
-    left_out = holdout.select("user_id").distinct().orderBy("user_id").limit(3)
-    rest = blend_lists(interactions, items, holdout, cfg, seed=3, leave_out=left_out).toPandas()
-    assert set(rest.user_id) == set(valid.user_id) - {r.user_id for r in left_out.collect()}
 
 
 def test_random_baseline_is_independent_of_the_negative_sampling(spark, cfg: Config) -> None:

@@ -444,32 +444,33 @@ def _fusion_lists(lm_weight: float, users: int = 120, seed: int = 4) -> pd.DataF
     rows = []
     for u in range(users):
         hidden = rng.normal(size=10)  # what decides the positive besides the evidence
-        evidence = rng.normal(size=10)
+        evidence, popularity = rng.normal(size=10), rng.normal(size=10)  # popularity tells nothing here
         best = int(np.argmax(evidence + hidden))
         for i in range(10):
             lm = lm_weight * hidden[i] + rng.normal()
-            rows.append(
-                (u, i, lm, *(evidence[i] if c == C.EV_COOC_SUM else 0.0 for c in C.EVIDENCE_COLUMNS), i == best)
-            )
+            values = {C.EV_COOC_SUM: evidence[i], C.EV_POPULARITY: popularity[i]}
+            rows.append((u, i, lm, *(values.get(c, 0.0) for c in C.EVIDENCE_COLUMNS), i == best))
     return pd.DataFrame(rows, columns=[C.USER_ID, C.ITEM_ID, C.LM_SCORE, *C.EVIDENCE_COLUMNS, "positive"])
 
 
 def test_fusion_head_keeps_a_score_that_adds_and_drops_one_that_does_not() -> None:
     """A model score that carries what the evidence lacks gets weight; pure noise gets none, and the
-    head then ranks the fusion lists exactly as the blend does."""
+    head then ranks exactly as the blend it is built on does."""
     from instructrec_batch.training.fusion import stack_head
 
     blend = LinearRanker((C.EV_COOC_SUM,), (0.0,), (1.0,), (1.0,))
-    useful, useful_figures = stack_head(_fusion_lists(3.0), blend, seed=42)
+    useful, useful_figures = stack_head(_fusion_lists(3.0), blend, blend, seed=42)
     assert useful_figures["model_kept"] and useful_figures["fusion_gain"] > 0.05
     assert useful.weights[0] > 0.5 and useful_figures["fusion_mrr_head"] > useful_figures["fusion_mrr_evidence"]
     noise = _fusion_lists(0.0)
-    head, figures = stack_head(noise, blend, seed=42)
+    final = LinearRanker((C.EV_COOC_SUM, C.EV_POPULARITY), (0.0, 0.0), (1.0, 1.0), (1.0, 0.3))  # fitted on all users
+    head, figures = stack_head(noise, blend, final, seed=42)
     assert not figures["model_kept"] and figures["fusion_gain"] <= figures["fusion_gain_se"]
     assert figures["weight_model"] == 0.0
     assert head.weights[0] == 0.0
-    order = noise.assign(h=head.apply(noise), b=blend.apply(noise)).groupby(C.USER_ID)
-    assert all((g.h.rank() == g.b.rank()).all() for _, g in order)
+    lists = noise.assign(h=head.apply(noise), f=final.apply(noise), b=blend.apply(noise)).groupby(C.USER_ID)
+    assert all(g.h.rank().eq(g.f.rank()).all() for _, g in lists)  # the order of the blend it is built on
+    assert not all(g.h.rank().eq(g.b.rank()).all() for _, g in lists)  # not the held-out blend's
     assert figures["fusion_mrr_head"] == figures["fusion_mrr_evidence"]
 
 

@@ -286,3 +286,33 @@ def test_a_fusion_head_without_evidence_is_refused_before_scoring(spark, prompte
         score_job(spark, other)
     runs = deltalake.DeltaTable(str(Path(prompted.tables_root) / "runs")).to_pandas()
     assert not ((runs.run_id == "no-evidence") & (runs.job == "score")).any()  # nothing written, not even 'running'
+
+
+def test_a_fusion_head_without_model_weight_ranks_by_the_evidence_and_says_so(
+    spark, prompted: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Training drops the model's score from the head when it adds nothing: the job then ranks by the
+    head's evidence alone and logs why, so an operator is not left guessing what the model changed."""
+    import json
+    import logging
+
+    from instructrec_batch import contracts as C
+    from instructrec_batch.evidence.ranker import LinearRanker
+    from instructrec_batch.models.adapter import FUSION_HEAD, MANIFEST, adapter_sha256
+
+    fused = tmp_path / "evidence-only"
+    shutil.copytree(prompted.score.adapter, fused)
+    head = LinearRanker((C.LM_SCORE, C.EV_POPULARITY), (0.0, 0.0), (1.0, 1.0), (0.0, 1.0))
+    (fused / FUSION_HEAD).write_text(json.dumps(head.to_dict()))
+    manifest = json.loads((fused / MANIFEST).read_text()) | {"adapter_sha256": adapter_sha256(fused)}
+    (fused / MANIFEST).write_text(json.dumps(manifest))
+    with caplog.at_level(logging.INFO, logger="instructrec_batch.scoring.job"):
+        score_job(spark, _with(prompted, adapter=str(fused), k=20))
+    assert "gives the model's score no weight" in caplog.text
+    recs = _recs(prompted)
+    evidence = deltalake.DeltaTable(str(Path(prompted.tables_root) / "candidate_evidence")).to_pandas()
+    hybrid = recs[recs.ranked_by == "hybrid"].merge(evidence, on=["user_id", "item_id"])
+    assert len(hybrid) > 0
+    for _, user in hybrid.groupby("user_id"):
+        ordered = user.sort_values("rank")[C.EV_POPULARITY].to_numpy()
+        assert (ordered[:-1] >= ordered[1:]).all()  # ranked by popularity alone, the model's score ignored

@@ -112,20 +112,11 @@ def validation_lists(
     )
 
 
-def blend_lists(
-    interactions: DataFrame,
-    items: DataFrame,
-    holdout: DataFrame,
-    cfg: Config,
-    seed: int,
-    leave_out: DataFrame | None = None,
-) -> DataFrame:
-    """validation_lists of a seeded sample of BLEND_USERS users with a validation row, the users of
-    `leave_out` excepted: what an evidence blend is fitted on, whichever users are evaluated, so
-    that the blend baseline and the fusion head's blend learn from as many lists."""
+def blend_lists(interactions: DataFrame, items: DataFrame, holdout: DataFrame, cfg: Config, seed: int) -> DataFrame:
+    """validation_lists of a seeded sample of BLEND_USERS users with a validation row: what an
+    evidence blend is fitted on, whichever users are evaluated, so that the blend baseline and the
+    fusion head's blend learn from the same lists."""
     users = holdout.where(F.col(C.SPLIT) == C.SPLIT_VALID).select(C.USER_ID).distinct()
-    if leave_out is not None:
-        users = users.join(leave_out.select(C.USER_ID), C.USER_ID, "left_anti")
     return validation_lists(interactions, items, holdout, sample_users(users, BLEND_USERS, seed), cfg)
 
 

@@ -71,6 +71,11 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
         head = "the adapter's fusion head (score.fusion=false ranks by the model alone)"
         listed = prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
         evidence = read_run_evidence(spark, cfg, prompts_run, head, listed)
+        if dict(zip(scoring.fusion_head.features, scoring.fusion_head.weights, strict=True)).get(C.LM_SCORE) == 0.0:
+            log.info(
+                "score: the fusion head gives the model's score no weight (it added nothing to the evidence on "
+                "the fusion lists in training): the recommendations rank as the evidence blend does"
+            )
     slices = max(1, math.ceil(n_users / s.users_per_slice))
     with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         run.model_id = model_id

@@ -75,24 +75,30 @@ def fit_fusion_head(
     """Fit the head; return it and what it achieves on the fusion lists (mean reciprocal rank).
 
     Two stages keep the few model-scored lists for the one thing only they can tell: first an
-    evidence blend is fitted on up to BLEND_USERS other users' validation lists (cheap: no model;
-    the fusion users are left out, so the blend's scores on their lists are out of sample), then
+    evidence blend is fitted on up to BLEND_USERS users' validation lists (cheap: no model), then
     `stack_head` weighs [model score, blend score] on the fusion lists (a DataFrame from
-    build_examples(fusion=True)).
+    build_examples(fusion=True)). As in stacking, the second stage sees the blend's scores out of
+    sample (a blend fitted without the fusion users), and the head collapses its weights onto the
+    blend fitted on every user, the blend the evaluation's baseline is.
     """
     source = evidence_interactions(interactions, holdout)
-    fit_lists = blend_lists(interactions, items, holdout, cfg, cfg.train.seed, leave_out=lists)
+    fit_lists = blend_lists(interactions, items, holdout, cfg, cfg.train.seed)
     fitted = candidate_evidence(source, fit_lists.select(C.USER_ID, C.ITEM_ID), cfg.evidence, items)
     fitted = fitted.join(fit_lists, [C.USER_ID, C.ITEM_ID]).toPandas()
     fitted = fitted.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)  # row order from Spark varies
-    blend = fit_ranker(fitted, C.EVIDENCE_COLUMNS, fitted[C.USER_ID].to_numpy(), fitted["positive"].to_numpy())
-
     local = lists.toPandas()
+    others = fitted[~fitted[C.USER_ID].isin(local[C.USER_ID])]
+    blend, held_out = (
+        fit_ranker(part, C.EVIDENCE_COLUMNS, part[C.USER_ID].to_numpy(), part["positive"].to_numpy())
+        for part in (fitted, others)
+    )
+
     scored = model_scores(model, tokenizer, pad_id, local, templates, cfg)
     rows = lists.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
     evidence = candidate_evidence(source, rows, cfg.evidence, items).toPandas()
     frame = scored.merge(evidence, on=[C.USER_ID, C.ITEM_ID], how="left").fillna(0.0)
-    head, figures = stack_head(frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True), blend, cfg.train.seed)
+    frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
+    head, figures = stack_head(frame, held_out, blend, cfg.train.seed)
     figures = {"fusion_lists": len(local), "blend_lists": int(fitted[C.USER_ID].nunique()), **figures}
     log.info("fusion head fitted: %s", figures)
     return head, figures
@@ -101,18 +107,22 @@ def fit_fusion_head(
 FUSION_HALVINGS = 20  # random halvings of the fusion lists that decide whether the model's score is kept
 
 
-def stack_head(frame: pd.DataFrame, blend: LinearRanker, seed: int) -> tuple[LinearRanker, dict[str, Any]]:
+def stack_head(
+    frame: pd.DataFrame, held_out: LinearRanker, blend: LinearRanker, seed: int
+) -> tuple[LinearRanker, dict[str, Any]]:
     """The head over [model score, evidence] from the fusion lists' rows, and what it achieves there.
 
     `frame` holds one row per candidate: user_id, item_id, lm_score, the evidence columns and
-    `positive`. The weights of [model score, blend score] are fitted on these lists only if the
-    model's score adds to the blend when cross-validated over their users (rankers fitted on random
-    halves rank the other half) by more than one standard error over users: on a few lists a weight
-    fitted to noise reorders the blend's lists for nothing (a score that is pure noise passes about
-    one time in six), so a score without that evidence gets weight 0 and the head ranks as the blend
-    does. The two linear stages then collapse into one linear head over [model score, evidence].
+    `positive`; `held_out` is an evidence blend fitted without these lists' users, `blend` the one
+    the head is built on. The weights of [model score, held-out blend score] are fitted on these
+    lists only if the model's score adds to that blend when cross-validated over their users
+    (rankers fitted on random halves rank the other half) by more than one standard error over
+    users: on a few lists a weight fitted to noise reorders the blend's lists for nothing (a score
+    that is pure noise passes about one time in six), so a score without that evidence gets weight 0
+    and the head ranks exactly as `blend` does. The two linear stages collapse into one linear head
+    over [model score, evidence].
     """
-    frame = frame.assign(**{BLEND: blend.apply(frame)})
+    frame = frame.assign(**{BLEND: held_out.apply(frame)})
     groups, positive = frame[C.USER_ID].to_numpy(), frame[POSITIVE].to_numpy(dtype=bool)
     added = cross_validated_gain(frame, (BLEND,), C.LM_SCORE, FUSION_HALVINGS, seed)
     kept = added is None or added.gain > added.se  # too few lists to tell: keep the fitted weights
@@ -121,7 +131,7 @@ def stack_head(frame: pd.DataFrame, blend: LinearRanker, seed: int) -> tuple[Lin
     figures = {
         "fusion_mrr_model": _mrr(frame[C.LM_SCORE].to_numpy(), groups, positive),
         "fusion_mrr_evidence": _mrr(frame[BLEND].to_numpy(), groups, positive),
-        "fusion_mrr_head": _mrr(head.apply(frame), groups, positive),
+        "fusion_mrr_head": _mrr(stack.apply(frame), groups, positive),  # with the held-out blend
         "fusion_gain": None if added is None else round(added.gain, 4),
         "fusion_gain_se": None if added is None else round(added.se, 4),
         "model_kept": kept,
