@@ -160,7 +160,7 @@ def test_blend_lists_cover_every_users_validation_item(spark, cfg: Config) -> No
     holdout = spark.read.format("delta").load(f"{cfg.tables_root}/holdout")
     interactions = spark.read.format("delta").load(f"{cfg.tables_root}/interactions")
     items = spark.read.format("delta").load(f"{cfg.tables_root}/items")
-    every = blend_lists(interactions, items, holdout, cfg, seed=3).toPandas()
+    every = blend_lists(interactions, items, holdout, cfg).toPandas()
     held = holdout.toPandas()
     valid, test = held[held.split == "valid"], held[held.split == "test"]
     assert set(every.user_id) == set(valid.user_id) and len(valid) == 12

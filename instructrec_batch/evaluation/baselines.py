@@ -112,12 +112,12 @@ def validation_lists(
     )
 
 
-def blend_lists(interactions: DataFrame, items: DataFrame, holdout: DataFrame, cfg: Config, seed: int) -> DataFrame:
-    """validation_lists of a seeded sample of BLEND_USERS users with a validation row: what an
-    evidence blend is fitted on, whichever users are evaluated, so that the blend baseline and the
-    fusion head's blend learn from the same lists."""
+def blend_lists(interactions: DataFrame, items: DataFrame, holdout: DataFrame, cfg: Config) -> DataFrame:
+    """validation_lists of a sample of BLEND_USERS users with a validation row (seeded by data.seed):
+    what an evidence blend is fitted on, whichever users are evaluated, so that the blend baseline and
+    the fusion head's blend learn from the same lists."""
     users = holdout.where(F.col(C.SPLIT) == C.SPLIT_VALID).select(C.USER_ID).distinct()
-    return validation_lists(interactions, items, holdout, sample_users(users, BLEND_USERS, seed), cfg)
+    return validation_lists(interactions, items, holdout, sample_users(users, BLEND_USERS, cfg.data.seed), cfg)
 
 
 def blend_scores(

@@ -194,7 +194,7 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
         evidence = read_run_evidence(spark, cfg, prompts_run, "the blend and hybrid methods", candidates)
 
     def blend() -> DataFrame:
-        lists = blend_lists(interactions, items, holdout, cfg, e.seed)  # evaluated users or not
+        lists = blend_lists(interactions, items, holdout, cfg)  # evaluated users or not
         source = evidence_interactions(interactions, holdout)
         return blend_scores(candidates, evidence, lists, source, items, cfg.evidence)
 

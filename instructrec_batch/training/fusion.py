@@ -82,7 +82,7 @@ def fit_fusion_head(
     blend fitted on every user, the blend the evaluation's baseline is.
     """
     source = evidence_interactions(interactions, holdout)
-    fit_lists = blend_lists(interactions, items, holdout, cfg, cfg.train.seed)
+    fit_lists = blend_lists(interactions, items, holdout, cfg)
     fitted = candidate_evidence(source, fit_lists.select(C.USER_ID, C.ITEM_ID), cfg.evidence, items)
     fitted = fitted.join(fit_lists, [C.USER_ID, C.ITEM_ID]).toPandas()
     fitted = fitted.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)  # row order from Spark varies
