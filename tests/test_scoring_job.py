@@ -265,20 +265,26 @@ def test_scoring_reports_progress_with_an_eta(spark, prompted: Config, caplog: p
     assert re.fullmatch(r"score: 24/24 users \(100%\), [\d.]+ candidates/s, ETA 0m 00s", lines[-1])
 
 
-def test_a_fusion_head_without_evidence_is_refused_before_scoring(spark, prompted: Config, tmp_path: Path) -> None:
-    """An adapter whose fusion head ranks needs the run's candidate_evidence: checked before any task."""
+def _with_head(adapter: Path, folder: Path, weights: tuple[float, float]) -> Path:
+    """A copy of `adapter` with a fusion head over (lm_score, ev_popularity) of these weights, its
+    manifest's sha256 updated so the copy passes the adapter checks."""
     import json
 
     from instructrec_batch import contracts as C
     from instructrec_batch.evidence.ranker import LinearRanker
     from instructrec_batch.models.adapter import FUSION_HEAD, MANIFEST, adapter_sha256
 
-    fused = tmp_path / "fused"
-    shutil.copytree(prompted.score.adapter, fused)
-    head = LinearRanker((C.LM_SCORE, C.EV_POPULARITY), (0.0, 0.0), (1.0, 1.0), (1.0, 0.5))
-    (fused / FUSION_HEAD).write_text(json.dumps(head.to_dict()))
-    manifest = json.loads((fused / MANIFEST).read_text()) | {"adapter_sha256": adapter_sha256(fused)}
-    (fused / MANIFEST).write_text(json.dumps(manifest))
+    shutil.copytree(adapter, folder)
+    head = LinearRanker((C.LM_SCORE, C.EV_POPULARITY), (0.0, 0.0), (1.0, 1.0), weights)
+    (folder / FUSION_HEAD).write_text(json.dumps(head.to_dict()))
+    manifest = json.loads((folder / MANIFEST).read_text()) | {"adapter_sha256": adapter_sha256(folder)}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_fusion_head_without_evidence_is_refused_before_scoring(spark, prompted: Config, tmp_path: Path) -> None:
+    """An adapter whose fusion head ranks needs the run's candidate_evidence: checked before any task."""
+    fused = _with_head(Path(prompted.score.adapter), tmp_path / "fused", weights=(1.0, 0.5))
     other = _with(prompted, adapter=str(fused))
     other = other.model_copy(update={"run": other.run.model_copy(update={"run_id": "no-evidence"})})
     prompts_job(spark, other)  # a v2 template: prompts need no evidence, the fusion head does
@@ -293,19 +299,11 @@ def test_a_fusion_head_without_model_weight_ranks_by_the_evidence_and_says_so(
 ) -> None:
     """Training drops the model's score from the head when it adds nothing: the job then ranks by the
     head's evidence alone and logs why, so an operator is not left guessing what the model changed."""
-    import json
     import logging
 
     from instructrec_batch import contracts as C
-    from instructrec_batch.evidence.ranker import LinearRanker
-    from instructrec_batch.models.adapter import FUSION_HEAD, MANIFEST, adapter_sha256
 
-    fused = tmp_path / "evidence-only"
-    shutil.copytree(prompted.score.adapter, fused)
-    head = LinearRanker((C.LM_SCORE, C.EV_POPULARITY), (0.0, 0.0), (1.0, 1.0), (0.0, 1.0))
-    (fused / FUSION_HEAD).write_text(json.dumps(head.to_dict()))
-    manifest = json.loads((fused / MANIFEST).read_text()) | {"adapter_sha256": adapter_sha256(fused)}
-    (fused / MANIFEST).write_text(json.dumps(manifest))
+    fused = _with_head(Path(prompted.score.adapter), tmp_path / "evidence-only", weights=(0.0, 1.0))
     with caplog.at_level(logging.INFO, logger="instructrec_batch.scoring.job"):
         score_job(spark, _with(prompted, adapter=str(fused), k=20))
     assert "gives the model's score no weight" in caplog.text

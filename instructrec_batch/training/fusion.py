@@ -88,10 +88,9 @@ def fit_fusion_head(
     fitted = fitted.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)  # row order from Spark varies
     local = lists.toPandas()
     others = fitted[~fitted[C.USER_ID].isin(local[C.USER_ID])]
-    blend, held_out = (
-        fit_ranker(part, C.EVIDENCE_COLUMNS, part[C.USER_ID].to_numpy(), part["positive"].to_numpy())
-        for part in (fitted, others)
-    )
+    blend = _fit_blend(fitted)
+    # With every user a fusion user (a small table) no list is left out of sample: the blend is reused.
+    held_out = _fit_blend(others) if others["positive"].any() else blend
 
     scored = model_scores(model, tokenizer, pad_id, local, templates, cfg)
     rows = lists.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
@@ -102,6 +101,10 @@ def fit_fusion_head(
     figures = {"fusion_lists": len(local), "blend_lists": int(fitted[C.USER_ID].nunique()), **figures}
     log.info("fusion head fitted: %s", figures)
     return head, figures
+
+
+def _fit_blend(lists: pd.DataFrame) -> LinearRanker:
+    return fit_ranker(lists, C.EVIDENCE_COLUMNS, lists[C.USER_ID].to_numpy(), lists["positive"].to_numpy())
 
 
 FUSION_HALVINGS = 20  # random halvings of the fusion lists that decide whether the model's score is kept
