@@ -312,6 +312,11 @@ class ScoreConfig(_Section):
     fusion: bool = Field(
         True, description="rank by the adapter's fusion head (model score + collaborative evidence) when it has one"
     )
+    skip_unused_model: bool = Field(
+        True,
+        description="when the fusion head gives the model's score no weight, rank by its evidence without the "
+        "model pass (no GPU work; candidate_scores then has no lm_score); false runs the model anyway",
+    )
 
 
 EvalMethod = Literal["random", "popularity", "itemknn", "blend", "sasrec", "zero_shot", "lora", "hybrid"]

@@ -234,6 +234,23 @@ def test_evaluate_reuses_the_score_jobs_candidate_scores(spark, evaluated_inputs
         result.metrics.sort_values(["method", "metric", "k"]).value.tolist(), abs=1e-12
     )
 
+    # A night whose fusion head ranked by evidence alone skipped the model: nothing to read back.
+    unscored = (
+        spark.read.format("delta")
+        .load(table)
+        .withColumn("ranked_by", F.lit("evidence"))
+        .withColumn("lm_score", F.lit(None).cast("double"))
+    )
+    unscored.write.format("delta").mode("overwrite").save(f"{table}_unscored")
+    shutil.rmtree(table)
+    shutil.copytree(f"{table}_unscored", table)
+    lora_before = requests(cfg.score.adapter)
+    rescored = evaluate_job(spark, cfg)
+    assert requests(cfg.score.adapter) > lora_before  # the LoRA row was scored, not read from null scores
+    assert rescored.metrics.sort_values(["method", "metric", "k"]).value.tolist() == pytest.approx(
+        result.metrics.sort_values(["method", "metric", "k"]).value.tolist(), abs=1e-5
+    )
+
 
 def _evaluated_users(spark, cfg: Config) -> list[int]:
     from instructrec_batch.data.protocol import sample_users

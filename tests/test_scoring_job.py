@@ -294,23 +294,44 @@ def test_a_fusion_head_without_evidence_is_refused_before_scoring(spark, prompte
     assert not ((runs.run_id == "no-evidence") & (runs.job == "score")).any()  # nothing written, not even 'running'
 
 
-def test_a_fusion_head_without_model_weight_ranks_by_the_evidence_and_says_so(
+def _model_pass(cfg: Config) -> int:
+    """The `model_pass` count of the run's score row in `runs` (1 when the model scored)."""
+    import json
+
+    runs = deltalake.DeltaTable(str(Path(cfg.tables_root) / "runs")).to_pandas()
+    (counts,) = runs[(runs.job == "score") & (runs.run_id == cfg.run.run_id)].counts
+    return json.loads(counts)["model_pass"]
+
+
+def test_a_fusion_head_without_model_weight_ranks_by_the_evidence_without_the_model_and_says_so(
     spark, prompted: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Training drops the model's score from the head when it adds nothing: the job then ranks by the
-    head's evidence alone and logs why, so an operator is not left guessing what the model changed."""
+    head's evidence alone, logs why, and (score.skip_unused_model, the default) runs no model pass,
+    with exactly the lists a model pass would have given."""
     import logging
 
     from instructrec_batch import contracts as C
 
     fused = _with_head(Path(prompted.score.adapter), tmp_path / "evidence-only", weights=(0.0, 1.0))
+    score_job(spark, _with(prompted, adapter=str(fused), k=20, skip_unused_model=False))
+    with_model = _recs(prompted)
+    assert set(with_model.ranked_by) == {"hybrid"} and _model_pass(prompted) == 1
+    # Any scored batch would raise: the model pass must not run at all.
+    skipping = _with(prompted, adapter=str(fused), k=20, write_scores=True, fail_after_batches=faults.batches_scored())
     with caplog.at_level(logging.INFO, logger="instructrec_batch.scoring.job"):
-        score_job(spark, _with(prompted, adapter=str(fused), k=20))
-    assert "gives the model's score no weight" in caplog.text
+        score_job(spark, skipping)
+    assert "gives the model's score no weight" in caplog.text and "model pass is skipped" in caplog.text
     recs = _recs(prompted)
+    assert set(recs.ranked_by) == {"evidence"}
+    keys = ["user_id", "rank", "item_id", "score", "model_id"]
+    pd.testing.assert_frame_equal(
+        recs.sort_values(keys)[keys].reset_index(drop=True), with_model.sort_values(keys)[keys].reset_index(drop=True)
+    )
     evidence = deltalake.DeltaTable(str(Path(prompted.tables_root) / "candidate_evidence")).to_pandas()
-    hybrid = recs[recs.ranked_by == "hybrid"].merge(evidence, on=["user_id", "item_id"])
-    assert len(hybrid) > 0
-    for _, user in hybrid.groupby("user_id"):
+    for _, user in recs.merge(evidence, on=["user_id", "item_id"]).groupby("user_id"):
         ordered = user.sort_values("rank")[C.EV_POPULARITY].to_numpy()
         assert (ordered[:-1] >= ordered[1:]).all()  # ranked by popularity alone, the model's score ignored
+    scores = deltalake.DeltaTable(str(Path(prompted.tables_root) / "candidate_scores")).to_pandas()
+    assert scores[C.LM_SCORE].isna().all() and scores["score"].notna().all()
+    assert _model_pass(prompted) == 0

@@ -36,6 +36,7 @@ from instructrec_batch.evaluation.spark_metrics import metrics_frame, target_ran
 from instructrec_batch.evidence.features import evidence_interactions
 from instructrec_batch.evidence.stored import read_run_evidence
 from instructrec_batch.scoring.model import (
+    EVIDENCE,
     HYBRID,
     MODEL,
     ModelScoring,
@@ -114,20 +115,20 @@ def _stored_scores(
     A score job run with score.write_scores keeps every candidate's score; evaluating that model
     again would recompute exactly those numbers, so they are read back instead. The same model is the
     same base and adapter sha256 (model_id), whether the adapter was named by its folder or by its
-    registered version, which the stored model_id may add in parentheses.
+    registered version, which the stored model_id may add in parentheses. Rows the fusion head ranked
+    by evidence alone (the model pass skipped) hold no model score and do not count.
     """
     if not table_exists(spark, resolve(cfg, "candidate_scores")):
         return None
     model_id = F.regexp_replace(F.col("model_id"), r" \(.*\)$", "")
-    stored = (
-        read_input(spark, cfg, C.CANDIDATE_SCORES)
-        .where(
-            (F.col(C.RUN_ID) == run_id)
-            & model_id.isin(scoring.model_id, f"{scoring.model_id}+fusion")
-            & (F.col("template_id") == scoring.spec.template_id)
-        )
-        .join(prompts.select(C.USER_ID), C.USER_ID, "left_semi")
-    )
+    stored = read_input(spark, cfg, C.CANDIDATE_SCORES)
+    if "ranked_by" in stored.columns:
+        stored = stored.where(F.col("ranked_by") != EVIDENCE)
+    stored = stored.where(
+        (F.col(C.RUN_ID) == run_id)
+        & model_id.isin(scoring.model_id, f"{scoring.model_id}+fusion")
+        & (F.col("template_id") == scoring.spec.template_id)
+    ).join(prompts.select(C.USER_ID), C.USER_ID, "left_semi")
     if stored.select(C.USER_ID).distinct().count() != n_users:
         return None
     model_score = F.col(C.LM_SCORE) if C.LM_SCORE in stored.columns else F.col(SCORE)

@@ -35,15 +35,24 @@ class LinearRanker:
         x = np.column_stack([np.asarray(frame[f], dtype=np.float64) for f in self.features])
         return ((x - np.asarray(self.mean)) / np.asarray(self.scale)) @ np.asarray(self.weights)
 
+    def weight(self, feature: str) -> float | None:
+        """The weight of `feature`, None when the ranker has no such feature."""
+        return dict(zip(self.features, self.weights, strict=True)).get(feature)
+
     def column(self) -> Any:
-        """The same score as a Spark column over columns named like the features."""
+        """The same score as a Spark column over columns named like the features.
+
+        Features of weight 0 are left out, so their columns may be null or absent (a fusion head that
+        gives the model no weight ranks rows that were never scored by the model).
+        """
         from pyspark.sql import functions as F
 
         terms = [
             (F.col(f).cast("double") - F.lit(m)) * F.lit(w / s)
             for f, m, s, w in zip(self.features, self.mean, self.scale, self.weights, strict=True)
+            if w != 0.0
         ]
-        total = terms[0]
+        total = terms[0] if terms else F.lit(0.0)
         for term in terms[1:]:
             total = total + term
         return total

@@ -17,6 +17,7 @@ from instructrec_batch.scoring.model import (
     prepare_model_scoring,
     read_run_prompts,
     score_candidates,
+    unscored_candidates,
 )
 from instructrec_batch.scoring.progress import reporting
 from instructrec_batch.spark.faults import failing_write
@@ -67,26 +68,29 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
     prompts_run = s.prompts_run_id or identity.run_id
     prompts, n_users = read_run_prompts(spark, cfg, prompts_run)
     evidence = None
+    model_pass = True
     if scoring.fusion_head is not None and s.fusion:
         head = "the adapter's fusion head (score.fusion=false ranks by the model alone)"
         listed = prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
         evidence = read_run_evidence(spark, cfg, prompts_run, head, listed)
-        if dict(zip(scoring.fusion_head.features, scoring.fusion_head.weights, strict=True)).get(C.LM_SCORE) == 0.0:
+        if scoring.fusion_head.weight(C.LM_SCORE) == 0.0:
+            model_pass = not s.skip_unused_model
             log.info(
                 "score: the fusion head gives the model's score no weight (it added nothing to the evidence on "
-                "the fusion lists in training): the recommendations rank as the evidence blend does"
+                "the fusion lists in training): the recommendations rank as the evidence blend does%s",
+                "" if model_pass else "; the model pass is skipped (score.skip_unused_model)",
             )
     slices = max(1, math.ceil(n_users / s.users_per_slice))
     with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         run.model_id = model_id
-        with reporting(STAGE, n_users, s.progress_secs):
+        with reporting(STAGE, n_users if model_pass else 0, s.progress_secs):
             for index in range(slices):
                 part = (
                     prompts
                     if slices == 1
                     else prompts.where(F.pmod(F.xxhash64(F.col(C.USER_ID)), F.lit(slices)) == index)
                 )
-                scored = score_candidates(part, scoring, s.partitions)
+                scored = score_candidates(part, scoring, s.partitions) if model_pass else unscored_candidates(part)
                 write_table(scored, cfg, staging.ref("scored"), mode="overwrite" if index == 0 else "append")
                 log.info("score: slice %d/%d staged", index + 1, slices)
         scored = staging.read(spark, "scored").withColumn(C.LM_SCORE, F.col("score"))
@@ -147,6 +151,7 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
                 "prompts_users": n_users,
                 "cold_start_users": counts.cold_start_users,
                 "slices": slices,
+                "model_pass": int(model_pass),
             }
         )
     log.info("score: %s", counts)

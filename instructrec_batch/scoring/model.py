@@ -1,8 +1,9 @@
 """The model side of scoring, shared by the score and evaluate jobs.
 
 Checking a base model and adapter on the driver and shipping them to executors (`prepare_model_scoring`),
-scoring prompts there (`score_candidates`), reading a run's prompts, and applying an adapter's fusion
-head to the run's evidence (`fuse`). Jobs compose these; no job imports another.
+scoring prompts there (`score_candidates`, or `unscored_candidates` when a fusion head needs no model
+score), reading a run's prompts, and applying an adapter's fusion head to the run's evidence (`fuse`).
+Jobs compose these; no job imports another.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from instructrec_batch.evidence.ranker import LinearRanker
 from instructrec_batch.hardware import release_openmp_threads
 from instructrec_batch.models.adapter import AdapterInfo, read_blob, verify_adapter
 from instructrec_batch.models.base import resolve_base
-from instructrec_batch.scoring.udf import MODEL, AdapterPayload, ScoringSpec, score_fn, scored_schema
+from instructrec_batch.scoring.udf import MODEL, RETRIEVAL_ORDER, AdapterPayload, ScoringSpec, score_fn, scored_schema
 from instructrec_batch.spark.engine import is_connect
 from instructrec_batch.spark.tables import read_input
 from instructrec_batch.tracking import ResolvedAdapter, resolve_adapter
@@ -138,20 +139,43 @@ def score_candidates(prompts: DataFrame, scoring: ModelScoring, partitions: int 
 
 
 HYBRID = "hybrid"
+EVIDENCE = "evidence"  # ranked by a fusion head's evidence alone: the model's score had no weight, so no model pass
+
+
+def unscored_candidates(prompts: DataFrame) -> DataFrame:
+    """`score_candidates`' rows without the model: warm users' rows marked for the fusion head's evidence
+    (`ranked_by` = evidence, no score yet), cold-start users' rows in retrieval order as the model pass
+    would give them. For a head whose model weight is 0, `fuse` then ranks exactly as after a model pass.
+    """
+    rows = prompts.select(
+        C.USER_ID, "template_id", "cold_start", F.posexplode("candidate_ids").alias("index", C.ITEM_ID)
+    )
+    position = (F.col("index") + 1).cast("int")
+    cold = F.col("cold_start").cast("boolean")
+    return rows.select(
+        C.USER_ID,
+        C.ITEM_ID,
+        F.when(cold, -position.cast("double")).otherwise(F.lit(None).cast("double")).alias("score"),
+        position.alias("position"),
+        F.when(cold, F.lit(RETRIEVAL_ORDER)).otherwise(F.lit(EVIDENCE)).alias("ranked_by"),
+        "template_id",
+    )
 
 
 def fuse(scored: DataFrame, evidence: DataFrame, head: LinearRanker, score: str = "score") -> DataFrame:
-    """Model-ranked rows get the fusion head's score over (model score, evidence); others keep theirs.
+    """Model-ranked (and evidence-marked) rows get the fusion head's score over (model score, evidence);
+    others keep theirs.
 
-    The model's own score is read from `lm_score`. The score job has checked that the evidence covers
-    every candidate (evidence.stored.read_run_evidence); the zero fill is only a safety net, and equals
-    what the evidence job writes for an item nobody interacted with.
+    The model's own score is read from `lm_score` (null on evidence rows, where the head gives it no
+    weight). The score job has checked that the evidence covers every candidate
+    (evidence.stored.read_run_evidence); the zero fill is only a safety net, and equals what the
+    evidence job writes for an item nobody interacted with.
     """
     joined = scored.join(evidence, [C.USER_ID, C.ITEM_ID], "left").fillna(0.0, subset=list(C.EVIDENCE_COLUMNS))
-    by_model = F.col("ranked_by") == MODEL
+    by_head = F.col("ranked_by").isin(MODEL, EVIDENCE)
     return (
-        joined.withColumn(score, F.when(by_model, head.column()).otherwise(F.col(score)))
-        .withColumn("ranked_by", F.when(by_model, F.lit(HYBRID)).otherwise(F.col("ranked_by")))
+        joined.withColumn(score, F.when(by_head, head.column()).otherwise(F.col(score)))
+        .withColumn("ranked_by", F.when(F.col("ranked_by") == MODEL, F.lit(HYBRID)).otherwise(F.col("ranked_by")))
         .drop(*C.EVIDENCE_COLUMNS)
     )
 
