@@ -325,13 +325,29 @@ EvalMethod = Literal["random", "popularity", "itemknn", "blend", "sasrec", "zero
 class SasrecConfig(_Section):
     """The SASRec baseline (self-attentive sequential recommender), trained on the driver."""
 
-    max_len: int = Field(50, ge=2, description="newest items of each training sequence")
+    max_len: int = Field(
+        50, ge=2, description="items per training sequence; a user is scored from their newest max_len"
+    )
     dim: int = Field(64, ge=8, description="embedding width")
     blocks: int = Field(2, ge=1, description="self-attention blocks")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    epochs: int = Field(200, ge=1, description="passes over every user's sequence")
+    epochs: int = Field(200, ge=1, description="passes over the training sequences")
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)
+    loss: Literal["ce", "bce"] = Field(
+        "ce",
+        description="ce: softmax cross-entropy of the next item against the catalogue (sampled beyond "
+        "ce_negatives items); bce: the original paper's one sampled negative per position",
+    )
+    ce_negatives: int = Field(
+        2048,
+        ge=1,
+        description="ce: items up to this many are all scored; a larger catalogue samples this many per batch",
+    )
+    sequences: Literal["newest", "all"] = Field(
+        "all",
+        description="newest: each user's max_len newest items (the paper); all: the whole history, in windows",
+    )
 
 
 class EvaluateConfig(_Section):
