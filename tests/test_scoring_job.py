@@ -106,7 +106,7 @@ def test_tampered_adapter_fails_on_the_driver_before_any_task(spark, prompted: C
     assert "score" not in set(runs["job"])  # refused before the run even started
 
 
-def test_cold_start_users_keep_retrieval_order(spark, prompted: Config) -> None:
+def test_cold_start_users_keep_retrieval_order(spark, prompted: Config, tmp_path: Path) -> None:
     path = str(Path(prompted.tables_root) / "prompts")
     frame = spark.read.format("delta").load(path)
     from pyspark.sql import functions as F
@@ -121,6 +121,15 @@ def test_cold_start_users_keep_retrieval_order(spark, prompted: Config) -> None:
     assert set(cold["ranked_by"]) == {"retrieval_order"}
     assert list(cold["item_id"]) == list(prompts.loc[1, "candidate_ids"])[:5]
     assert set(recs[recs.user_id != 1]["ranked_by"]) == {"model"}
+
+    # Without a model pass (a fusion head that gives the model no weight) they keep it too.
+    evidence_only = _with_head(Path(prompted.score.adapter), tmp_path / "evidence-only", weights=(0.0, 1.0))
+    score_job(spark, _with(prompted, adapter=str(evidence_only)))
+    recs = _recs(prompted)
+    cold = recs[recs.user_id == 1].sort_values("rank")
+    assert set(cold["ranked_by"]) == {"retrieval_order"}
+    assert list(cold["item_id"]) == list(prompts.loc[1, "candidate_ids"])[:5]
+    assert set(recs[recs.user_id != 1]["ranked_by"]) == {"evidence"}
 
 
 @pytest.mark.classic

@@ -3,8 +3,8 @@
 A compact implementation on torch: item + position embeddings and causal self-attention blocks,
 trained on the driver from the training interactions (time-ordered per user, held-out rows excluded
 by the caller) to predict the next item at every position. A candidate's score is the dot product of
-the user's last hidden state with the candidate's embedding; items never seen in training get the
-lowest score.
+the user's last hidden state with the candidate's embedding; items never seen in training score
+lowest.
 
 Two choices make it the strong baseline it should be rather than the paper's original recipe
 (`loss: bce`, `sequences: newest`): the loss is the softmax cross-entropy of the next item against
@@ -29,8 +29,6 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import SasrecConfig
 
 log = logging.getLogger(__name__)
-
-UNSEEN_SCORE = -1e9
 
 
 class _Model(nn.Module):
@@ -65,7 +63,12 @@ class SasrecModel:
 
     @torch.inference_mode()
     def score(self, candidates: pd.DataFrame) -> np.ndarray:
-        """Scores for candidates(user_id, item_id); users without history score 0 everywhere."""
+        """Scores for candidates(user_id, item_id); users without history score 0 everywhere.
+
+        Items never seen in training score 1 below the lowest score of a seen item: last in every list,
+        yet on the same scale as the rest, so the score can stand next to others in a linear ranker
+        (a sentinel like -1e9 would swamp any standardisation).
+        """
         self.model.eval()
         users = candidates[C.USER_ID].drop_duplicates().tolist()
         hidden: dict[object, torch.Tensor] = {}
@@ -78,12 +81,14 @@ class SasrecModel:
             hidden.update(zip(chunk, last, strict=True))
         weights = self.model.item.weight
         out = np.zeros(len(candidates))
+        unseen = np.zeros(len(candidates), dtype=bool)
         for i, (user, item) in enumerate(zip(candidates[C.USER_ID], candidates[C.ITEM_ID], strict=True)):
             row = self.index.get(item)
             if row is None:
-                out[i] = UNSEEN_SCORE
+                unseen[i] = True
             elif user in hidden:
                 out[i] = float(hidden[user] @ weights[row])
+        out[unseen] = (out[~unseen].min() if (~unseen).any() else 0.0) - 1.0
         return out
 
 
