@@ -11,6 +11,7 @@ interactions (held-out rows removed), so none sees anything the model cannot:
 
 from __future__ import annotations
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -19,7 +20,7 @@ from instructrec_batch.config import Config, EvidenceConfig, SasrecConfig
 from instructrec_batch.data.protocol import sample_candidates, sample_users, shown_items, usable_interactions
 from instructrec_batch.evaluation.metrics import SCORE
 from instructrec_batch.evidence.features import candidate_evidence
-from instructrec_batch.evidence.ranker import fit_ranker
+from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
 
 VALIDATION_SALT = 1000  # validation lists draw negatives with data.seed + this, apart from the test lists
 
@@ -120,6 +121,20 @@ def blend_lists(interactions: DataFrame, items: DataFrame, holdout: DataFrame, c
     return validation_lists(interactions, items, holdout, sample_users(users, BLEND_USERS, cfg.data.seed), cfg)
 
 
+def list_evidence(source: DataFrame, lists: DataFrame, cfg: EvidenceConfig, items: DataFrame) -> pd.DataFrame:
+    """The evidence of labelled `lists` (user_id, item_id, positive) from training interactions `source`,
+    collected to the driver in (user_id, item_id) order, so that a fit does not follow Spark's row order."""
+    fitted = candidate_evidence(source, lists.select(C.USER_ID, C.ITEM_ID), cfg, items).join(
+        lists, [C.USER_ID, C.ITEM_ID]
+    )
+    return fitted.toPandas().sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
+
+
+def fit_blend(lists: pd.DataFrame) -> LinearRanker:
+    """The evidence blend over EVIDENCE_COLUMNS, fitted on `list_evidence` rows."""
+    return fit_ranker(lists, C.EVIDENCE_COLUMNS, lists[C.USER_ID].to_numpy(), lists["positive"].to_numpy())
+
+
 def blend_scores(
     candidates: DataFrame,
     evidence: DataFrame,
@@ -131,12 +146,7 @@ def blend_scores(
     """The evidence blend: a linear ranker over EVIDENCE_COLUMNS fitted on validation `lists`, applied to
     the candidates' evidence rows (`evidence`, from the evidence job). `source` (training interactions)
     and `items` feed the lists' evidence, as they fed the evidence job's."""
-    fitted = (
-        candidate_evidence(source, lists.select(C.USER_ID, C.ITEM_ID), cfg, items)
-        .join(lists, [C.USER_ID, C.ITEM_ID])
-        .toPandas()
-    )
-    ranker = fit_ranker(fitted, C.EVIDENCE_COLUMNS, fitted[C.USER_ID].to_numpy(), fitted["positive"].to_numpy())
+    ranker = fit_blend(list_evidence(source, lists, cfg, items))
     joined = candidates.join(evidence, [C.USER_ID, C.ITEM_ID], "left").fillna(0.0, subset=list(C.EVIDENCE_COLUMNS))
     return joined.select(C.USER_ID, C.ITEM_ID, ranker.column().alias(SCORE))
 

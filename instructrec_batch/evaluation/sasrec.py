@@ -108,6 +108,21 @@ def _windows(history: list[int], window: int, every: bool) -> list[list[int]]:
     return out
 
 
+def _binary_loss(
+    model: _Model, hidden: torch.Tensor, pos: torch.Tensor, n_items: int, generator: torch.Generator
+) -> torch.Tensor:
+    """The paper's loss: each position's next item against one uniformly drawn negative, binary
+    cross-entropy averaged over the non-padding positions."""
+    neg = torch.randint(1, n_items + 1, pos.shape, generator=generator)
+    pos_logit = (hidden * model.item(pos)).sum(-1)
+    neg_logit = (hidden * model.item(neg)).sum(-1)
+    bce = nn.functional.binary_cross_entropy_with_logits
+    loss = bce(pos_logit, torch.ones_like(pos_logit), reduction="none")
+    loss = loss + bce(neg_logit, torch.zeros_like(neg_logit), reduction="none")
+    mask = (pos > 0).float()
+    return (loss * mask).sum() / mask.sum()
+
+
 def _softmax_loss(
     model: _Model, hidden: torch.Tensor, pos: torch.Tensor, n_items: int, negatives: int, generator: torch.Generator
 ) -> torch.Tensor:
@@ -144,7 +159,6 @@ def train_sasrec(train: pd.DataFrame, cfg: SasrecConfig, seed: int) -> SasrecMod
     inputs, targets = padded[:, :-1], padded[:, 1:]
     model = _Model(len(items), cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98))
-    loss_fn = nn.BCEWithLogitsLoss(reduction="none")
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(len(inputs), generator=generator)
@@ -156,12 +170,7 @@ def train_sasrec(train: pd.DataFrame, cfg: SasrecConfig, seed: int) -> SasrecMod
             if cfg.loss == "ce":
                 loss = _softmax_loss(model, hidden, pos, len(items), cfg.ce_negatives, generator)
             else:
-                neg = torch.randint(1, len(items) + 1, pos.shape, generator=generator)
-                pos_logit = (hidden * model.item(pos)).sum(-1)
-                neg_logit = (hidden * model.item(neg)).sum(-1)
-                mask = (pos > 0).float()
-                loss = loss_fn(pos_logit, torch.ones_like(pos_logit)) + loss_fn(neg_logit, torch.zeros_like(neg_logit))
-                loss = (loss * mask).sum() / mask.sum()
+                loss = _binary_loss(model, hidden, pos, len(items), generator)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

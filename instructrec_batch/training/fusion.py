@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.evaluation.added import POSITIVE, cross_validated_gain
-from instructrec_batch.evaluation.baselines import blend_lists
+from instructrec_batch.evaluation.baselines import blend_lists, fit_blend, list_evidence
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
 from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
 from instructrec_batch.prompts.render import context_of
@@ -82,15 +82,12 @@ def fit_fusion_head(
     blend fitted on every user, the blend the evaluation's baseline is.
     """
     source = evidence_interactions(interactions, holdout)
-    fit_lists = blend_lists(interactions, items, holdout, cfg)
-    fitted = candidate_evidence(source, fit_lists.select(C.USER_ID, C.ITEM_ID), cfg.evidence, items)
-    fitted = fitted.join(fit_lists, [C.USER_ID, C.ITEM_ID]).toPandas()
-    fitted = fitted.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)  # row order from Spark varies
+    fitted = list_evidence(source, blend_lists(interactions, items, holdout, cfg), cfg.evidence, items)
     local = lists.toPandas()
     others = fitted[~fitted[C.USER_ID].isin(local[C.USER_ID])]
-    blend = _fit_blend(fitted)
+    blend = fit_blend(fitted)
     # With every user a fusion user (a small table) no list is left out of sample: the blend is reused.
-    held_out = _fit_blend(others) if others["positive"].any() else blend
+    held_out = fit_blend(others) if others["positive"].any() else blend
 
     scored = model_scores(model, tokenizer, pad_id, local, templates, cfg)
     rows = lists.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
@@ -101,10 +98,6 @@ def fit_fusion_head(
     figures = {"fusion_lists": len(local), "blend_lists": int(fitted[C.USER_ID].nunique()), **figures}
     log.info("fusion head fitted: %s", figures)
     return head, figures
-
-
-def _fit_blend(lists: pd.DataFrame) -> LinearRanker:
-    return fit_ranker(lists, C.EVIDENCE_COLUMNS, lists[C.USER_ID].to_numpy(), lists["positive"].to_numpy())
 
 
 FUSION_HALVINGS = 20  # random halvings of the fusion lists that decide whether the model's score is kept
