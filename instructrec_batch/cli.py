@@ -156,6 +156,8 @@ def _run_bench_prompts(spark: Any, cfg: Config, args: argparse.Namespace) -> Any
 def _run_bench_evidence(spark: Any, cfg: Config, args: argparse.Namespace) -> Any:
     from instructrec_batch.bench.evidence import bench_evidence
 
+    sequential = cfg.evidence.sequential.model_copy(update={"enabled": args.sequential})
+    cfg = cfg.model_copy(update={"evidence": cfg.evidence.model_copy(update={"sequential": sequential})})
     return bench_evidence(spark, cfg, **_tables_size(args), cands=args.candidates)
 
 
@@ -288,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
         "evidence",
         "the evidence job on synthetic tables: seconds, users/s, peak RSS",
         _run_bench_evidence,
+    )
+    bench_commands.choices["evidence"].add_argument(
+        "--sequential",
+        action="store_true",
+        help="also train the sequential model (SASRec on the driver, evidence.sequential); off by default, "
+        "so the figures are the Spark evidence's",
     )
     bt = bench_commands.add_parser(
         "train",

@@ -70,6 +70,7 @@ class TablesConfig(_Section):
     recommendations: str = "recommendations"
     candidate_scores: str = "candidate_scores"
     candidate_evidence: str = "candidate_evidence"
+    sequence_vectors: str = "sequence_vectors"
     metrics: str = "metrics"
 
     @field_validator(
@@ -84,6 +85,7 @@ class TablesConfig(_Section):
         "recommendations",
         "candidate_scores",
         "candidate_evidence",
+        "sequence_vectors",
         "metrics",
     )
     @classmethod
@@ -115,6 +117,47 @@ ItemAttribute = Literal["category", "brand"]
 TextColumn = Literal["title", "category", "brand", "description"]
 
 
+class SasrecConfig(_Section):
+    """The SASRec baseline (self-attentive sequential recommender), trained on the driver."""
+
+    max_len: int = Field(
+        50, ge=2, description="items per training sequence; a user is scored from their newest max_len"
+    )
+    dim: int = Field(64, ge=8, description="embedding width")
+    blocks: int = Field(2, ge=1, description="self-attention blocks")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    epochs: int = Field(80, ge=1, description="passes over the training sequences")
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    loss: Literal["ce", "bce"] = Field(
+        "ce",
+        description="ce: softmax cross-entropy of the next item against the catalogue (sampled beyond "
+        "ce_negatives items); bce: the original paper's one sampled negative per position",
+    )
+    ce_negatives: int = Field(
+        2048,
+        ge=1,
+        description="ce: items up to this many are all scored; a larger catalogue samples this many per batch",
+    )
+    sequences: Literal["newest", "all"] = Field(
+        "all",
+        description="newest: each user's max_len newest items (the paper); all: the whole history, in windows",
+    )
+    max_minutes: float | None = Field(
+        None, gt=0, description="wall-clock budget of training: stop after the epoch that spends it; null = none"
+    )
+
+
+class SequentialConfig(SasrecConfig):
+    """The sequential evidence: a SASRec trained on the evidence's training interactions, whose
+    log-probability of each candidate coming next is the evidence column ev_sequence."""
+
+    enabled: bool = Field(True, description="false: no sequential model; ev_sequence is a constant")
+    max_minutes: float | None = Field(
+        20.0, gt=0, description="wall-clock budget of training: stop after the epoch that spends it; null = none"
+    )
+
+
 class EvidenceConfig(_Section):
     """Evidence per (user, candidate) from training interactions and the items table (popularity,
     co-occurrence, category affinity, text similarity)."""
@@ -134,6 +177,7 @@ class EvidenceConfig(_Section):
         "orders): evidence is computed in item-hash slices of about this many pairs, each staged, then "
         "published in one commit",
     )
+    sequential: SequentialConfig = Field(default_factory=SequentialConfig)
 
 
 class ModelConfig(_Section):
@@ -320,34 +364,6 @@ class ScoreConfig(_Section):
 
 
 EvalMethod = Literal["random", "popularity", "itemknn", "blend", "sasrec", "zero_shot", "lora", "hybrid"]
-
-
-class SasrecConfig(_Section):
-    """The SASRec baseline (self-attentive sequential recommender), trained on the driver."""
-
-    max_len: int = Field(
-        50, ge=2, description="items per training sequence; a user is scored from their newest max_len"
-    )
-    dim: int = Field(64, ge=8, description="embedding width")
-    blocks: int = Field(2, ge=1, description="self-attention blocks")
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    epochs: int = Field(200, ge=1, description="passes over the training sequences")
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    loss: Literal["ce", "bce"] = Field(
-        "ce",
-        description="ce: softmax cross-entropy of the next item against the catalogue (sampled beyond "
-        "ce_negatives items); bce: the original paper's one sampled negative per position",
-    )
-    ce_negatives: int = Field(
-        2048,
-        ge=1,
-        description="ce: items up to this many are all scored; a larger catalogue samples this many per batch",
-    )
-    sequences: Literal["newest", "all"] = Field(
-        "all",
-        description="newest: each user's max_len newest items (the paper); all: the whole history, in windows",
-    )
 
 
 class EvaluateConfig(_Section):

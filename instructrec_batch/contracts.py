@@ -148,6 +148,7 @@ EV_CATEGORY_MEAN = "ev_category_mean"
 EV_CATEGORY_MAX = "ev_category_max"
 EV_TEXT_MEAN = "ev_text_mean"
 EV_TEXT_RECENT = "ev_text_recent"
+EV_SEQUENCE = "ev_sequence"
 EVIDENCE_COLUMNS = (
     EV_POPULARITY,
     EV_COOC_SUM,
@@ -159,6 +160,7 @@ EVIDENCE_COLUMNS = (
     EV_CATEGORY_MAX,
     EV_TEXT_MEAN,
     EV_TEXT_RECENT,
+    EV_SEQUENCE,
 )
 # Evidence the v3 instructions put into words (never weighed by a ranker; the blend's columns carry the same
 # information): the candidate's popularity bucket (top 1/5/20/50/100 percent of items by interactions)
@@ -172,6 +174,20 @@ CANDIDATE_EVIDENCE = TableContract(
     required={RUN_ID: TEXT_TYPES, USER_ID: ID_TYPES, ITEM_ID: ID_TYPES}
     | {column: frozenset({"double"}) for column in EVIDENCE_COLUMNS}
     | {column: frozenset({"int"}) for column in EVIDENCE_NOTE_COLUMNS},
+)
+# The sequential model behind ev_sequence, written by the evidence job per run: a row per user (user_id,
+# their history's vector and log_norm) and per item (item_id, its vector; user_id and log_norm null).
+VECTOR = "vector"
+LOG_NORM = "log_norm"
+SEQUENCE_VECTORS = TableContract(
+    "sequence_vectors",
+    required={
+        RUN_ID: TEXT_TYPES,
+        USER_ID: ID_TYPES,
+        ITEM_ID: ID_TYPES,
+        VECTOR: frozenset({"array<float>"}),
+        LOG_NORM: frozenset({"double"}),
+    },
 )
 CANDIDATE_SCORES = TableContract(
     "candidate_scores",

@@ -26,6 +26,7 @@ from instructrec_batch.evidence.features import (
     user_sequences,
 )
 from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
+from instructrec_batch.evidence.sequential import SEQUENCE_FLOOR
 from instructrec_batch.evidence.staged import staged_evidence
 from instructrec_batch.spark.tables import Staging
 from tests.helpers import REPO, load_synthetic, run_cli, write_input, write_parquet_inputs
@@ -288,6 +289,7 @@ def _reference(
                 C.EV_CATEGORY_MAX: max(shares, default=0.0),
                 C.EV_TEXT_MEAN: float(np.mean(cosines)) if cosines else 0.0,
                 C.EV_TEXT_RECENT: sum(cos / age for cos, (_, age) in zip(cosines, hist, strict=True)),
+                C.EV_SEQUENCE: SEQUENCE_FLOOR,  # no sequential model given (tests/test_sequential_evidence.py)
                 C.EV_POPULARITY_TOP: top,
                 C.EV_LINKED: linked,
             }
@@ -418,6 +420,10 @@ def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, t
     other = other[columns].sort_values(keys).reset_index(drop=True)
     assert len(local) == 20 * 20 and local[C.EV_COOC_SUM].gt(0).any() and local[C.EV_CATEGORY_MEAN].gt(0).any()
     assert local[C.EV_TEXT_MEAN].gt(0).any()
+    # the sequential model is trained on each engine's rows: the same rows and seed give the same model,
+    # up to float32 arithmetic in its vectors
+    assert local[C.EV_SEQUENCE].gt(SEQUENCE_FLOOR).all()
+    np.testing.assert_allclose(local.pop(C.EV_SEQUENCE), other.pop(C.EV_SEQUENCE), atol=1e-4)
     pd.testing.assert_frame_equal(local, other, check_dtype=False, atol=1e-12)
 
 

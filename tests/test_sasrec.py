@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from instructrec_batch.config import SasrecConfig
-from instructrec_batch.evaluation.sasrec import _windows, train_sasrec
+from instructrec_batch.evidence.sasrec import _windows, train_sasrec
 
 ITEMS = 30
 

@@ -121,10 +121,13 @@ def blend_lists(interactions: DataFrame, items: DataFrame, holdout: DataFrame, c
     return validation_lists(interactions, items, holdout, sample_users(users, BLEND_USERS, cfg.data.seed), cfg)
 
 
-def list_evidence(source: DataFrame, lists: DataFrame, cfg: EvidenceConfig, items: DataFrame) -> pd.DataFrame:
-    """The evidence of labelled `lists` (user_id, item_id, positive) from training interactions `source`,
-    collected to the driver in (user_id, item_id) order, so that a fit does not follow Spark's row order."""
-    fitted = candidate_evidence(source, lists.select(C.USER_ID, C.ITEM_ID), cfg, items).join(
+def list_evidence(
+    source: DataFrame, lists: DataFrame, cfg: EvidenceConfig, items: DataFrame, vectors: DataFrame | None
+) -> pd.DataFrame:
+    """The evidence of labelled `lists` (user_id, item_id, positive) from training interactions `source`
+    (and the run's sequence `vectors`, None without sequential evidence), collected to the driver in
+    (user_id, item_id) order, so that a fit does not follow Spark's row order."""
+    fitted = candidate_evidence(source, lists.select(C.USER_ID, C.ITEM_ID), cfg, items, vectors).join(
         lists, [C.USER_ID, C.ITEM_ID]
     )
     return fitted.toPandas().sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
@@ -142,11 +145,12 @@ def blend_scores(
     source: DataFrame,
     items: DataFrame,
     cfg: EvidenceConfig,
+    vectors: DataFrame | None,
 ) -> DataFrame:
     """The evidence blend: a linear ranker over EVIDENCE_COLUMNS fitted on validation `lists`, applied to
-    the candidates' evidence rows (`evidence`, from the evidence job). `source` (training interactions)
-    and `items` feed the lists' evidence, as they fed the evidence job's."""
-    ranker = fit_blend(list_evidence(source, lists, cfg, items))
+    the candidates' evidence rows (`evidence`, from the evidence job). `source` (training interactions),
+    `items` and the run's sequence `vectors` feed the lists' evidence, as they fed the evidence job's."""
+    ranker = fit_blend(list_evidence(source, lists, cfg, items, vectors))
     joined = candidates.join(evidence, [C.USER_ID, C.ITEM_ID], "left").fillna(0.0, subset=list(C.EVIDENCE_COLUMNS))
     return joined.select(C.USER_ID, C.ITEM_ID, ranker.column().alias(SCORE))
 
@@ -155,7 +159,7 @@ def sasrec_scores(
     spark: SparkSession, candidates: DataFrame, train: DataFrame, cfg: SasrecConfig, seed: int
 ) -> DataFrame:
     """SASRec trained on the training interactions (collected to the driver), scoring every candidate."""
-    from instructrec_batch.evaluation.sasrec import train_sasrec
+    from instructrec_batch.evidence.sasrec import train_sasrec
 
     model = train_sasrec(train.select(C.USER_ID, C.ITEM_ID, C.EVENT_TS).toPandas(), cfg, seed)
     local = candidates.select(C.USER_ID, C.ITEM_ID).toPandas()

@@ -34,7 +34,7 @@ from instructrec_batch.evaluation.metrics import METHOD, SCORE
 from instructrec_batch.evaluation.report import ReportPaths, interval_table, markdown_table, wide_table, write_report
 from instructrec_batch.evaluation.spark_metrics import metrics_frame, target_ranks
 from instructrec_batch.evidence.features import evidence_interactions
-from instructrec_batch.evidence.stored import read_run_evidence
+from instructrec_batch.evidence.stored import read_run_evidence, read_run_vectors
 from instructrec_batch.scoring.model import (
     EVIDENCE,
     HYBRID,
@@ -190,14 +190,16 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
     needs_evidence = "blend" in e.methods or (
         HYBRID in e.methods and hybrid_base is not None and hybrid_base.fusion_head is not None
     )
-    evidence = None
+    evidence = vectors = None
     if needs_evidence:
         evidence = read_run_evidence(spark, cfg, prompts_run, "the blend and hybrid methods", candidates)
+    if "blend" in e.methods:
+        vectors = read_run_vectors(spark, cfg, prompts_run, "the blend method")
 
     def blend() -> DataFrame:
         lists = blend_lists(interactions, items, holdout, cfg)  # evaluated users or not
         source = evidence_interactions(interactions, holdout)
-        return blend_scores(candidates, evidence, lists, source, items, cfg.evidence)
+        return blend_scores(candidates, evidence, lists, source, items, cfg.evidence, vectors)
 
     baselines = {
         "random": lambda: random_scores(candidates, e.seed),

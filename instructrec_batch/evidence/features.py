@@ -20,7 +20,9 @@ weigh next to the language model's answer:
   table: title, categories, brand) shares words with the user's `history` newest items: the cosine of
   IDF-weighted word sets (rare words count most), averaged over those items and summed weighted by
   1 / (position from the newest), as for co-occurrence. A baseline that weighs the evidence thereby
-  reads the same item text the language model is shown.
+  reads the same item text the language model is shown;
+- `ev_sequence`: the log-probability that a sequential model (SASRec, trained on the same
+  interactions; evidence/sequential.py) gives the candidate as the user's next item.
 
 Two more columns say the same in a form an instruction can put into words (EVIDENCE_NOTE_COLUMNS):
 `ev_popularity_top`, the smallest of 1, 5, 20, 50, 100 such that the candidate is among that top
@@ -51,6 +53,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
 from instructrec_batch.data.protocol import history_cut
+from instructrec_batch.evidence.sequential import SEQUENCE_FLOOR, sequence_scores
 from instructrec_batch.prompts.sanitize import decode_text
 from instructrec_batch.spark.rejects import null_keys, utf8_text
 
@@ -65,6 +68,7 @@ from instructrec_batch.spark.rejects import null_keys, utf8_text
     CATEGORY_MAX,
     TEXT_MEAN,
     TEXT_RECENT,
+    SEQUENCE_LOG_P,
 ) = C.EVIDENCE_COLUMNS
 POPULARITY_TOP, LINKED = C.EVIDENCE_NOTE_COLUMNS
 CATEGORY_COLUMNS = (CATEGORY_MEAN, CATEGORY_MAX)  # computed from the items table next to the sequences
@@ -198,7 +202,11 @@ AS_OF = "as_of_item_id"  # optional column of `candidates`: the history ends jus
 
 
 def candidate_evidence(
-    train: DataFrame, candidates: DataFrame, cfg: EvidenceConfig, items: DataFrame | None
+    train: DataFrame,
+    candidates: DataFrame,
+    cfg: EvidenceConfig,
+    items: DataFrame | None,
+    vectors: DataFrame | None = None,
 ) -> DataFrame:
     """user_id, item_id (and as_of_item_id) with EVIDENCE_COLUMNS for every distinct candidate row.
 
@@ -209,13 +217,24 @@ def candidate_evidence(
     so every candidate of the example is compared with the history before the target, as the prompt
     shows it. Without it the history is the user's newest items (before the candidate itself when the
     user holds it).
+    `vectors` (sequence_vectors rows of a model trained on `train`) feed ev_sequence; without them, and
+    for rows with an as_of item (the model learned from that interaction), it is SEQUENCE_FLOOR.
     """
     sequences = user_sequences(train, cfg.max_items)
     counts = item_counts(sequences)
     compared = compared_candidates(sequences, counts, candidates, cfg.history, item_categories(items))
     words = item_words(items, cfg.text_columns)
     text = None if words is None else text_similarity(compared, sequences, words, cfg.history)
-    return part_evidence(compared, sequences, counts, cfg, text)
+    return part_evidence(compared, sequences, counts, cfg, text, sequential_evidence(candidates, vectors))
+
+
+def sequential_evidence(candidates: DataFrame, vectors: DataFrame | None) -> DataFrame | None:
+    """keys, ev_sequence of the candidates from the model's `vectors`; None (no sequential evidence)
+    without vectors or when the candidates are training examples' (they carry an as_of item)."""
+    keys = _keys(candidates)
+    if vectors is None or AS_OF in keys:
+        return None
+    return sequence_scores(candidates, vectors, keys)
 
 
 def compared_candidates(
@@ -343,10 +362,12 @@ def part_evidence(
     counts: DataFrame,
     cfg: EvidenceConfig,
     text: DataFrame | None,
+    sequential: DataFrame | None = None,
     part: tuple[int, int] = (0, 1),
 ) -> DataFrame:
     """candidate_evidence of the `compared_candidates` rows whose item falls in item-hash slice `part`,
-    with their `text_similarity` values from `text` (None: 0).
+    with their `text_similarity` values from `text` (None: 0) and their `sequential_evidence` from
+    `sequential` (None: SEQUENCE_FLOOR).
 
     Every value of a (user, candidate) depends only on pairs whose first item is the candidate, so
     slices partition the output and their union equals the whole."""
@@ -372,7 +393,7 @@ def part_evidence(
         F.count(F.lit(1)).alias("_compared"),
     )
     similarity = similarity.withColumn(COOC_SHARE, F.col(LINKED).cast("double") / F.col("_compared"))
-    rows = _joined(rows, text, keys, TEXT_COLUMNS)
+    rows = _joined(_joined(rows, text, keys, TEXT_COLUMNS), sequential, keys, (SEQUENCE_LOG_P,))
     out = rows.join(similarity, keys, "left").crossJoin(_popularity_cuts(counts))
     return out.select(
         *keys,
@@ -380,6 +401,7 @@ def part_evidence(
         *[_zero(F.col(c)).alias(c) for c in (COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM)],
         _zero(1.0 / F.col("_rank").cast("double")).alias(RETRIEVAL),
         *[_zero(F.col(c)).alias(c) for c in (*CATEGORY_COLUMNS, *TEXT_COLUMNS)],
+        _zero(F.coalesce(F.col(SEQUENCE_LOG_P), F.lit(SEQUENCE_FLOOR))).alias(SEQUENCE_LOG_P),
         _top_percent(F.col("_nc")).alias(POPULARITY_TOP),
         F.coalesce(F.col(LINKED), F.lit(0)).cast("int").alias(LINKED),
     )

@@ -5,7 +5,9 @@ template that puts evidence into words (prompts) all read the same per-run rows,
 this stage, the heaviest Spark work of a night, is scheduled, retried and sized on its own.
 Computed from training interactions only (each user's rows before their first held-out row when
 a holdout table exists and prompt.exclude_holdout is on), for the same sampled users the prompts job
-builds instructions for.
+builds instructions for. With evidence.sequential on, it first trains the sequential model on those
+interactions (every user's, not only the sampled ones': later jobs score validation lists with it)
+and stores it as `sequence_vectors` for the run.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.errors import ContractError
 from instructrec_batch.evidence.features import evidence_interactions
+from instructrec_batch.evidence.sequential import sequence_vectors
 from instructrec_batch.evidence.staged import staged_evidence
+from instructrec_batch.evidence.stored import read_run_vectors
 from instructrec_batch.spark.input_errors import explains_undecodable_inputs
 from instructrec_batch.spark.rejects import null_keys
 from instructrec_batch.spark.runs import recorded_run, run_identity
@@ -89,7 +93,18 @@ def evidence_job(spark: SparkSession, cfg: Config) -> EvidenceCounts:
         ranks = [C.RETRIEVAL_RANK] if C.RETRIEVAL_RANK in candidates.columns else []
         listed = candidates.where(~null_keys([C.USER_ID, C.ITEM_ID])).select(C.USER_ID, C.ITEM_ID, *ranks)
         train = evidence_interactions(interactions, holdout)
-        evidence = staged_evidence(spark, cfg, train, listed, items, staging, "evidence")
+        vectors = None
+        if cfg.evidence.sequential.enabled:
+            write_run_scoped(
+                sequence_vectors(spark, train, cfg.evidence.sequential, cfg.data.seed).select(
+                    F.lit(identity.run_id).alias(C.RUN_ID), "*"
+                ),
+                cfg,
+                resolve(cfg, C.SEQUENCE_VECTORS.name),
+                {C.RUN_ID: identity.run_id},
+            )
+            vectors = read_run_vectors(spark, cfg, identity.run_id, "the evidence job")
+        evidence = staged_evidence(spark, cfg, train, listed, items, staging, "evidence", vectors)
         write_run_scoped(
             evidence.select(F.lit(identity.run_id).alias(C.RUN_ID), "*"),
             cfg,

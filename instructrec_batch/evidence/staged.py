@@ -12,7 +12,8 @@ joins and aggregates only its own share of pairs and candidates, so no slice re-
 has counted. The slice count follows the number of windowed pairs.
 
 The text similarities need no pairs but one word profile per user history (and an aggregate per
-candidate): staged first in as many user-hash slices, so that their memory is bounded too.
+candidate): staged first in as many user-hash slices, so that their memory is bounded too. The
+sequential evidence (one dot product per candidate) is staged once, ahead of the slices.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from instructrec_batch.evidence.features import (
     item_counts,
     item_words,
     part_evidence,
+    sequential_evidence,
     text_similarity,
     user_sequences,
 )
@@ -48,8 +50,10 @@ def staged_evidence(
     items: DataFrame | None,
     staging: Staging,
     name: str,
+    vectors: DataFrame | None = None,
 ) -> DataFrame:
-    """candidate_evidence(train, candidates, items) written to staging table `name` slice by slice, read back."""
+    """candidate_evidence(train, candidates, items, vectors) written to staging table `name` slice by slice,
+    read back."""
     ev = cfg.evidence
 
     def stage(suffix: str, frame: DataFrame) -> DataFrame:
@@ -77,4 +81,8 @@ def staged_evidence(
         text = stage_slices(
             f"{name}_text", lambda part: text_similarity(compared, sequences, weights, ev.history, part), "text"
         )
-    return stage_slices(name, lambda part: part_evidence(compared, sequences, counts, ev, text, part), "pairs")
+    scored = sequential_evidence(candidates, vectors)
+    sequential = None if scored is None else stage("sequential", scored)
+    return stage_slices(
+        name, lambda part: part_evidence(compared, sequences, counts, ev, text, sequential, part), "pairs"
+    )

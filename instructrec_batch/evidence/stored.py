@@ -34,3 +34,30 @@ def read_run_evidence(spark: SparkSession, cfg: Config, run_id: str, needed_by: 
             f"in run_id '{run_id}' (the candidates changed after the evidence job ran), {rerun}"
         )
     return evidence.select(*keys, *C.EVIDENCE_COLUMNS, *C.EVIDENCE_NOTE_COLUMNS)
+
+
+def stored_vectors(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame | None:
+    """The sequence_vectors rows the evidence job wrote for `run_id` (user_id, item_id, vector, log_norm),
+    None when there are none."""
+    if not table_exists(spark, resolve(cfg, C.SEQUENCE_VECTORS.name)):
+        return None
+    vectors = read_input(spark, cfg, C.SEQUENCE_VECTORS).where(F.col(C.RUN_ID) == run_id)
+    if vectors.limit(1).count() == 0:
+        return None
+    return vectors.select(C.USER_ID, C.ITEM_ID, C.VECTOR, C.LOG_NORM)
+
+
+def read_run_vectors(spark: SparkSession, cfg: Config, run_id: str, needed_by: str) -> DataFrame | None:
+    """`stored_vectors` of `run_id`, None when evidence.sequential is off. `needed_by` names the reader
+    in the error raised when the sequential evidence is on but the run has no vectors: evidence read
+    without them would weigh a constant where the fitted rankers expect the model's probabilities."""
+    if not cfg.evidence.sequential.enabled:
+        return None
+    vectors = stored_vectors(spark, cfg, run_id)
+    if vectors is None:
+        raise ContractError(
+            f"table 'sequence_vectors' has no rows for run_id '{run_id}', needed by {needed_by} "
+            "(evidence.sequential is on): run `instructrec-batch evidence` for that run first, "
+            "or set evidence.sequential.enabled=false"
+        )
+    return vectors

@@ -70,9 +70,13 @@ def fit_fusion_head(
     interactions: DataFrame,
     items: DataFrame,
     holdout: DataFrame,
+    vectors: DataFrame | None,
     cfg: Config,
 ) -> tuple[LinearRanker, dict[str, Any]]:
     """Fit the head; return it and what it achieves on the fusion lists (mean reciprocal rank).
+
+    The lists' evidence comes from the training interactions, items and the run's sequence `vectors`
+    (None without sequential evidence), as the evidence job computes the candidates'.
 
     Two stages keep the few model-scored lists for the one thing only they can tell: first an
     evidence blend is fitted on up to BLEND_USERS users' validation lists (cheap: no model), then
@@ -82,7 +86,7 @@ def fit_fusion_head(
     blend fitted on every user, the blend the evaluation's baseline is.
     """
     source = evidence_interactions(interactions, holdout)
-    fitted = list_evidence(source, blend_lists(interactions, items, holdout, cfg), cfg.evidence, items)
+    fitted = list_evidence(source, blend_lists(interactions, items, holdout, cfg), cfg.evidence, items, vectors)
     local = lists.toPandas()
     others = fitted[~fitted[C.USER_ID].isin(local[C.USER_ID])]
     blend = fit_blend(fitted)
@@ -91,7 +95,7 @@ def fit_fusion_head(
 
     scored = model_scores(model, tokenizer, pad_id, local, templates, cfg)
     rows = lists.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
-    evidence = candidate_evidence(source, rows, cfg.evidence, items).toPandas()
+    evidence = candidate_evidence(source, rows, cfg.evidence, items, vectors).toPandas()
     frame = scored.merge(evidence, on=[C.USER_ID, C.ITEM_ID], how="left").fillna(0.0)
     frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
     head, figures = stack_head(frame, held_out, blend, cfg.train.seed)

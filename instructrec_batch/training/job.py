@@ -9,11 +9,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ContractError
+from instructrec_batch.evidence.features import evidence_interactions
+from instructrec_batch.evidence.sequential import sequence_vectors
+from instructrec_batch.evidence.stored import stored_vectors
 from instructrec_batch.models.adapter import save_adapter
 from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
 from instructrec_batch.models.forward import pad_id_of
@@ -44,6 +47,22 @@ class TrainSummary:
     mlflow: TrainingRecord | None = None  # the MLflow run and registered version (mlflow.enabled)
 
 
+def _fusion_vectors(
+    spark: SparkSession, cfg: Config, run_id: str, interactions: DataFrame, holdout: DataFrame
+) -> DataFrame | None:
+    """The sequential model the fusion lists' evidence is computed with: the run's stored vectors when
+    the evidence job wrote them, else one trained here on the same training interactions (a training
+    run of its own, e.g. a weekly retrain, needs no evidence run); None with evidence.sequential off."""
+    if not cfg.evidence.sequential.enabled:
+        return None
+    vectors = stored_vectors(spark, cfg, run_id)
+    if vectors is None:
+        log.info("no sequence_vectors for run %s: training the sequential model for the fusion lists", run_id)
+        source = evidence_interactions(interactions, holdout)
+        vectors = sequence_vectors(spark, source, cfg.evidence.sequential, cfg.data.seed)
+    return vectors
+
+
 @explains_undecodable_inputs
 def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
     """Build examples from the tables, tune a LoRA adapter, save it with its manifest."""
@@ -57,7 +76,10 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
     items = read_input(spark, cfg, C.ITEMS, nonempty=True)
     holdout = read_input(spark, cfg, C.HOLDOUT)
     torch_threads = os.cpu_count() or 1
-    with recorded_run(spark, cfg, "train", run_identity(cfg)) as run:
+    identity = run_identity(cfg)
+    fusion = bool(cfg.train.fusion_users) and "pointwise" in cfg.train.tasks
+    vectors = _fusion_vectors(spark, cfg, identity.run_id, interactions, holdout) if fusion else None
+    with recorded_run(spark, cfg, "train", identity) as run:
         examples = build_examples(interactions, items, holdout, cfg, str(base.path))
         frame = collect_examples(examples)
         prior_blend = None
@@ -81,10 +103,19 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
         model = load_causal_lm(base.path, "float32", device)
         result = train_lora(model, train_seqs, val_seqs, t, pad_id_of(tokenizer))
         head, fusion_figures = None, {}
-        if t.fusion_users and "pointwise" in t.tasks:
+        if fusion:
             lists = build_examples(interactions, items, holdout, cfg, str(base.path), fusion=True)
             head, fusion_figures = fit_fusion_head(
-                lists, result.model, tokenizer, pad_id_of(tokenizer), templates, interactions, items, holdout, cfg
+                lists,
+                result.model,
+                tokenizer,
+                pad_id_of(tokenizer),
+                templates,
+                interactions,
+                items,
+                holdout,
+                vectors,
+                cfg,
             )
         out = Path(t.output or Path(cfg.workdir) / "adapters" / run.identity.run_id)
         base_sha = base.sha256()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +63,19 @@ class SasrecModel:
     max_len: int
 
     @torch.inference_mode()
+    def _states(self, users: list[object]) -> tuple[list[object], torch.Tensor]:
+        """The users among `users` with a history, and each one's last hidden state (n, dim)."""
+        self.model.eval()
+        known = [u for u in users if self.histories.get(u)]
+        states = [
+            self.model(torch.tensor([_left_pad(self.histories[u][-self.max_len :], self.max_len) for u in chunk]))[
+                :, -1, :
+            ]
+            for chunk in (known[start : start + 256] for start in range(0, len(known), 256))
+        ]
+        return known, torch.cat(states) if states else torch.zeros(0, self.model.item.embedding_dim)
+
+    @torch.inference_mode()
     def score(self, candidates: pd.DataFrame) -> np.ndarray:
         """Scores for candidates(user_id, item_id); users without history score 0 everywhere.
 
@@ -69,16 +83,8 @@ class SasrecModel:
         yet on the same scale as the rest, so the score can stand next to others in a linear ranker
         (a sentinel like -1e9 would swamp any standardisation).
         """
-        self.model.eval()
-        users = candidates[C.USER_ID].drop_duplicates().tolist()
-        hidden: dict[object, torch.Tensor] = {}
-        for start in range(0, len(users), 256):
-            chunk = [u for u in users[start : start + 256] if self.histories.get(u)]
-            if not chunk:
-                continue
-            batch = torch.tensor([_left_pad(self.histories[u][-self.max_len :], self.max_len) for u in chunk])
-            last = self.model(batch)[:, -1, :]
-            hidden.update(zip(chunk, last, strict=True))
+        known, states = self._states(candidates[C.USER_ID].drop_duplicates().tolist())
+        hidden = dict(zip(known, states, strict=True))
         weights = self.model.item.weight
         out = np.zeros(len(candidates))
         unseen = np.zeros(len(candidates), dtype=bool)
@@ -90,6 +96,27 @@ class SasrecModel:
                 out[i] = float(hidden[user] @ weights[row])
         out[unseen] = (out[~unseen].min() if (~unseen).any() else 0.0) - 1.0
         return out
+
+    @torch.inference_mode()
+    def vectors(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(user_id, vector, log_norm) for every user with a history and (item_id, vector) for every
+        item seen in training: the log-probability of item i coming next after user u's history,
+        under the softmax over the whole catalogue, is vector_u · vector_i - log_norm_u.
+
+        A probability, unlike a raw dot product, keeps its meaning when the model is retrained (a
+        ranker fitted on one night's model can weigh the next night's), and it lets anything that
+        can join two tables score a candidate without the model."""
+        known, states = self._states(list(self.histories))
+        items = self.model.item.weight[1:]
+        log_norm = torch.cat(
+            [torch.logsumexp(chunk @ items.T, dim=1) for chunk in states.split(256)] if len(known) else [torch.zeros(0)]
+        )
+        users = pd.DataFrame(
+            {C.USER_ID: known, "vector": list(states.numpy().astype(np.float32)), "log_norm": log_norm.numpy()}
+        )
+        by_row = sorted(self.index, key=self.index.__getitem__)
+        catalogue = pd.DataFrame({C.ITEM_ID: by_row, "vector": list(items.numpy().astype(np.float32))})
+        return users, catalogue
 
 
 def _left_pad(rows: list[int], length: int) -> list[int]:
@@ -159,6 +186,7 @@ def train_sasrec(train: pd.DataFrame, cfg: SasrecConfig, seed: int) -> SasrecMod
     inputs, targets = padded[:, :-1], padded[:, 1:]
     model = _Model(len(items), cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98))
+    started = time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(len(inputs), generator=generator)
@@ -177,4 +205,13 @@ def train_sasrec(train: pd.DataFrame, cfg: SasrecConfig, seed: int) -> SasrecMod
             total += loss.item() * len(pick)
         if (epoch + 1) % 10 == 0 or epoch + 1 == cfg.epochs:
             log.info("sasrec: epoch %d/%d loss %.4f", epoch + 1, cfg.epochs, total / len(order))
+        minutes = (time.perf_counter() - started) / 60
+        if cfg.max_minutes is not None and minutes >= cfg.max_minutes and epoch + 1 < cfg.epochs:
+            log.warning(
+                "sasrec: stopped after epoch %d/%d, its %.1f-minute budget spent (max_minutes)",
+                epoch + 1,
+                cfg.epochs,
+                cfg.max_minutes,
+            )
+            break
     return SasrecModel(model, index, histories, cfg.max_len)
