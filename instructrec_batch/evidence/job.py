@@ -26,7 +26,6 @@ from instructrec_batch.errors import ContractError
 from instructrec_batch.evidence.features import evidence_interactions
 from instructrec_batch.evidence.sequential import sequence_vectors
 from instructrec_batch.evidence.staged import staged_evidence
-from instructrec_batch.evidence.stored import read_run_vectors
 from instructrec_batch.spark.input_errors import explains_undecodable_inputs
 from instructrec_batch.spark.rejects import null_keys
 from instructrec_batch.spark.runs import recorded_run, run_identity
@@ -39,6 +38,7 @@ from instructrec_batch.spark.tables import (
     read_optional,
     resolve,
     write_run_scoped,
+    write_table,
 )
 
 log = logging.getLogger(__name__)
@@ -94,16 +94,10 @@ def evidence_job(spark: SparkSession, cfg: Config) -> EvidenceCounts:
         listed = candidates.where(~null_keys([C.USER_ID, C.ITEM_ID])).select(C.USER_ID, C.ITEM_ID, *ranks)
         train = evidence_interactions(interactions, holdout)
         vectors = None
-        if cfg.evidence.sequential.enabled:
-            write_run_scoped(
-                sequence_vectors(spark, train, cfg.evidence.sequential, cfg.data.seed).select(
-                    F.lit(identity.run_id).alias(C.RUN_ID), "*"
-                ),
-                cfg,
-                resolve(cfg, C.SEQUENCE_VECTORS.name),
-                {C.RUN_ID: identity.run_id},
-            )
-            vectors = read_run_vectors(spark, cfg, identity.run_id, "the evidence job")
+        if cfg.evidence.sequential.enabled:  # staged, published after the evidence computed with them
+            model = sequence_vectors(spark, train, cfg.evidence.sequential, cfg.data.seed)
+            write_table(model, cfg, staging.ref("sequence_vectors"))
+            vectors = staging.read(spark, "sequence_vectors")
         evidence = staged_evidence(spark, cfg, train, listed, items, staging, "evidence", vectors)
         write_run_scoped(
             evidence.select(F.lit(identity.run_id).alias(C.RUN_ID), "*"),
@@ -111,6 +105,13 @@ def evidence_job(spark: SparkSession, cfg: Config) -> EvidenceCounts:
             resolve(cfg, C.CANDIDATE_EVIDENCE.name),
             {C.RUN_ID: identity.run_id},
         )
+        if vectors is not None:
+            write_run_scoped(
+                vectors.select(F.lit(identity.run_id).alias(C.RUN_ID), "*"),
+                cfg,
+                resolve(cfg, C.SEQUENCE_VECTORS.name),
+                {C.RUN_ID: identity.run_id},
+            )
         written = read_input(spark, cfg, C.CANDIDATE_EVIDENCE).where(F.col(C.RUN_ID) == identity.run_id)
         stats = written.agg(F.countDistinct(C.USER_ID).alias("users"), F.count(F.lit(1)).alias("rows")).first()
         counts = EvidenceCounts(identity.run_id, stats["users"], stats["rows"], round(time.perf_counter() - started, 2))

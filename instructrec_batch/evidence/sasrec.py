@@ -1,4 +1,5 @@
-"""SASRec (Kang & McAuley 2018), the sequential baseline LLM re-rankers are measured against.
+"""SASRec (Kang & McAuley 2018): the sequential baseline LLM re-rankers are measured against, and the
+model behind the sequential evidence (evidence/sequential.py).
 
 A compact implementation on torch: item + position embeddings and causal self-attention blocks,
 trained on the driver from the training interactions (time-ordered per user, held-out rows excluded
@@ -67,12 +68,10 @@ class SasrecModel:
         """The users among `users` with a history, and each one's last hidden state (n, dim)."""
         self.model.eval()
         known = [u for u in users if self.histories.get(u)]
-        states = [
-            self.model(torch.tensor([_left_pad(self.histories[u][-self.max_len :], self.max_len) for u in chunk]))[
-                :, -1, :
-            ]
-            for chunk in (known[start : start + 256] for start in range(0, len(known), 256))
-        ]
+        states = []
+        for start in range(0, len(known), 256):
+            chunk = [_left_pad(self.histories[u][-self.max_len :], self.max_len) for u in known[start : start + 256]]
+            states.append(self.model(torch.tensor(chunk))[:, -1, :])
         return known, torch.cat(states) if states else torch.zeros(0, self.model.item.embedding_dim)
 
     @torch.inference_mode()
@@ -140,7 +139,7 @@ def _binary_loss(
 ) -> torch.Tensor:
     """The paper's loss: each position's next item against one uniformly drawn negative, binary
     cross-entropy averaged over the non-padding positions."""
-    neg = torch.randint(1, n_items + 1, pos.shape, generator=generator)
+    neg = torch.randint(1, n_items + 1, pos.shape, generator=generator).to(pos.device)
     pos_logit = (hidden * model.item(pos)).sum(-1)
     neg_logit = (hidden * model.item(neg)).sum(-1)
     bce = nn.functional.binary_cross_entropy_with_logits
@@ -161,16 +160,19 @@ def _softmax_loss(
     if n_items <= negatives:
         logits = h @ model.item.weight[1:].T
         return nn.functional.cross_entropy(logits, target - 1)
-    drawn = torch.randint(1, n_items + 1, (negatives,), generator=generator)
+    drawn = torch.randint(1, n_items + 1, (negatives,), generator=generator).to(h.device)
     pos_logit = (h * model.item(target)).sum(-1, keepdim=True)
     neg_logit = h @ model.item(drawn).T
     neg_logit = neg_logit.masked_fill(drawn.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
     logits = torch.cat([pos_logit, neg_logit], dim=1)
-    return nn.functional.cross_entropy(logits, torch.zeros(len(target), dtype=torch.long))
+    return nn.functional.cross_entropy(logits, torch.zeros(len(target), dtype=torch.long, device=h.device))
 
 
 def train_sasrec(train: pd.DataFrame, cfg: SasrecConfig, seed: int) -> SasrecModel:
-    """Fit SASRec on training interactions(user_id, item_id, event_ts), ordered by (event_ts, item_id)."""
+    """Fit SASRec on training interactions(user_id, item_id, event_ts), ordered by (event_ts, item_id).
+
+    Trained on the GPU when there is one (the random draws stay on the CPU's generator), returned on
+    the CPU, where scoring and the vectors are computed."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     ordered = train.sort_values([C.USER_ID, C.EVENT_TS, C.ITEM_ID], kind="stable")
@@ -184,7 +186,8 @@ def train_sasrec(train: pd.DataFrame, cfg: SasrecConfig, seed: int) -> SasrecMod
         raise ValueError("SASRec needs users with at least two training interactions; found none")
     padded = torch.tensor([_left_pad(s, window) for s in sequences])
     inputs, targets = padded[:, :-1], padded[:, 1:]
-    model = _Model(len(items), cfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = _Model(len(items), cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98))
     started = time.perf_counter()
     for epoch in range(cfg.epochs):
@@ -193,7 +196,7 @@ def train_sasrec(train: pd.DataFrame, cfg: SasrecConfig, seed: int) -> SasrecMod
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
             pick = order[start : start + cfg.batch_size]
-            seq, pos = inputs[pick], targets[pick]
+            seq, pos = inputs[pick].to(device), targets[pick].to(device)
             hidden = model(seq)
             if cfg.loss == "ce":
                 loss = _softmax_loss(model, hidden, pos, len(items), cfg.ce_negatives, generator)
@@ -214,4 +217,4 @@ def train_sasrec(train: pd.DataFrame, cfg: SasrecConfig, seed: int) -> SasrecMod
                 cfg.max_minutes,
             )
             break
-    return SasrecModel(model, index, histories, cfg.max_len)
+    return SasrecModel(model.to("cpu"), index, histories, cfg.max_len)
