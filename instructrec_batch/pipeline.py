@@ -43,7 +43,7 @@ class PipelineResult:
         lines += [
             f"{self.name} finished in {self.seconds / 60:.1f} min",
             f"output tables (Delta): {self.tables}  (recommendations, metrics, prompts, candidate_evidence, "
-            "rejects, runs)",
+            "sequence_vectors, rejects, runs)",
             f"adapter:               {self.adapter}",
         ]
         if self.report is not None:
