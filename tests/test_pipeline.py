@@ -68,6 +68,12 @@ def test_pipeline_on_tables_written_from_csv(tmp_path: Path, tiny_model_dir: Pat
         set(runs.job) == {"protocol", "evidence", "prompts", "train", "score", "evaluate"}
         and (runs.status == "succeeded").all()
     )
+    # The sequential model is trained once, by the evidence job, and stored for the run; training reads it.
+    vectors = deltalake.DeltaTable(str(tables / "sequence_vectors")).to_pandas()
+    assert set(vectors.run_id) == set(runs.run_id)
+    assert set(vectors.user_id.dropna()) == {f"u{u}" for u in range(12)} and vectors.item_id.notna().any()
+    assert proc.stderr.count("sequential evidence: SASRec vectors") == 1
+    assert "training the sequential model for the fusion lists" not in proc.stderr
     # MLflow (on by default): the training run and the registered version; score by the alias from the CLI.
     assert "mlflow:" in proc.stdout and "registered models:/instructrec_adapter/1 with alias challenger" in proc.stdout
     assert (runs.loc[runs.job == "score", "model_id"].str.endswith("+fusion (models:/instructrec_adapter/1)")).all()
