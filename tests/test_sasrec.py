@@ -66,3 +66,15 @@ def test_windows_make_every_next_item_a_target_once() -> None:
         assert sorted(targets) == history[1:] and all(2 <= len(c) <= window for c in cuts)
         assert all(c == history[history.index(c[0]) : history.index(c[0]) + len(c)] for c in cuts)  # contiguous
     assert _windows(history, 5, every=False) == [history[-5:]]
+
+
+def test_training_stops_after_the_epoch_that_spends_its_budget(caplog) -> None:
+    train, _ = _cycles(users=10)
+    with caplog.at_level("INFO", "instructrec_batch.evidence.sasrec"):
+        train_sasrec(train, SasrecConfig(epochs=50, dim=16, max_minutes=1e-9), seed=0)
+    assert any("stopped after epoch 1/50" in message for message in caplog.messages)
+    caplog.clear()
+    with caplog.at_level("INFO", "instructrec_batch.evidence.sasrec"):
+        train_sasrec(train, SasrecConfig(epochs=3, dim=16), seed=0)  # no budget: every epoch runs
+    assert any("epoch 3/3" in message for message in caplog.messages)
+    assert not any("stopped" in message for message in caplog.messages)

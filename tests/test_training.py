@@ -321,8 +321,15 @@ def test_collected_examples_come_in_one_order_whatever_the_partitioning(spark, p
     )
 
 
-def test_training_lowers_validation_loss_and_adapter_round_trips(spark, protocol_cfg: Config, tiny_model_dir) -> None:
-    summary = train_job(spark, protocol_cfg)
+def test_training_lowers_validation_loss_and_adapter_round_trips(
+    spark, protocol_cfg: Config, tiny_model_dir, caplog
+) -> None:
+    with caplog.at_level("INFO", "instructrec_batch"):
+        summary = train_job(spark, protocol_cfg)
+    # No evidence job ran for this run: training fits the sequential model for its fusion lists itself.
+    assert any("training the sequential model for the fusion lists" in m for m in caplog.messages)
+    head = json.loads((Path(summary.adapter) / "fusion_head.json").read_text())
+    assert C.EV_SEQUENCE in head["features"]
     manifest = json.loads((Path(summary.adapter) / "manifest.json").read_text())
     assert manifest["val_loss"] < manifest["zero_shot_val_loss"]  # the loss fell
     # The kept adapter is the best evaluated one (improvements under 1e-4 do not replace it).
