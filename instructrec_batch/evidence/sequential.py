@@ -2,8 +2,8 @@
 
 The co-occurrence features count which items appear near each other; a sequential model learns the
 order of a user's history and generalises across items that never co-occurred, which counts most
-where histories are short and co-occurrence is sparse. The model is trained once per run on the
-driver (`sequence_vectors`, stored by the evidence job in `sequence_vectors`) and reduced to vectors:
+where histories are short and co-occurrence is sparse. The evidence job trains the model once per
+run on the driver and stores it, reduced to vectors, in the `sequence_vectors` table:
 a candidate's `ev_sequence` is log p(item | history) = vector_user · vector_item - log_norm_user, a
 join and a dot product in Spark (`sequence_scores`), so every reader of evidence (the fusion lists in
 training, the blend's validation lists in evaluation) scores its own candidates from the same model

@@ -78,8 +78,9 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
     torch_threads = os.cpu_count() or 1
     identity = run_identity(cfg)
     fusion = bool(cfg.train.fusion_users) and "pointwise" in cfg.train.tasks
-    vectors = _fusion_vectors(spark, cfg, identity.run_id, interactions, holdout) if fusion else None
     with recorded_run(spark, cfg, "train", identity) as run:
+        # the run's stored sequential model, or one trained here (inside the run, so a failure is recorded)
+        vectors = _fusion_vectors(spark, cfg, identity.run_id, interactions, holdout) if fusion else None
         examples = build_examples(interactions, items, holdout, cfg, str(base.path))
         frame = collect_examples(examples)
         prior_blend = None
