@@ -381,6 +381,12 @@ class EvaluateConfig(_Section):
     dataset: str | None = Field(None, description="label in the metrics table; None = the candidates table location")
     report_dir: str | None = Field(None, description="markdown report and PNG charts; None = <workdir>/report")
     bootstrap: int = Field(1000, ge=10, description="bootstrap resamples of users for the 95% intervals")
+    sasrec_source: Literal["evidence", "train"] = Field(
+        "evidence",
+        description="evidence: the sasrec row ranks by the run's ev_sequence, the SASRec the evidence job "
+        "trained with evidence.sequential's recipe (no second training; `sasrec` below is then unused); "
+        "train: a SASRec trained here with `sasrec` (also what happens when evidence.sequential is off)",
+    )
     sasrec: SasrecConfig = Field(default_factory=SasrecConfig)
 
 

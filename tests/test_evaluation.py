@@ -147,6 +147,43 @@ def test_evidence_is_required_only_by_methods_that_read_it(spark, evaluated_inpu
         evaluate_job(spark, methods("random", "blend"))
 
 
+def test_sasrec_row_is_the_evidence_jobs_model_unless_asked_to_train(
+    spark, evaluated_inputs: Config, monkeypatch
+) -> None:
+    """By default the sasrec row ranks by the run's ev_sequence (the SASRec the evidence job trained):
+    no second training, and exactly the ranks that column gives. sasrec_source=train trains one here."""
+    from instructrec_batch.evidence import sasrec
+
+    trainings = []
+    real = sasrec.train_sasrec
+    monkeypatch.setattr(sasrec, "train_sasrec", lambda *a, **k: trainings.append(1) or real(*a, **k))
+
+    def sasrec_row(source: str) -> pd.Series:
+        update = {"methods": ["random", "sasrec"], "tasks": ["pointwise"], "max_users": None, "sasrec_source": source}
+        evaluate_job(
+            spark, evaluated_inputs.model_copy(update={"evaluate": evaluated_inputs.evaluate.model_copy(update=update)})
+        )
+        table = deltalake.DeltaTable(str(Path(evaluated_inputs.tables_root) / "metrics")).to_pandas()
+        plain = table[(table.method == "sasrec") & table.versus.isna()]
+        return plain.set_index(plain.metric + plain.k.fillna(0).astype(int).astype(str))["value"].sort_index()
+
+    stored = sasrec_row("evidence")
+    assert trainings == []
+    tables = Path(evaluated_inputs.tables_root)
+    prompts = deltalake.DeltaTable(str(tables / "prompts")).to_pandas()
+    lists = prompts[["user_id", "candidate_ids"]].explode("candidate_ids").rename(columns={"candidate_ids": "item_id"})
+    evidence = deltalake.DeltaTable(str(tables / "candidate_evidence")).to_pandas()
+    scores = lists.astype({"item_id": evidence.item_id.dtype}).merge(evidence, on=["user_id", "item_id"])
+    holdout = deltalake.DeltaTable(str(tables / "holdout")).to_pandas()
+    expected = metrics_table(scores.assign(score=scores.ev_sequence, method="sasrec"), holdout[holdout.split == "test"])
+    expected = expected.set_index(expected.metric + expected.k.fillna(0).astype(int).astype(str))["value"].sort_index()
+    assert len(scores) == 20 * 20 and scores.ev_sequence.nunique() > 20  # a model's scores, not the floor
+    pd.testing.assert_series_equal(stored, expected, check_names=False, atol=1e-12)
+
+    trained = sasrec_row("train")
+    assert trainings == [1] and len(trained) == len(stored)
+
+
 def test_lora_without_an_adapter_fails_before_reading_data(spark, tiny_cfg: Config) -> None:
     with pytest.raises(ConfigError, match=r"evaluate\.methods includes 'lora'.*--adapter"):
         evaluate_job(spark, tiny_cfg)

@@ -6,7 +6,8 @@ interactions (held-out rows removed), so none sees anything the model cannot:
 - blend is a linear listwise ranker over the same collaborative evidence the fusion head gets,
   fitted on validation lists (each user's `valid` item plus sampled negatives): what the evidence
   achieves without the language model;
-- sasrec is a self-attentive sequential recommender trained on the driver.
+- sasrec is a self-attentive sequential recommender: by default the one the evidence job trained for
+  the night (its `ev_sequence`), else one trained here on the driver.
 """
 
 from __future__ import annotations
@@ -153,6 +154,14 @@ def blend_scores(
     ranker = fit_blend(list_evidence(source, lists, cfg, items, vectors))
     joined = candidates.join(evidence, [C.USER_ID, C.ITEM_ID], "left").fillna(0.0, subset=list(C.EVIDENCE_COLUMNS))
     return joined.select(C.USER_ID, C.ITEM_ID, ranker.column().alias(SCORE))
+
+
+def stored_sasrec_scores(evidence: DataFrame) -> DataFrame:
+    """The run's `ev_sequence` as the SASRec row: log p(candidate next | history) under the SASRec the
+    evidence job trained on the same training interactions. Within a list it orders candidates as
+    the model's own dot products do (the log-normaliser is the user's constant); items the model never
+    saw share the floor, last, as they are last under `sasrec_scores`."""
+    return evidence.select(C.USER_ID, C.ITEM_ID, F.col(C.EV_SEQUENCE).cast("double").alias(SCORE))
 
 
 def sasrec_scores(

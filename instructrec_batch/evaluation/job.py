@@ -27,6 +27,7 @@ from instructrec_batch.evaluation.baselines import (
     popularity_scores,
     random_scores,
     sasrec_scores,
+    stored_sasrec_scores,
     training_interactions,
 )
 from instructrec_batch.evaluation.intervals import METRICS_SCHEMA, with_intervals
@@ -187,12 +188,21 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
     )
     train = training_interactions(interactions, holdout)
     hybrid_base = scorings.get(HYBRID_BASE)
-    needs_evidence = "blend" in e.methods or (
-        HYBRID in e.methods and hybrid_base is not None and hybrid_base.fusion_head is not None
-    )
+    sasrec_stored = "sasrec" in e.methods and e.sasrec_source == "evidence" and cfg.evidence.sequential.enabled
+    readers = [
+        name
+        for name, reads in (
+            ("blend", "blend" in e.methods),
+            ("sasrec", sasrec_stored),
+            (HYBRID, HYBRID in e.methods and hybrid_base is not None and hybrid_base.fusion_head is not None),
+        )
+        if reads
+    ]
     evidence = vectors = None
-    if needs_evidence:
-        evidence = read_run_evidence(spark, cfg, prompts_run, "the blend and hybrid methods", candidates)
+    if readers:
+        evidence = read_run_evidence(
+            spark, cfg, prompts_run, f"the {' and '.join(readers)} method{'s' if len(readers) > 1 else ''}", candidates
+        )
     if "blend" in e.methods:
         vectors = read_run_vectors(spark, cfg, prompts_run, "the blend method")
 
@@ -206,7 +216,11 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
         "popularity": lambda: popularity_scores(candidates, train),
         "itemknn": lambda: itemknn_scores(candidates, train),
         "blend": blend,
-        "sasrec": lambda: sasrec_scores(spark, candidates, train, e.sasrec, e.seed),
+        "sasrec": (
+            (lambda: stored_sasrec_scores(evidence))
+            if sasrec_stored
+            else (lambda: sasrec_scores(spark, candidates, train, e.sasrec, e.seed))
+        ),
     }
     dataset = e.dataset or resolve(cfg, "candidates").location
     model_gain: AddedValue | None = None
@@ -226,7 +240,8 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
         for name, build in baselines.items():
             if name in e.methods:
                 stage(build(), name)
-                log.info("evaluate: %s scored", name)
+                how = " (the evidence job's SASRec: ev_sequence)" if name == "sasrec" and sasrec_stored else ""
+                log.info("evaluate: %s scored%s", name, how)
         for name, scoring in scorings.items():
             scored = _stored_scores(spark, cfg, identity.run_id, scoring, prompts, n_users)
             stored = scored is not None
