@@ -127,6 +127,12 @@ class SasrecConfig(_Section):
     blocks: int = Field(2, ge=1, description="self-attention blocks")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     epochs: int = Field(80, ge=1, description="passes over the training sequences")
+    min_steps: int = Field(
+        1500,
+        ge=0,
+        description="optimiser steps at least: more epochs where an epoch is only a few batches (few users, "
+        "short histories); short of ~1,500 steps a SASRec still ranks like popularity. 0 = exactly `epochs`",
+    )
     batch_size: int = Field(128, ge=1)
     lr: float = Field(3e-3, gt=0)
     loss: Literal["ce", "bce"] = Field(

@@ -39,7 +39,7 @@ def _cycles(users: int = 60, length: int = 12, seed: int = 0) -> tuple[pd.DataFr
 def test_sasrec_learns_which_item_comes_next(settings: dict) -> None:
     train, nxt = _cycles()
     model = train_sasrec(
-        train, SasrecConfig(epochs=100, dim=32, dropout=0.0, batch_size=16, lr=5e-3, **settings), seed=0
+        train, SasrecConfig(epochs=100, min_steps=0, dim=32, dropout=0.0, batch_size=16, lr=5e-3, **settings), seed=0
     )
     users = sorted(nxt)
     candidates = pd.DataFrame([(u, i) for u in users for i in range(1, ITEMS + 1)], columns=["user_id", "item_id"])
@@ -51,7 +51,7 @@ def test_sasrec_learns_which_item_comes_next(settings: dict) -> None:
 
 def test_items_never_seen_in_training_score_lowest_on_the_same_scale() -> None:
     train, _ = _cycles(users=10)
-    model = train_sasrec(train, SasrecConfig(epochs=2, dim=16), seed=0)
+    model = train_sasrec(train, SasrecConfig(epochs=2, min_steps=0, dim=16), seed=0)
     candidates = pd.DataFrame({"user_id": [0] * ITEMS + [0, 1], "item_id": [*range(1, ITEMS + 1), 10_000, 10_001]})
     scores = model.score(candidates)
     seen, unseen = scores[:ITEMS], scores[ITEMS:]
@@ -71,10 +71,23 @@ def test_windows_make_every_next_item_a_target_once() -> None:
 def test_training_stops_after_the_epoch_that_spends_its_budget(caplog) -> None:
     train, _ = _cycles(users=10)
     with caplog.at_level("INFO", "instructrec_batch.evidence.sasrec"):
-        train_sasrec(train, SasrecConfig(epochs=50, dim=16, max_minutes=1e-9), seed=0)
+        train_sasrec(train, SasrecConfig(epochs=50, min_steps=0, dim=16, max_minutes=1e-9), seed=0)
     assert any("stopped after epoch 1/50" in message for message in caplog.messages)
     caplog.clear()
     with caplog.at_level("INFO", "instructrec_batch.evidence.sasrec"):
-        train_sasrec(train, SasrecConfig(epochs=3, dim=16), seed=0)  # no budget: every epoch runs
+        train_sasrec(train, SasrecConfig(epochs=3, min_steps=0, dim=16), seed=0)  # no budget: every epoch runs
     assert any("epoch 3/3" in message for message in caplog.messages)
     assert not any("stopped" in message for message in caplog.messages)
+
+
+def test_short_epochs_get_more_of_them_until_min_steps(caplog) -> None:
+    """Few or short histories make an epoch a few optimiser steps; min_steps adds epochs (never removes)."""
+    train, _ = _cycles(users=10)  # 10 windows: 2 batches of 8 an epoch
+    with caplog.at_level("INFO", "instructrec_batch.evidence.sasrec"):
+        train_sasrec(train, SasrecConfig(epochs=2, min_steps=9, batch_size=8, dim=16), seed=0)
+    assert any("5 epochs instead of 2" in m and "2 step(s)" in m for m in caplog.messages)
+    assert any("epoch 5/5" in m for m in caplog.messages)
+    caplog.clear()
+    with caplog.at_level("INFO", "instructrec_batch.evidence.sasrec"):
+        train_sasrec(train, SasrecConfig(epochs=3, min_steps=4, batch_size=8, dim=16), seed=0)
+    assert any("epoch 3/3" in m for m in caplog.messages) and not any("instead of" in m for m in caplog.messages)

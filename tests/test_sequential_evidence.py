@@ -18,7 +18,7 @@ from instructrec_batch.evidence.stored import read_run_vectors
 from tests.test_sasrec import ITEMS, _cycles
 
 SCHEMA = "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP"
-SMALL = SequentialConfig(epochs=60, dim=32, dropout=0.0, batch_size=16, lr=5e-3)
+SMALL = SequentialConfig(epochs=60, min_steps=0, dim=32, dropout=0.0, batch_size=16, lr=5e-3)
 
 
 def _sequence_evidence(spark, train: pd.DataFrame, candidates: pd.DataFrame, holdout=None) -> pd.DataFrame:

@@ -12,7 +12,9 @@ Two choices make it the strong baseline it should be rather than the paper's ori
 the whole catalogue (sampled for large catalogues), which later work found to lift SASRec well above
 its one-negative binary loss (Klenitskiy & Vasilev 2023, "Turning Dross Into Gold Loss: is BERT4Rec
 really better than SASRec?"); and every training interaction is a target, the history cut into
-windows of `max_len`, where the paper keeps only each user's newest `max_len` items.
+windows of `max_len`, where the paper keeps only each user's newest `max_len` items. Its budget is
+`epochs`, raised to reach `min_steps` optimiser steps where an epoch is only a few batches (few users,
+short histories): short of that it ranks like popularity.
 """
 
 from __future__ import annotations
@@ -168,6 +170,21 @@ def _softmax_loss(
     return nn.functional.cross_entropy(logits, torch.zeros(len(target), dtype=torch.long, device=h.device))
 
 
+def _epochs(cfg: SasrecConfig, batches: int) -> int:
+    """cfg.epochs, or as many more as min_steps needs at `batches` optimiser steps an epoch (logged)."""
+    needed = math.ceil(cfg.min_steps / batches)
+    if needed <= cfg.epochs:
+        return cfg.epochs
+    log.info(
+        "sasrec: %d epochs instead of %d: an epoch is %d step(s) here and min_steps is %d",
+        needed,
+        cfg.epochs,
+        batches,
+        cfg.min_steps,
+    )
+    return needed
+
+
 def train_sasrec(train: pd.DataFrame, cfg: SasrecConfig, seed: int) -> SasrecModel:
     """Fit SASRec on training interactions(user_id, item_id, event_ts), ordered by (event_ts, item_id).
 
@@ -189,8 +206,9 @@ def train_sasrec(train: pd.DataFrame, cfg: SasrecConfig, seed: int) -> SasrecMod
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = _Model(len(items), cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98))
+    epochs = _epochs(cfg, math.ceil(len(inputs) / cfg.batch_size))
     started = time.perf_counter()
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(inputs), generator=generator)
         total = 0.0
@@ -206,14 +224,14 @@ def train_sasrec(train: pd.DataFrame, cfg: SasrecConfig, seed: int) -> SasrecMod
             loss.backward()
             optimizer.step()
             total += loss.item() * len(pick)
-        if (epoch + 1) % 10 == 0 or epoch + 1 == cfg.epochs:
-            log.info("sasrec: epoch %d/%d loss %.4f", epoch + 1, cfg.epochs, total / len(order))
+        if (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
+            log.info("sasrec: epoch %d/%d loss %.4f", epoch + 1, epochs, total / len(order))
         minutes = (time.perf_counter() - started) / 60
-        if cfg.max_minutes is not None and minutes >= cfg.max_minutes and epoch + 1 < cfg.epochs:
+        if cfg.max_minutes is not None and minutes >= cfg.max_minutes and epoch + 1 < epochs:
             log.warning(
                 "sasrec: stopped after epoch %d/%d, its %.1f-minute budget spent (max_minutes)",
                 epoch + 1,
-                cfg.epochs,
+                epochs,
                 cfg.max_minutes,
             )
             break
