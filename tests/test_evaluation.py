@@ -133,7 +133,8 @@ def test_evaluate_writes_metrics_for_every_method_and_a_report(spark, evaluated_
 
 
 def test_evidence_is_required_only_by_methods_that_read_it(spark, evaluated_inputs: Config) -> None:
-    """hybrid needs evidence only when the adapter has a fusion head (this one has none); blend always."""
+    """hybrid needs evidence only when the adapter has a fusion head (this one has none); blend always;
+    sasrec unless it is asked to train its own model."""
     shutil.rmtree(Path(evaluated_inputs.tables_root) / "candidate_evidence")
 
     def methods(*names: str) -> Config:
@@ -145,6 +146,14 @@ def test_evidence_is_required_only_by_methods_that_read_it(spark, evaluated_inpu
     assert set(table["method"]) == {"random", "lora/pointwise"}
     with pytest.raises(ContractError, match=r"candidate_evidence.*eval-test.*blend"):
         evaluate_job(spark, methods("random", "blend"))
+    # The sasrec row reads the evidence job's model by default; the error says how to train one instead.
+    with pytest.raises(ContractError, match=r"candidate_evidence.*sasrec method.*sasrec_source=train"):
+        evaluate_job(spark, methods("random", "sasrec"))
+    trains = methods("random", "sasrec")
+    trains = trains.model_copy(update={"evaluate": trains.evaluate.model_copy(update={"sasrec_source": "train"})})
+    evaluate_job(spark, trains)
+    table = deltalake.DeltaTable(str(Path(evaluated_inputs.tables_root) / "metrics")).to_pandas()
+    assert set(table["method"]) == {"random", "sasrec"}
 
 
 def test_sasrec_row_is_the_evidence_jobs_model_unless_asked_to_train(

@@ -200,9 +200,10 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
     ]
     evidence = vectors = None
     if readers:
-        evidence = read_run_evidence(
-            spark, cfg, prompts_run, f"the {' and '.join(readers)} method{'s' if len(readers) > 1 else ''}", candidates
-        )
+        needed_by = f"the {' and '.join(readers)} method{'s' if len(readers) > 1 else ''}"
+        if sasrec_stored:
+            needed_by += " (evaluate.sasrec_source=train makes the sasrec row train its own model)"
+        evidence = read_run_evidence(spark, cfg, prompts_run, needed_by, candidates)
     if "blend" in e.methods:
         vectors = read_run_vectors(spark, cfg, prompts_run, "the blend method")
 
