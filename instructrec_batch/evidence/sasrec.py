@@ -113,10 +113,10 @@ class SasrecModel:
             [torch.logsumexp(chunk @ items.T, dim=1) for chunk in states.split(256)] if len(known) else [torch.zeros(0)]
         )
         users = pd.DataFrame(
-            {C.USER_ID: known, "vector": list(states.numpy().astype(np.float32)), "log_norm": log_norm.numpy()}
+            {C.USER_ID: known, C.VECTOR: list(states.numpy().astype(np.float32)), C.LOG_NORM: log_norm.numpy()}
         )
         by_row = sorted(self.index, key=self.index.__getitem__)
-        catalogue = pd.DataFrame({C.ITEM_ID: by_row, "vector": list(items.numpy().astype(np.float32))})
+        catalogue = pd.DataFrame({C.ITEM_ID: by_row, C.VECTOR: list(items.numpy().astype(np.float32))})
         return users, catalogue
 
 
