@@ -25,7 +25,7 @@ from instructrec_batch.evidence.features import (
     nearest_items,
     user_sequences,
 )
-from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
+from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker, quadratic, squared
 from instructrec_batch.evidence.sequential import SEQUENCE_FLOOR
 from instructrec_batch.evidence.staged import staged_evidence
 from instructrec_batch.spark.tables import Staging
@@ -381,9 +381,33 @@ def test_ranker_learns_the_useful_feature_and_round_trips() -> None:
     np.testing.assert_allclose(again.apply(frame), ranker.apply(frame))
 
 
+def test_quadratic_ranker_follows_an_effect_a_line_cannot() -> None:
+    # The target is the candidate whose x is nearest 0: no weight on x alone orders that, its square does.
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(300), 10)
+    x = rng.normal(size=len(groups))
+    positive = np.zeros(len(groups), dtype=bool)
+    for g in range(300):
+        rows = np.flatnonzero(groups == g)
+        positive[rows[np.argmin(np.abs(x[rows]))]] = True
+    frame = {"x": x}
+
+    def hits(ranker: LinearRanker) -> float:
+        scores = pd.Series(ranker.apply(frame))
+        top = scores.groupby(groups).idxmax().to_numpy()
+        return float(positive[top].mean())
+
+    line = fit_ranker(frame, ["x"], groups, positive)
+    curve = fit_ranker(frame, quadratic(["x"]), groups, positive)
+    assert curve.features == ("x", squared("x")) and curve.weight(squared("x")) < 0
+    assert hits(curve) > 0.95 and hits(line) < 0.3
+    again = LinearRanker.from_dict(curve.to_dict(), "test")
+    np.testing.assert_allclose(again.apply(frame), curve.apply(frame))
+
+
 def test_ranker_column_equals_numpy(spark) -> None:
-    ranker = LinearRanker(("a", "b"), (1.0, -2.0), (2.0, 0.5), (0.7, -1.3))
-    frame = pd.DataFrame({"a": [0.0, 1.5, 3.0], "b": [2.0, -1.0, 0.25]})
+    ranker = LinearRanker(("a", "b", squared("a")), (1.0, -2.0, 3.0), (2.0, 0.5, 1.5), (0.7, -1.3, 0.4))
+    frame = pd.DataFrame({"a": [0.0, 1.5, -3.0], "b": [2.0, -1.0, 0.25]})
     out = spark.createDataFrame(frame).select(ranker.column().alias("s")).toPandas()["s"].to_numpy()
     np.testing.assert_allclose(out, ranker.apply(frame))
 

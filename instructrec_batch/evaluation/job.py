@@ -21,6 +21,7 @@ from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.evaluation.added import POSITIVE, AddedValue, cross_validated_gain
 from instructrec_batch.evaluation.baselines import (
+    BLEND_TERMS,
     blend_lists,
     blend_scores,
     itemknn_scores,
@@ -158,7 +159,7 @@ def _model_gain(model: DataFrame, evidence: DataFrame, targets: DataFrame, seed:
             F.col("_target").isNotNull().alias(POSITIVE),
         )
     )
-    return cross_validated_gain(rows.toPandas(), C.EVIDENCE_COLUMNS, C.LM_SCORE, GAIN_SPLITS, seed)
+    return cross_validated_gain(rows.toPandas(), BLEND_TERMS, C.LM_SCORE, GAIN_SPLITS, seed)
 
 
 def _candidate_rows(prompts: DataFrame) -> DataFrame:

@@ -1,15 +1,18 @@
-"""A linear listwise ranker over named features: the evidence blend and the model's fusion head.
+"""A linear listwise ranker over named terms: the evidence blend and the model's fusion head.
 
-score = Σ_f w_f · (x_f − mean_f) / scale_f. It is fitted by maximising the softmax likelihood of
-each list's one positive (a conditional logit, the listwise counterpart of logistic regression),
-with a small L2 penalty, by L-BFGS. The same class serves two roles:
+score = Σ_t w_t · (x_t − mean_t) / scale_t over terms t. A term is a column (`ev_popularity`) or a
+column's square (`ev_popularity^2`, see `quadratic`): with both, the ranker can bend a feature's
+effect (a floor, a saturation) and still be one expression over the columns. It is fitted by
+maximising the softmax likelihood of each list's one positive (a conditional logit, the listwise
+counterpart of logistic regression), with a small L2 penalty, by L-BFGS. The same class serves two
+roles:
 
 - the *blend* baseline: the collaborative evidence alone, fitted on validation lists;
 - the *fusion head*: the language model's answer score next to the same evidence, fitted on
   validation lists after LoRA tuning, saved with the adapter and applied by the score job.
 
-Because the head is linear, applying it is one Spark column expression (`column`) or one numpy
-product (`apply`), and its weights say how much the model adds over the evidence.
+Because the head is linear in its terms, applying it is one Spark column expression (`column`) or
+one numpy product (`apply`), and its weights say how much the model adds over the evidence.
 """
 
 from __future__ import annotations
@@ -22,17 +25,44 @@ import numpy as np
 
 from instructrec_batch.errors import ArtifactError
 
+SQUARE = "^2"  # the suffix of a squared term
+
+
+def squared(feature: str) -> str:
+    """The name of `feature`'s squared term."""
+    return feature + SQUARE
+
+
+def quadratic(features: Sequence[str]) -> tuple[str, ...]:
+    """`features` and their squares: the terms of a ranker that is quadratic in each feature."""
+    return (*features, *(squared(f) for f in features))
+
+
+def _column_of(term: str) -> tuple[str, int]:
+    """(column, power) of a term."""
+    return (term[: -len(SQUARE)], 2) if term.endswith(SQUARE) else (term, 1)
+
+
+def term_matrix(frame: Mapping[str, Any], terms: Sequence[str]) -> np.ndarray:
+    """One float64 column per term from a pandas frame (or dict of arrays) holding the terms' columns."""
+    columns = []
+    for term in terms:
+        column, power = _column_of(term)
+        values = np.asarray(frame[column], dtype=np.float64)
+        columns.append(values * values if power == 2 else values)
+    return np.column_stack(columns)
+
 
 @dataclass(frozen=True)
 class LinearRanker:
-    features: tuple[str, ...]
+    features: tuple[str, ...]  # its terms: columns, or squares of columns (`quadratic`)
     mean: tuple[float, ...]
     scale: tuple[float, ...]
     weights: tuple[float, ...]
 
     def apply(self, frame: Mapping[str, Any]) -> np.ndarray:
-        """Scores for the rows of a pandas frame (or dict of arrays) holding every feature column."""
-        x = np.column_stack([np.asarray(frame[f], dtype=np.float64) for f in self.features])
+        """Scores for the rows of a pandas frame (or dict of arrays) holding every term's column."""
+        x = term_matrix(frame, self.features)
         return ((x - np.asarray(self.mean)) / np.asarray(self.scale)) @ np.asarray(self.weights)
 
     def weight(self, feature: str) -> float | None:
@@ -40,15 +70,20 @@ class LinearRanker:
         return dict(zip(self.features, self.weights, strict=True)).get(feature)
 
     def column(self) -> Any:
-        """The same score as a Spark column over columns named like the features.
+        """The same score as a Spark column over the terms' columns.
 
-        Features of weight 0 are left out, so their columns may be null or absent (a fusion head that
+        Terms of weight 0 are left out, so their columns may be null or absent (a fusion head that
         gives the model no weight ranks rows that were never scored by the model).
         """
         from pyspark.sql import functions as F
 
+        def value(term: str) -> Any:
+            column, power = _column_of(term)
+            x = F.col(column).cast("double")
+            return x * x if power == 2 else x  # a product, as numpy squares: the same doubles
+
         terms = [
-            (F.col(f).cast("double") - F.lit(m)) * F.lit(w / s)
+            (value(f) - F.lit(m)) * F.lit(w / s)
             for f, m, s, w in zip(self.features, self.mean, self.scale, self.weights, strict=True)
             if w != 0.0
         ]
@@ -86,7 +121,7 @@ def fit_ranker(
     """
     import torch
 
-    x = np.column_stack([np.asarray(frame[f], dtype=np.float64) for f in features])
+    x = term_matrix(frame, features)
     groups = np.asarray(groups)
     positive = np.asarray(positive, dtype=bool)
     codes, group_index = np.unique(groups, return_inverse=True)

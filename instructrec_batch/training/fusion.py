@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.evaluation.added import POSITIVE, cross_validated_gain
-from instructrec_batch.evaluation.baselines import blend_lists, fit_blend, list_evidence
+from instructrec_batch.evaluation.baselines import BLEND_TERMS, blend_lists, fit_blend, list_evidence
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
 from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
 from instructrec_batch.prompts.render import context_of
@@ -199,7 +199,7 @@ def evidence_priors(
     long = long.sort_values(keys, ignore_index=True)  # row order from Spark varies
     train = long[long.kind == TRAIN]
     groups = train[C.USER_ID].astype(str) + "\0" + train[AS_OF].astype(str)
-    blend = fit_ranker(train, C.EVIDENCE_COLUMNS, groups.to_numpy(), (train[C.ITEM_ID] == train[AS_OF]).to_numpy())
+    blend = fit_ranker(train, BLEND_TERMS, groups.to_numpy(), (train[C.ITEM_ID] == train[AS_OF]).to_numpy())
     long["_prior"] = blend.apply(long)
     where = zip(long[C.USER_ID], long[AS_OF], long["kind"], long[C.ITEM_ID], strict=True)
     prior_of = dict(zip(where, long["_prior"], strict=True))
