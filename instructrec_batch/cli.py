@@ -156,8 +156,7 @@ def _run_bench_prompts(spark: Any, cfg: Config, args: argparse.Namespace) -> Any
 def _run_bench_evidence(spark: Any, cfg: Config, args: argparse.Namespace) -> Any:
     from instructrec_batch.bench.evidence import bench_evidence
 
-    sequential = cfg.evidence.sequential.model_copy(update={"enabled": args.sequential})
-    cfg = cfg.model_copy(update={"evidence": cfg.evidence.model_copy(update={"sequential": sequential})})
+    cfg = cfg.model_copy(update={"evidence": cfg.evidence.model_copy(update={"sequential": args.sequential})})
     return bench_evidence(spark, cfg, **_tables_size(args), cands=args.candidates)
 
 

@@ -118,7 +118,9 @@ TextColumn = Literal["title", "category", "brand", "description"]
 
 
 class SasrecConfig(_Section):
-    """The SASRec baseline (self-attentive sequential recommender), trained on the driver."""
+    """The sequential model (SASRec, a self-attentive sequential recommender), trained on the driver (a GPU
+    when it has one): once a run by the evidence job for the evidence column ev_sequence (with
+    evidence.sequential on), and by the evaluation for its `sasrec` row when evaluate.sasrec_source=train."""
 
     max_len: int = Field(
         50, ge=2, description="items per training sequence; a user is scored from their newest max_len"
@@ -150,16 +152,6 @@ class SasrecConfig(_Section):
         description="newest: each user's max_len newest items (the paper); all: the whole history, in windows",
     )
     max_minutes: float | None = Field(
-        None, gt=0, description="wall-clock budget of training: stop after the epoch that spends it; null = none"
-    )
-
-
-class SequentialConfig(SasrecConfig):
-    """The sequential evidence: a SASRec trained on the evidence's training interactions, whose
-    log-probability of each candidate coming next is the evidence column ev_sequence."""
-
-    enabled: bool = Field(True, description="false: no sequential model; ev_sequence is a constant")
-    max_minutes: float | None = Field(
         20.0, gt=0, description="wall-clock budget of training: stop after the epoch that spends it; null = none"
     )
 
@@ -183,7 +175,11 @@ class EvidenceConfig(_Section):
         "orders): evidence is computed in item-hash slices of about this many pairs, each staged, then "
         "published in one commit",
     )
-    sequential: SequentialConfig = Field(default_factory=SequentialConfig)
+    sequential: bool = Field(
+        True,
+        description="ev_sequence: the `sasrec` model's log-probability that the candidate comes next, trained once "
+        "a run on the evidence's training interactions; false: no sequential model, ev_sequence is a constant",
+    )
 
 
 class ModelConfig(_Section):
@@ -203,7 +199,13 @@ class PromptConfig(_Section):
     template_version: str = Field(DEFAULT_TEMPLATE_VERSION, description="templates/<version>.yaml")
     template_id: str | None = Field(None, description="pinned inference template; None = '<task>-0'")
     max_tokens: int = Field(512, ge=64, description="token budget of the longest model input per user")
-    max_history: int = Field(30, ge=0, description="newest history items considered before the budget")
+    max_history: int = Field(
+        10,
+        ge=0,
+        description="newest history items an instruction shows, before the token budget cuts further: the same "
+        "length in training examples and in scoring prompts, so an adapter is never served longer histories "
+        "than it was tuned on",
+    )
     title_max_chars: int = Field(120, ge=8, description="item titles are cut to this many characters")
     title_max_tokens: int = Field(32, ge=2, description="... and to this many tokens")
     item_attributes: list[ItemAttribute] = Field(
@@ -265,7 +267,6 @@ class TrainConfig(_Section):
         "Validation and fusion lists stay uniform, like the evaluation's",
     )
     list_size: int = Field(20, ge=2, le=26, description="listwise: candidates per example (target + negatives)")
-    max_history: int = Field(10, ge=0, description="history items in training prompts (shorter = faster steps)")
     max_users: int | None = Field(None, ge=1, description="train on a seeded sample of this many users")
     val_users: int = Field(100, ge=1, description="validation examples (one per user, their valid item)")
     pairwise_weight: float = Field(
@@ -345,14 +346,6 @@ class ScoreConfig(_Section):
     merge_adapter: bool = Field(True, description="merge LoRA weights into the base for faster inference")
     prompts_run_id: str | None = Field(None, description="score the prompts of this run; None = this run_id")
     users_per_slice: int = Field(50_000, ge=1, description="users per scoring step (bounds memory)")
-    fail_after_batches: int | None = Field(
-        None, ge=0, description="fault injection for tests: fail once this many batches were scored in a process"
-    )
-    fail_during_write: bool = Field(
-        False,
-        description="fault injection for tests: fail inside the tasks of the run's last table write "
-        "(candidate_scores with write_scores, else recommendations)",
-    )
     write_scores: bool = Field(
         False, description="also write every candidate's score to candidate_scores (evaluate reuses them)"
     )
@@ -390,10 +383,9 @@ class EvaluateConfig(_Section):
     sasrec_source: Literal["evidence", "train"] = Field(
         "evidence",
         description="evidence: the sasrec row ranks by the run's ev_sequence, the SASRec the evidence job "
-        "trained with evidence.sequential's recipe (no second training; `sasrec` below is then unused); "
-        "train: a SASRec trained here with `sasrec` (also what happens when evidence.sequential is off)",
+        "trained (no second training); train: a SASRec trained here with the `sasrec` section's recipe (also "
+        "what happens when evidence.sequential is off)",
     )
-    sasrec: SasrecConfig = Field(default_factory=SasrecConfig)
 
 
 class MlflowConfig(_Section):
@@ -439,6 +431,7 @@ class Config(_Section):
     tables: TablesConfig = Field(default_factory=TablesConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
+    sasrec: SasrecConfig = Field(default_factory=SasrecConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -497,7 +490,7 @@ class Config(_Section):
         with a fixed model or scorer replaces that night's output instead of adding a second copy.
         """
         canonical = json.dumps(
-            self.model_dump(mode="json", include={"tables", "data", "evidence", "prompt"}), sort_keys=True
+            self.model_dump(mode="json", include={"tables", "data", "evidence", "sasrec", "prompt"}), sort_keys=True
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

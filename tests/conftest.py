@@ -36,15 +36,13 @@ def cfg(tmp_path: Path) -> Config:
     """MLflow off: tests/test_tracking.py switches it on and checks the store (CLI runs use the default).
     SASRec min_steps 0: on the tests' few users an epoch is one step, and 1,500 of them in every job
     test would cost minutes (tests/test_sasrec.py covers min_steps)."""
-    exact = {"min_steps": 0}
     return build_config(
         [
             {
                 "workdir": str(tmp_path / "work"),
                 "cache_dir": str(tmp_path / "cache"),
                 "mlflow": {"enabled": False},
-                "evidence": {"sequential": exact},
-                "evaluate": {"sasrec": exact},
+                "sasrec": {"min_steps": 0},
             }
         ]
     )

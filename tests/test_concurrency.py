@@ -45,6 +45,8 @@ def test_concurrent_runs_into_one_table_both_land(spark, tiny_cfg: Config) -> No
 
 def test_a_lost_commit_race_is_retried_then_reported_clearly(monkeypatch) -> None:
     import pytest
+    from delta.exceptions import ConcurrentAppendException
+    from deltalake.exceptions import CommitFailedError
 
     from instructrec_batch.errors import ConcurrentWriteError
     from instructrec_batch.spark import tables
@@ -56,20 +58,20 @@ def test_a_lost_commit_race_is_retried_then_reported_clearly(monkeypatch) -> Non
     def flaky() -> None:
         calls.append(1)
         if len(calls) < 3:
-            raise RuntimeError("Failed to commit transaction: 7")
+            raise ConcurrentAppendException(message="Files were added to the root of the table")
 
     tables._save_committed(ref, flaky)
     assert len(calls) == 3  # two lost races, then committed
 
     def always_conflicting() -> None:
-        raise RuntimeError("io.delta.exceptions.ConcurrentAppendException: Files were added")
+        raise CommitFailedError("version 3 already exists")
 
     with pytest.raises(ConcurrentWriteError, match=r"table 'recommendations'.*rerun the job"):
         tables._save_committed(ref, always_conflicting)
 
     def broken() -> None:
         calls.append(1)
-        raise RuntimeError("disk full")
+        raise RuntimeError("disk full: Concurrent conflict while writing")  # a race's words, not its type
 
     calls.clear()
     with pytest.raises(RuntimeError, match="disk full"):

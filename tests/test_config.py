@@ -10,9 +10,35 @@ from instructrec_batch.spark.runs import run_identity
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_base_yaml_mirrors_code_defaults() -> None:
-    on_disk = yaml.safe_load((REPO / "conf" / "base.yaml").read_text())
-    assert on_disk == Config().model_dump(mode="json")
+def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    found: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            found.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
+
+
+def test_user_and_advanced_yaml_together_mirror_code_defaults_without_overlap() -> None:
+    user = _leaves(yaml.safe_load((REPO / "conf" / "base.yaml").read_text()))
+    advanced = _leaves(yaml.safe_load((REPO / "conf" / "advanced.yaml").read_text()))
+    assert not set(user) & set(advanced), "a key is in both conf/base.yaml and conf/advanced.yaml"
+    assert {**user, **advanced} == _leaves(Config().model_dump(mode="json"))
+    assert len(user) < len(advanced)  # the user's file is the short one
+
+
+def test_no_fault_injection_key_in_the_config() -> None:
+    keys = _leaves(Config().model_dump(mode="json"))
+    assert not [key for key in keys if "fail" in key or "fault" in key]
+
+
+def test_default_training_and_scoring_history_lengths_agree() -> None:
+    """Training examples and scoring prompts are cut to one history length, so an adapter is served the
+    history length it was tuned on: there is one key, and no training-only one."""
+    cfg = Config()
+    assert "max_history" not in type(cfg.train).model_fields
+    assert cfg.prompt.max_history == 10
 
 
 def test_layers_apply_in_order(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 from instructrec_batch.config import Config
 from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.scoring.job import score_job
+from instructrec_batch.spark import faults
 from tests.helpers import REPO, load_synthetic
 
 
@@ -18,7 +19,9 @@ def _snippet() -> str:
     return found.group(1)
 
 
-def test_readme_reader_snippet_reads_one_night(spark, tiny_cfg: Config, capsys: pytest.CaptureFixture) -> None:
+def test_readme_reader_snippet_reads_one_night(
+    spark, tiny_cfg: Config, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     load_synthetic(spark, tiny_cfg, n_users=10, n_items=60, per_user=10)
     for run_id, date in (("night-1", "2026-11-21"), ("night-2", "2026-11-22")):
         cfg = tiny_cfg.model_copy(update={"run": tiny_cfg.run.model_copy(update={"run_id": run_id, "run_date": date})})
@@ -28,12 +31,14 @@ def test_readme_reader_snippet_reads_one_night(spark, tiny_cfg: Config, capsys: 
     broken = cfg.model_copy(
         update={
             "run": cfg.run.model_copy(update={"run_id": "night-2-broken"}),
-            "score": cfg.score.model_copy(update={"write_scores": True, "fail_during_write": True}),
+            "score": cfg.score.model_copy(update={"write_scores": True}),
         }
     )
     prompts_job(spark, broken)
-    with pytest.raises(Exception, match="injected fault"):
-        score_job(spark, broken)
+    with monkeypatch.context() as armed:
+        armed.setenv(faults.DURING_WRITE_ENV, "1")
+        with pytest.raises(Exception, match="injected fault"):
+            score_job(spark, broken)
     code = _snippet().replace('"work/tables"', repr(str(Path(tiny_cfg.tables_root))))
     scope: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), scope)  # the documented code, unchanged but for the path

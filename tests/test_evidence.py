@@ -433,7 +433,7 @@ def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, t
     write_parquet_inputs(classic_root, {"interactions": inter, "items": items})
     classic = ["--config", str(REPO / "conf" / "local-classic.yaml"), "--workdir", str(tmp_path / "classic")]
     options = ["--set", "engine.master=local[1]", "--set", f"model.base={tiny_cfg.model.base}"]
-    options += ["--set", f"evidence.sequential.min_steps={tiny_cfg.evidence.sequential.min_steps}"]  # as the local run
+    options += ["--set", f"sasrec.min_steps={tiny_cfg.sasrec.min_steps}"]  # as the local run
     for command in (["data", "protocol"], ["evidence"]):
         proc = run_cli([*command, *classic, *options], timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]

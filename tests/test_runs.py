@@ -13,6 +13,7 @@ from instructrec_batch.cli import _config_from, build_parser
 from instructrec_batch.config import Config
 from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.scoring.job import score_job
+from instructrec_batch.spark import faults
 from instructrec_batch.spark import runs as runs_module
 from tests.helpers import load_synthetic
 
@@ -55,7 +56,9 @@ def test_a_job_crossing_midnight_writes_every_row_under_one_run_id(spark, tiny_c
     assert str(recs.run_date.iloc[0]) == "2026-01-01"
 
 
-def test_a_failure_between_the_two_score_writes_leaves_no_complete_run(spark, tiny_cfg, adapter_dir) -> None:
+def test_a_failure_between_the_two_score_writes_leaves_no_complete_run(
+    spark, tiny_cfg, adapter_dir, monkeypatch
+) -> None:
     """Recommendations land, candidate_scores fail: the runs row says 'failed', so the run is not a result."""
     load_synthetic(spark, tiny_cfg, n_users=6, n_items=40, per_user=8)
     cfg = _with_run(tiny_cfg, run_id="night", run_date="2026-01-01")
@@ -66,9 +69,11 @@ def test_a_failure_between_the_two_score_writes_leaves_no_complete_run(spark, ti
     score_job(spark, cfg)
     assert _read(cfg, "runs").query("job == 'score'").status.tolist() == ["succeeded"]
 
-    faulty = cfg.model_copy(update={"score": cfg.score.model_copy(update={"fail_during_write": True, "k": 3})})
-    with pytest.raises(Exception, match="injected fault during the write"):
-        score_job(spark, faulty)
+    faulty = cfg.model_copy(update={"score": cfg.score.model_copy(update={"k": 3})})
+    with monkeypatch.context() as armed:
+        armed.setenv(faults.DURING_WRITE_ENV, "1")
+        with pytest.raises(Exception, match="injected fault during the write"):
+            score_job(spark, faulty)
     recs = _read(cfg, "recommendations")
     assert recs["rank"].max() == 3  # the first write did land (k=3)...
     runs = _read(cfg, "runs").query("job == 'score'")

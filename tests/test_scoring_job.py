@@ -175,14 +175,18 @@ def test_same_top_k_on_local_delta_and_classic_parquet(spark, prompted: Config, 
     assert (local["model_id"] == classic["model_id"]).all()
 
 
-def test_a_run_killed_mid_scoring_leaves_the_table_and_a_rerun_lands_once(spark, prompted: Config) -> None:
+def test_a_run_killed_mid_scoring_leaves_the_table_and_a_rerun_lands_once(
+    spark, prompted: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     score_job(spark, prompted)
     table = deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations"))
     version, before = table.version(), _recs(prompted)
 
-    faulty = _with(prompted, fail_after_batches=faults.batches_scored() + 3, users_per_slice=8)
-    with pytest.raises(Exception, match="injected fault"):
-        score_job(spark, faulty)
+    faulty = _with(prompted, users_per_slice=8)
+    with monkeypatch.context() as armed:
+        armed.setenv(faults.AFTER_BATCHES_ENV, str(faults.batches_scored() + 3))
+        with pytest.raises(Exception, match="injected fault"):
+            score_job(spark, faulty)
     table = deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations"))
     assert table.version() == version  # nothing published: slices only ever reached staging
     pd.testing.assert_frame_equal(_recs(prompted), before)
@@ -195,15 +199,19 @@ def test_a_run_killed_mid_scoring_leaves_the_table_and_a_rerun_lands_once(spark,
     assert deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations")).version() == version + 1
 
 
-def test_a_failure_inside_the_write_leaves_the_table_and_a_rerun_lands_once(spark, prompted: Config) -> None:
-    """score.fail_during_write raises in the tasks producing the recommendations files: no commit."""
+def test_a_failure_inside_the_write_leaves_the_table_and_a_rerun_lands_once(
+    spark, prompted: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The armed write fault raises in the tasks producing the recommendations files: no commit."""
     score_job(spark, prompted)
     path = Path(prompted.tables_root) / "recommendations"
     version, before = deltalake.DeltaTable(str(path)).version(), _recs(prompted)
     files_before = deltalake.DeltaTable(str(path)).file_uris()
 
-    with pytest.raises(Exception, match="injected fault during the write"):
-        score_job(spark, _with(prompted, fail_during_write=True, k=3))
+    with monkeypatch.context() as armed:
+        armed.setenv(faults.DURING_WRITE_ENV, "1")
+        with pytest.raises(Exception, match="injected fault during the write"):
+            score_job(spark, _with(prompted, k=3))
     table = deltalake.DeltaTable(str(path))
     assert table.version() == version and table.file_uris() == files_before
     pd.testing.assert_frame_equal(_recs(prompted), before)  # still k=5, the failed k=3 run is invisible
@@ -313,7 +321,7 @@ def _model_pass(cfg: Config) -> int:
 
 
 def test_a_fusion_head_without_model_weight_ranks_by_the_evidence_without_the_model_and_says_so(
-    spark, prompted: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    spark, prompted: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Training drops the model's score from the head when it adds nothing: the job then ranks by the
     head's evidence alone, logs why, and (score.skip_unused_model, the default) runs no model pass,
@@ -327,8 +335,9 @@ def test_a_fusion_head_without_model_weight_ranks_by_the_evidence_without_the_mo
     with_model = _recs(prompted)
     assert set(with_model.ranked_by) == {"hybrid"} and _model_pass(prompted) == 1
     # Any scored batch would raise: the model pass must not run at all.
-    skipping = _with(prompted, adapter=str(fused), k=20, write_scores=True, fail_after_batches=faults.batches_scored())
-    with caplog.at_level(logging.INFO, logger="instructrec_batch.scoring.job"):
+    skipping = _with(prompted, adapter=str(fused), k=20, write_scores=True)
+    with monkeypatch.context() as armed, caplog.at_level(logging.INFO, logger="instructrec_batch.scoring.job"):
+        armed.setenv(faults.AFTER_BATCHES_ENV, str(faults.batches_scored()))
         score_job(spark, skipping)
     assert "gives the model's score no weight" in caplog.text and "model pass is skipped" in caplog.text
     recs = _recs(prompted)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import EvidenceConfig, SequentialConfig
+from instructrec_batch.config import EvidenceConfig, SasrecConfig
 from instructrec_batch.errors import ContractError
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
 from instructrec_batch.evidence.sasrec import train_sasrec
@@ -18,7 +18,7 @@ from instructrec_batch.evidence.stored import read_run_vectors
 from tests.test_sasrec import ITEMS, _cycles
 
 SCHEMA = "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP"
-SMALL = SequentialConfig(epochs=60, min_steps=0, dim=32, dropout=0.0, batch_size=16, lr=5e-3)
+SMALL = SasrecConfig(epochs=60, min_steps=0, dim=32, dropout=0.0, batch_size=16, lr=5e-3)
 
 
 def _sequence_evidence(spark, train: pd.DataFrame, candidates: pd.DataFrame, holdout=None) -> pd.DataFrame:
@@ -81,7 +81,5 @@ def test_readers_refuse_a_run_without_stored_vectors(spark, cfg) -> None:
     model: without it the error names the table, the run and what to do; with it off there is nothing to read."""
     with pytest.raises(ContractError, match=r"sequence_vectors.*run_id 'nope'.*instructrec-batch evidence"):
         read_run_vectors(spark, cfg, "nope", "a test")
-    off = cfg.model_copy(
-        update={"evidence": cfg.evidence.model_copy(update={"sequential": SequentialConfig(enabled=False)})}
-    )
+    off = cfg.model_copy(update={"evidence": cfg.evidence.model_copy(update={"sequential": False})})
     assert read_run_vectors(spark, off, "nope", "a test") is None

@@ -54,7 +54,7 @@ def bench_evidence(
         cfg.evidence.window,
         cfg.evidence.history,
         cfg.evidence.pairs_per_slice,
-        cfg.evidence.sequential.enabled,
+        cfg.evidence.sequential,
         round(seconds, 2),
         round(users / seconds, 1),
         counts.candidates,

@@ -189,7 +189,7 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
     )
     train = training_interactions(interactions, holdout)
     hybrid_base = scorings.get(HYBRID_BASE)
-    sasrec_stored = "sasrec" in e.methods and e.sasrec_source == "evidence" and cfg.evidence.sequential.enabled
+    sasrec_stored = "sasrec" in e.methods and e.sasrec_source == "evidence" and cfg.evidence.sequential
     readers = [
         name
         for name, reads in (
@@ -221,7 +221,7 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
         "sasrec": (
             (lambda: stored_sasrec_scores(evidence))
             if sasrec_stored
-            else (lambda: sasrec_scores(spark, candidates, train, e.sasrec, e.seed))
+            else (lambda: sasrec_scores(spark, candidates, train, cfg.sasrec, e.seed))
         ),
     }
     dataset = e.dataset or resolve(cfg, "candidates").location

@@ -94,8 +94,8 @@ def evidence_job(spark: SparkSession, cfg: Config) -> EvidenceCounts:
         listed = candidates.where(~null_keys([C.USER_ID, C.ITEM_ID])).select(C.USER_ID, C.ITEM_ID, *ranks)
         train = evidence_interactions(interactions, holdout)
         vectors = None
-        if cfg.evidence.sequential.enabled:  # staged, published after the evidence computed with them
-            model = sequence_vectors(spark, train, cfg.evidence.sequential, cfg.data.seed)
+        if cfg.evidence.sequential:  # staged, published after the evidence computed with them
+            model = sequence_vectors(spark, train, cfg.sasrec, cfg.data.seed)
             write_table(model, cfg, staging.ref("sequence_vectors"))
             vectors = staging.read(spark, "sequence_vectors")
         evidence = staged_evidence(spark, cfg, train, listed, items, staging, "evidence", vectors)

@@ -51,13 +51,13 @@ def read_run_vectors(spark: SparkSession, cfg: Config, run_id: str, needed_by: s
     """`stored_vectors` of `run_id`, None when evidence.sequential is off. `needed_by` names the reader
     in the error raised when the sequential evidence is on but the run has no vectors: evidence read
     without them would weigh a constant where the fitted rankers expect the model's probabilities."""
-    if not cfg.evidence.sequential.enabled:
+    if not cfg.evidence.sequential:
         return None
     vectors = stored_vectors(spark, cfg, run_id)
     if vectors is None:
         raise ContractError(
             f"table 'sequence_vectors' has no rows for run_id '{run_id}', needed by {needed_by} "
             "(evidence.sequential is on): run `instructrec-batch evidence` for that run first, "
-            "or set evidence.sequential.enabled=false"
+            "or set evidence.sequential=false"
         )
     return vectors

@@ -20,7 +20,7 @@ from instructrec_batch.scoring.model import (
     unscored_candidates,
 )
 from instructrec_batch.scoring.progress import reporting
-from instructrec_batch.spark.faults import failing_write
+from instructrec_batch.spark import faults
 from instructrec_batch.spark.input_errors import explains_undecodable_inputs
 from instructrec_batch.spark.runs import recorded_run, run_identity
 from instructrec_batch.spark.tables import (
@@ -81,6 +81,7 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
                 "" if model_pass else "; the model pass is skipped (score.skip_unused_model)",
             )
     slices = max(1, math.ceil(n_users / s.users_per_slice))
+    fault_in_write = faults.armed().during_write
     with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
         run.model_id = model_id
         with reporting(STAGE, n_users if model_pass else 0, s.progress_secs):
@@ -113,7 +114,7 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
             F.lit(prompts_run).alias("prompts_run_id"),
         )
         write_run_scoped(
-            failing_write(recs, "score", s.fail_during_write and not s.write_scores),
+            faults.failing_write(recs, "score", fault_in_write and not s.write_scores),
             cfg,
             resolve(cfg, "recommendations"),
             {C.RUN_ID: identity.run_id},
@@ -131,7 +132,7 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
                 C.LM_SCORE,
             )
             write_run_scoped(
-                failing_write(all_scores, "score", s.fail_during_write),
+                faults.failing_write(all_scores, "score", fault_in_write),
                 cfg,
                 resolve(cfg, "candidate_scores"),
                 {C.RUN_ID: identity.run_id},

@@ -21,6 +21,7 @@ from instructrec_batch.hardware import release_openmp_threads
 from instructrec_batch.models.adapter import AdapterInfo, read_blob, verify_adapter
 from instructrec_batch.models.base import resolve_base
 from instructrec_batch.scoring.udf import MODEL, RETRIEVAL_ORDER, AdapterPayload, ScoringSpec, score_fn, scored_schema
+from instructrec_batch.spark import faults
 from instructrec_batch.spark.engine import is_connect
 from instructrec_batch.spark.tables import read_input
 from instructrec_batch.tracking import ResolvedAdapter, resolve_adapter
@@ -107,7 +108,7 @@ def prepare_model_scoring(
         merge_adapter=s.merge_adapter,
         adapter_sha256=adapter.sha256 if adapter else None,
         template_id=template_id,
-        fail_after_batches=s.fail_after_batches,
+        fail_after_batches=faults.armed().after_batches,
         max_batch_tokens=s.max_batch_tokens,
         cached_models=s.cached_models,
     )

@@ -24,6 +24,7 @@ from instructrec_batch.config import Config
 from instructrec_batch.contracts import TableContract
 from instructrec_batch.errors import ConcurrentWriteError, ConfigError, ContractError, EngineError
 from instructrec_batch.paths import is_catalog_schema, table_location
+from instructrec_batch.spark.conflicts import is_commit_race
 from instructrec_batch.spark.engine import is_connect
 
 log = logging.getLogger(__name__)
@@ -179,13 +180,12 @@ def check_output_format(spark: SparkSession, cfg: Config) -> None:
         )
 
 
-# Messages of a Delta commit that lost a race with another writer (Sail, delta-spark, delta-rs).
-_CONFLICT_MARKERS = ("Failed to commit transaction", "Concurrent", "conflict")
 COMMIT_ATTEMPTS = 4
 
 
 def _save_committed(ref: TableRef, save: Callable[[], None]) -> None:
-    """Run one write; if its Delta commit lost a race with another run's, retry it from scratch.
+    """Run one write; if its Delta commit lost a race with another run's (`is_commit_race`), retry it from
+    scratch.
 
     A failed commit wrote nothing (Delta commits are atomic), and every write here replaces only its
     own run's rows, so re-running it against the newer table version is safe. After the last attempt
@@ -196,7 +196,7 @@ def _save_committed(ref: TableRef, save: Callable[[], None]) -> None:
             save()
             return
         except Exception as exc:
-            if not any(marker.lower() in str(exc).lower() for marker in _CONFLICT_MARKERS):
+            if not is_commit_race(exc):
                 raise
             if attempt == COMMIT_ATTEMPTS:
                 raise ConcurrentWriteError(

@@ -91,7 +91,7 @@ def build_examples(
         "_len", F.count(F.lit(1)).over(Window.partitionBy(C.USER_ID))
     )
     # Only the newest rows can be targets or their histories: bound the self-join below.
-    recent = ranked.where(F.col("_n") <= t.examples_per_user + t.max_history)
+    recent = ranked.where(F.col("_n") <= t.examples_per_user + cfg.prompt.max_history)
 
     is_train_target = (F.col("_n") <= t.examples_per_user) & (F.col("_n") < F.col("_len"))
     train_targets = ranked.where(is_train_target).select(
@@ -139,7 +139,7 @@ def build_examples(
     hist = collect_ordered(
         rows_before_target(recent)
         .withColumn("_k", F.row_number().over(by_example))
-        .where(F.col("_k") <= t.max_history)
+        .where(F.col("_k") <= cfg.prompt.max_history)
         .withColumn(SHOWN, history_text(scale)),
         example_keys,
         [ts, item],  # oldest first

@@ -53,13 +53,13 @@ def _fusion_vectors(
     """The sequential model the fusion lists' evidence is computed with: the run's stored vectors when
     the evidence job wrote them, else one trained here on the same training interactions (a training
     run of its own, e.g. a weekly retrain, needs no evidence run); None with evidence.sequential off."""
-    if not cfg.evidence.sequential.enabled:
+    if not cfg.evidence.sequential:
         return None
     vectors = stored_vectors(spark, cfg, run_id)
     if vectors is None:
         log.info("no sequence_vectors for run %s: training the sequential model for the fusion lists", run_id)
         source = evidence_interactions(interactions, holdout)
-        vectors = sequence_vectors(spark, source, cfg.evidence.sequential, cfg.data.seed)
+        vectors = sequence_vectors(spark, source, cfg.sasrec, cfg.data.seed)
     return vectors
 
 
