@@ -173,13 +173,13 @@ def _run_bench_scoring(spark: Any, cfg: Config, args: argparse.Namespace) -> Any
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from instructrec_batch.data.job import movielens_job, protocol_job
-    from instructrec_batch.evaluation.job import evaluate_job
-    from instructrec_batch.evidence.job import evidence_job
     from instructrec_batch.models.base import KNOWN_MODELS
-    from instructrec_batch.prompts.job import prompts_job
-    from instructrec_batch.scoring.job import score_job
-    from instructrec_batch.training.job import train_job
+    from instructrec_batch.stages.data import movielens_job, protocol_job
+    from instructrec_batch.stages.evaluate import evaluate_job
+    from instructrec_batch.stages.evidence import evidence_job
+    from instructrec_batch.stages.prompts import prompts_job
+    from instructrec_batch.stages.score import score_job
+    from instructrec_batch.stages.train import train_job
 
     common = _common_options()
     parser = argparse.ArgumentParser(prog="instructrec-batch", description=__doc__.splitlines()[0])

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from instructrec_batch.bench.memory import peak_rss
 from instructrec_batch.config import Config
+from instructrec_batch.memory import peak_rss
 from instructrec_batch.models.base import KNOWN_MODELS, pull
 from instructrec_batch.spark.engine import spark_session
 from instructrec_batch.spark.runs import pin_run
@@ -67,12 +67,12 @@ def run_pipeline(
     itself). Without `holdout` the protocol and evaluation stages are skipped: prompts are built for
     the configured candidates table and scored, as on a production night.
     """
-    from instructrec_batch.data.job import protocol_job
-    from instructrec_batch.evaluation.job import evaluate_job
-    from instructrec_batch.evidence.job import evidence_job
-    from instructrec_batch.prompts.job import prompts_job
-    from instructrec_batch.scoring.job import score_job
-    from instructrec_batch.training.job import train_job
+    from instructrec_batch.stages.data import protocol_job
+    from instructrec_batch.stages.evaluate import evaluate_job
+    from instructrec_batch.stages.evidence import evidence_job
+    from instructrec_batch.stages.prompts import prompts_job
+    from instructrec_batch.stages.score import score_job
+    from instructrec_batch.stages.train import train_job
 
     started = time.monotonic()
     first: DataStage | None = data or (("evaluation protocol (holdout, candidates)", protocol_job) if holdout else None)
@@ -139,6 +139,6 @@ def _mlflow_line(cfg: Config, record: TrainingRecord) -> str:
 
 def run_demo(cfg: Config, say: Callable[[str], None] = print) -> PipelineResult:
     """The pipeline on MovieLens-100K: its first stage fetches the data and writes the protocol tables."""
-    from instructrec_batch.data.job import movielens_job
+    from instructrec_batch.stages.data import movielens_job
 
     return run_pipeline(cfg, say, data=("MovieLens-100K tables and evaluation protocol", movielens_job), name="demo")

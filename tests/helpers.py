@@ -15,7 +15,7 @@ import pyarrow as pa
 from pyspark.sql import SparkSession
 
 from instructrec_batch.config import Config
-from instructrec_batch.data.job import protocol_job
+from instructrec_batch.stages.data import protocol_job
 
 REPO = Path(__file__).resolve().parents[1]
 INTERACTIONS_SCHEMA = "user_id BIGINT, item_id BIGINT, event_ts TIMESTAMP, rating DOUBLE"

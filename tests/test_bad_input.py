@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from instructrec_batch.config import Config
-from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ContractError
-from instructrec_batch.evaluation.job import evaluate_job
-from instructrec_batch.evidence.job import evidence_job
-from instructrec_batch.prompts.job import prompts_job
-from instructrec_batch.scoring.job import score_job
-from instructrec_batch.training.job import train_job
+from instructrec_batch.stages.data import protocol_job
+from instructrec_batch.stages.evaluate import evaluate_job
+from instructrec_batch.stages.evidence import evidence_job
+from instructrec_batch.stages.prompts import prompts_job
+from instructrec_batch.stages.score import score_job
+from instructrec_batch.stages.train import train_job
 from tests.helpers import REPO, raw_utf8_column, run_cli, write_input
 from tests.test_prompts_job import T0, _tables
 

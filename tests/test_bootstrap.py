@@ -9,7 +9,7 @@ import pytest
 
 from instructrec_batch.evaluation.bootstrap import bootstrap_mean, paired_difference
 from instructrec_batch.evaluation.intervals import best_pair, with_intervals
-from instructrec_batch.evaluation.metrics import METRICS, metric_values
+from instructrec_batch.ranking.metrics import METRICS, metric_values
 
 
 def test_intervals_are_reproducible_for_a_seed_and_cover_the_mean() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 import deltalake
 
 from instructrec_batch.config import Config
-from instructrec_batch.prompts.job import prompts_job
-from instructrec_batch.scoring.job import score_job
+from instructrec_batch.stages.prompts import prompts_job
+from instructrec_batch.stages.score import score_job
 from tests.helpers import load_synthetic
 
 

@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from instructrec_batch.config import Config
-from instructrec_batch.prompts.job import prompts_job
-from instructrec_batch.scoring.job import score_job
+from instructrec_batch.stages.prompts import prompts_job
+from instructrec_batch.stages.score import score_job
 from tests.helpers import REPO, load_synthetic, run_cli, write_parquet_inputs
 
 pytestmark = pytest.mark.classic  # a JVM in its own process, like the classic-engine tests

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from instructrec_batch.config import Config
-from instructrec_batch.prompts.job import prompts_job
-from instructrec_batch.scoring.job import score_job
 from instructrec_batch.spark import faults
+from instructrec_batch.stages.prompts import prompts_job
+from instructrec_batch.stages.score import score_job
 from tests.helpers import REPO, load_synthetic
 
 

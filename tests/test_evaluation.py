@@ -13,16 +13,16 @@ from pyspark.sql import functions as F
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ConfigError, ContractError
 from instructrec_batch.evaluation.baselines import (
-    blend_lists,
     itemknn_scores,
     popularity_scores,
     random_scores,
     training_interactions,
 )
-from instructrec_batch.evaluation.job import GAIN_LABEL, GAIN_SPLITS, evaluate_job
-from instructrec_batch.evaluation.metrics import metrics_table, target_ranks
-from instructrec_batch.evidence.job import evidence_job
-from instructrec_batch.prompts.job import prompts_job
+from instructrec_batch.evidence.lists import blend_lists
+from instructrec_batch.ranking.metrics import metrics_table, target_ranks
+from instructrec_batch.stages.evaluate import GAIN_LABEL, GAIN_SPLITS, evaluate_job
+from instructrec_batch.stages.evidence import evidence_job
+from instructrec_batch.stages.prompts import prompts_job
 from tests.helpers import load_synthetic
 
 T0 = datetime(2024, 1, 1)
@@ -231,9 +231,9 @@ def test_random_baseline_is_independent_of_the_negative_sampling(spark, cfg: Con
 
 def test_evaluate_reuses_the_score_jobs_candidate_scores(spark, evaluated_inputs: Config) -> None:
     from instructrec_batch import executor_cache
-    from instructrec_batch.scoring.job import score_job
     from instructrec_batch.scoring.model import prepare_model_scoring
     from instructrec_batch.scoring.udf import model_cache_key, resolve_dtype
+    from instructrec_batch.stages.score import score_job
 
     cfg = evaluated_inputs.model_copy(
         update={

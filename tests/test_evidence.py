@@ -25,9 +25,9 @@ from instructrec_batch.evidence.features import (
     nearest_items,
     user_sequences,
 )
-from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker, quadratic, squared
 from instructrec_batch.evidence.sequential import SEQUENCE_FLOOR
 from instructrec_batch.evidence.staged import staged_evidence
+from instructrec_batch.ranking.ranker import LinearRanker, fit_ranker, quadratic, squared
 from instructrec_batch.spark.tables import Staging
 from tests.helpers import REPO, load_synthetic, run_cli, write_input, write_parquet_inputs
 
@@ -414,7 +414,7 @@ def test_ranker_column_equals_numpy(spark) -> None:
 
 @pytest.mark.classic
 def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, tmp_path: Path) -> None:
-    from instructrec_batch.evidence.job import evidence_job
+    from instructrec_batch.stages.evidence import evidence_job
 
     inter, items = load_synthetic(spark, tiny_cfg, n_users=20, n_items=80, per_user=10)
     items = items.assign(
@@ -453,7 +453,7 @@ def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, t
 
 
 def test_two_stage_head_collapses_to_one_linear_head_with_the_same_ranking() -> None:
-    from instructrec_batch.training.fusion import BLEND, collapse
+    from instructrec_batch.ranking.fusion import BLEND, collapse
 
     rng = np.random.default_rng(2)
     frame = pd.DataFrame({c: rng.normal(size=50) for c in (C.LM_SCORE, *C.EVIDENCE_COLUMNS)})
@@ -487,7 +487,7 @@ def _fusion_lists(lm_weight: float, users: int = 120, seed: int = 4) -> pd.DataF
 def test_fusion_head_keeps_a_score_that_adds_and_drops_one_that_does_not() -> None:
     """A model score that carries what the evidence lacks gets weight; pure noise gets none, and the
     head then ranks exactly as the blend it is built on does."""
-    from instructrec_batch.training.fusion import stack_head
+    from instructrec_batch.ranking.fusion import stack_head
 
     blend = LinearRanker((C.EV_COOC_SUM,), (0.0,), (1.0,), (1.0,))
     useful, useful_figures = stack_head(_fusion_lists(3.0), blend, blend, seed=42)
@@ -511,7 +511,7 @@ def test_an_evidence_table_from_an_older_version_is_refused_before_writing(spark
     from deltalake import write_deltalake
 
     from instructrec_batch.errors import ContractError
-    from instructrec_batch.evidence.job import evidence_job
+    from instructrec_batch.stages.evidence import evidence_job
 
     load_synthetic(spark, tiny_cfg, n_users=6, n_items=30, per_user=6)
     old = [c for c in C.EVIDENCE_COLUMNS if c not in (C.EV_TEXT_MEAN, C.EV_TEXT_RECENT)]

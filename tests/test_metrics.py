@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from instructrec_batch import contracts as C
-from instructrec_batch.evaluation.metrics import METRICS, metrics_table, target_ranks
 from instructrec_batch.evaluation.spark_metrics import metrics_frame
+from instructrec_batch.ranking.metrics import METRICS, metrics_table, target_ranks
 
 SCORES_SCHEMA = "method STRING, user_id BIGINT, item_id BIGINT, score DOUBLE"
 
@@ -111,7 +111,7 @@ def _informed_lists(users: int = 300, size: int = 10, seed: int = 5) -> pd.DataF
 
 
 def test_cross_validated_gain_finds_what_a_score_adds_and_nothing_in_noise() -> None:
-    from instructrec_batch.evaluation.added import cross_validated_gain
+    from instructrec_batch.ranking.added import cross_validated_gain
 
     frame = _informed_lists()
     useful = cross_validated_gain(frame, ["a"], "b", splits=4, seed=1)
@@ -125,7 +125,7 @@ def test_cross_validated_gain_finds_what_a_score_adds_and_nothing_in_noise() -> 
 
 
 def test_cross_validated_gain_needs_lists_with_one_target() -> None:
-    from instructrec_batch.evaluation.added import cross_validated_gain
+    from instructrec_batch.ranking.added import cross_validated_gain
 
     frame = _informed_lists(users=5)
     assert cross_validated_gain(frame, ["a"], "b", splits=2, seed=0) is not None

@@ -6,9 +6,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.prompts.budget import fit_history, prompt_tokens
 from instructrec_batch.prompts.render import UserContext, candidate_text, render_listwise, render_pointwise
-from instructrec_batch.prompts.sanitize import clean_text
 from instructrec_batch.prompts.templates import ANSWER_CUE, TASK_FORMS, load_templates
 from instructrec_batch.prompts.text_udfs import LineCounter, cap_tokens, splits_at_newlines, token_counter
+from instructrec_batch.text.sanitize import clean_text
 
 TEMPLATES = load_templates("v1")
 PW = TEMPLATES.get("pointwise-0")

@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from instructrec_batch.data.job import protocol_job
+from instructrec_batch.stages.data import protocol_job
 from tests.helpers import (
     INTERACTIONS_SCHEMA,
     ITEMS_SCHEMA,

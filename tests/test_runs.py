@@ -11,10 +11,10 @@ import pytest
 
 from instructrec_batch.cli import _config_from, build_parser
 from instructrec_batch.config import Config
-from instructrec_batch.prompts.job import prompts_job
-from instructrec_batch.scoring.job import score_job
 from instructrec_batch.spark import faults
 from instructrec_batch.spark import runs as runs_module
+from instructrec_batch.stages.prompts import prompts_job
+from instructrec_batch.stages.score import score_job
 from tests.helpers import load_synthetic
 
 

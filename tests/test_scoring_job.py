@@ -13,11 +13,11 @@ from instructrec_batch import executor_cache
 from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ArtifactError, ConfigError, ContractError
-from instructrec_batch.evidence.job import evidence_job
-from instructrec_batch.prompts.job import prompts_job
-from instructrec_batch.scoring.job import score_job
 from instructrec_batch.scoring.udf import ScoringSpec, model_cache_key, resolve_dtype
 from instructrec_batch.spark import faults
+from instructrec_batch.stages.evidence import evidence_job
+from instructrec_batch.stages.prompts import prompts_job
+from instructrec_batch.stages.score import score_job
 from tests.helpers import ITEMS_SCHEMA, REPO, load_synthetic, run_cli, write_input
 
 
@@ -288,8 +288,8 @@ def _with_head(adapter: Path, folder: Path, weights: tuple[float, float]) -> Pat
     import json
 
     from instructrec_batch import contracts as C
-    from instructrec_batch.evidence.ranker import LinearRanker
     from instructrec_batch.models.adapter import FUSION_HEAD, MANIFEST, adapter_sha256
+    from instructrec_batch.ranking.ranker import LinearRanker
 
     shutil.copytree(adapter, folder)
     head = LinearRanker((C.LM_SCORE, C.EV_POPULARITY), (0.0, 0.0), (1.0, 1.0), weights)
@@ -336,7 +336,7 @@ def test_a_fusion_head_without_model_weight_ranks_by_the_evidence_without_the_mo
     assert set(with_model.ranked_by) == {"hybrid"} and _model_pass(prompted) == 1
     # Any scored batch would raise: the model pass must not run at all.
     skipping = _with(prompted, adapter=str(fused), k=20, write_scores=True)
-    with monkeypatch.context() as armed, caplog.at_level(logging.INFO, logger="instructrec_batch.scoring.job"):
+    with monkeypatch.context() as armed, caplog.at_level(logging.INFO, logger="instructrec_batch.stages.score"):
         armed.setenv(faults.AFTER_BATCHES_ENV, str(faults.batches_scored()))
         score_job(spark, skipping)
     assert "gives the model's score no weight" in caplog.text and "model pass is skipped" in caplog.text

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from instructrec_batch.config import Config
-from instructrec_batch.prompts.job import prompts_job
+from instructrec_batch.stages.prompts import prompts_job
 from tests.helpers import REPO, load_synthetic
 
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"

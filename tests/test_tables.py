@@ -5,9 +5,9 @@ import pytest
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import build_config
-from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ContractError
 from instructrec_batch.spark.tables import read_input, resolve, write_table
+from instructrec_batch.stages.data import protocol_job
 from tests.helpers import load_synthetic, write_input
 
 ITEMS = pd.DataFrame({"item_id": [1, 2, 3], "title": ["A", "B", "C"]})
@@ -69,7 +69,7 @@ def test_catalog_names_and_paths_go_through_the_same_io(spark, tiny_cfg) -> None
     """Items in a catalog table, interactions/candidates at paths, prompts written to a catalog table."""
     import uuid
 
-    from instructrec_batch.prompts.job import prompts_job
+    from instructrec_batch.stages.prompts import prompts_job
     from tests.helpers import ITEMS_SCHEMA
 
     suffix = uuid.uuid4().hex[:8]

@@ -9,12 +9,12 @@ from mlflow import MlflowClient
 
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ArtifactError, ConfigError
-from instructrec_batch.evaluation.job import evaluate_job
-from instructrec_batch.evidence.job import evidence_job
-from instructrec_batch.prompts.job import prompts_job
-from instructrec_batch.scoring.job import score_job
+from instructrec_batch.stages.evaluate import evaluate_job
+from instructrec_batch.stages.evidence import evidence_job
+from instructrec_batch.stages.prompts import prompts_job
+from instructrec_batch.stages.score import score_job
+from instructrec_batch.stages.train import train_job
 from instructrec_batch.tracking import store_uri
-from instructrec_batch.training.job import train_job
 from tests.helpers import load_synthetic
 
 

@@ -15,19 +15,19 @@ from transformers import AutoTokenizer
 from instructrec_batch import contracts as C
 from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
 from instructrec_batch.config import Config
-from instructrec_batch.data.job import protocol_job
 from instructrec_batch.errors import ArtifactError
 from instructrec_batch.evidence.features import NEAR
-from instructrec_batch.evidence.job import evidence_job
 from instructrec_batch.models.adapter import load_adapter, verify_adapter
 from instructrec_batch.models.base import BaseModel, load_causal_lm, resolve_base
 from instructrec_batch.models.forward import last_logits, pad_id_of
-from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.prompts.render import context_of, render_pointwise
 from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.spark.tables import read_input
+from instructrec_batch.stages.data import protocol_job
+from instructrec_batch.stages.evidence import evidence_job
+from instructrec_batch.stages.prompts import prompts_job
+from instructrec_batch.stages.train import train_job
 from instructrec_batch.training.examples import _sample_negatives, build_examples, collect_examples
-from instructrec_batch.training.job import train_job
 from tests.helpers import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, load_synthetic, write_input
 
 

@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 
 from pyspark.sql import SparkSession
 
-from instructrec_batch.bench.memory import peak_rss
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
-from instructrec_batch.evidence.job import evidence_job
+from instructrec_batch.memory import peak_rss
+from instructrec_batch.stages.evidence import evidence_job
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.bench.memory import peak_rss
 from instructrec_batch.config import Config
-from instructrec_batch.evidence.job import evidence_job
-from instructrec_batch.prompts.job import prompts_job
+from instructrec_batch.memory import peak_rss
 from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.spark.tables import resolve, write_table
+from instructrec_batch.stages.evidence import evidence_job
+from instructrec_batch.stages.prompts import prompts_job
 
 _WORDS = ["Star", "Night", "Love", "War", "City", "King", "Dream", "Story", "Return", "Secret", "Last", "River"]
 

@@ -27,20 +27,20 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.bench.memory import peak_rss
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
-from instructrec_batch.evidence.job import evidence_job
+from instructrec_batch.memory import peak_rss
 from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
 from instructrec_batch.models.forward import pad_id_of
 from instructrec_batch.prompts.encoding import encode
-from instructrec_batch.prompts.job import prompts_job
 from instructrec_batch.prompts.render import context_of, render_listwise, render_pointwise
 from instructrec_batch.prompts.templates import Template, load_templates
-from instructrec_batch.scoring.job import score_job
 from instructrec_batch.scoring.scorers import ModelHandle, Scorer, ScoringPrompt, make_scorer
 from instructrec_batch.scoring.udf import pick_device, resolve_dtype
 from instructrec_batch.spark.tables import read_input
+from instructrec_batch.stages.evidence import evidence_job
+from instructrec_batch.stages.prompts import prompts_job
+from instructrec_batch.stages.score import score_job
 
 
 @dataclass(frozen=True)

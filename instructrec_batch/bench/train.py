@@ -15,14 +15,14 @@ from dataclasses import asdict, dataclass
 from pyspark.sql import SparkSession
 
 from instructrec_batch import contracts as C
-from instructrec_batch.bench.memory import peak_rss
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
-from instructrec_batch.data.job import protocol_job
+from instructrec_batch.memory import peak_rss
 from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
 from instructrec_batch.models.forward import pad_id_of
 from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.spark.tables import read_input
+from instructrec_batch.stages.data import protocol_job
 from instructrec_batch.training.examples import TRAIN, VALID, build_examples
 from instructrec_batch.training.sequences import sequences
 from instructrec_batch.training.trainer import train_lora

@@ -12,18 +12,14 @@ interactions (held-out rows removed), so none sees anything the model cannot:
 
 from __future__ import annotations
 
-import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import Config, EvidenceConfig, SasrecConfig
-from instructrec_batch.data.protocol import sample_candidates, sample_users, shown_items, usable_interactions
-from instructrec_batch.evaluation.metrics import SCORE
-from instructrec_batch.evidence.features import candidate_evidence
-from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker, quadratic
-
-VALIDATION_SALT = 1000  # validation lists draw negatives with data.seed + this, apart from the test lists
+from instructrec_batch.config import EvidenceConfig, SasrecConfig
+from instructrec_batch.evidence.lists import list_evidence
+from instructrec_batch.ranking.blend import fit_blend, with_evidence
+from instructrec_batch.ranking.metrics import SCORE
 
 
 def training_interactions(interactions: DataFrame, holdout: DataFrame) -> DataFrame:
@@ -89,63 +85,6 @@ def itemknn_scores(candidates: DataFrame, train: DataFrame) -> DataFrame:
     )
 
 
-BLEND_USERS = 5000  # an evidence blend is fitted on the validation lists of a seeded sample of this many users
-
-
-def validation_lists(
-    interactions: DataFrame, items: DataFrame, holdout: DataFrame, users: DataFrame, cfg: Config
-) -> DataFrame:
-    """user_id, item_id, positive: each of `users`' valid item plus data.negatives sampled negatives.
-
-    Drawn by the protocol's own sampler (items the user never interacted with, shown items only), so
-    the lists look like the test lists, but from the validation split: no test item is ever a row.
-    """
-    valid = holdout.where(F.col(C.SPLIT) == C.SPLIT_VALID).join(users, C.USER_ID, "left_semi")
-    as_target = valid.withColumn(C.SPLIT, F.lit(C.SPLIT_TEST))
-    usable, _ = usable_interactions(interactions, items)
-    lists = sample_candidates(
-        usable, shown_items(items), as_target, seed=cfg.data.seed + VALIDATION_SALT, negatives=cfg.data.negatives
-    )
-    marked = valid.select(C.USER_ID, C.ITEM_ID, F.lit(True).alias("positive"))
-    return (
-        lists.select(C.USER_ID, C.ITEM_ID)
-        .join(marked, [C.USER_ID, C.ITEM_ID], "left")
-        .select(C.USER_ID, C.ITEM_ID, F.coalesce(F.col("positive"), F.lit(False)).alias("positive"))
-    )
-
-
-def blend_lists(interactions: DataFrame, items: DataFrame, holdout: DataFrame, cfg: Config) -> DataFrame:
-    """validation_lists of a sample of BLEND_USERS users with a validation row (seeded by data.seed):
-    what an evidence blend is fitted on, whichever users are evaluated, so that the blend baseline and
-    the fusion head's blend learn from the same lists."""
-    users = holdout.where(F.col(C.SPLIT) == C.SPLIT_VALID).select(C.USER_ID).distinct()
-    return validation_lists(interactions, items, holdout, sample_users(users, BLEND_USERS, cfg.data.seed), cfg)
-
-
-def list_evidence(
-    source: DataFrame, lists: DataFrame, cfg: EvidenceConfig, items: DataFrame, vectors: DataFrame | None
-) -> pd.DataFrame:
-    """The evidence of labelled `lists` (user_id, item_id, positive) from training interactions `source`
-    (and the run's sequence `vectors`, None without sequential evidence), collected to the driver in
-    (user_id, item_id) order, so that a fit does not follow Spark's row order."""
-    fitted = candidate_evidence(source, lists.select(C.USER_ID, C.ITEM_ID), cfg, items, vectors).join(
-        lists, [C.USER_ID, C.ITEM_ID]
-    )
-    return fitted.toPandas().sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
-
-
-# The blend's terms: each evidence column and its square. The square lets the blend bend a feature's
-# effect where a straight line cannot follow it (the sequential score's floor for items its model never
-# saw, co-occurrence that saturates): on short histories, where those matter most, it ranks the
-# test lists better than the evidence columns alone (see the README, Quality).
-BLEND_TERMS = quadratic(C.EVIDENCE_COLUMNS)
-
-
-def fit_blend(lists: pd.DataFrame) -> LinearRanker:
-    """The evidence blend over BLEND_TERMS, fitted on `list_evidence` rows."""
-    return fit_ranker(lists, BLEND_TERMS, lists[C.USER_ID].to_numpy(), lists["positive"].to_numpy())
-
-
 def blend_scores(
     candidates: DataFrame,
     evidence: DataFrame,
@@ -159,8 +98,7 @@ def blend_scores(
     the candidates' evidence rows (`evidence`, from the evidence job). `source` (training interactions),
     `items` and the run's sequence `vectors` feed the lists' evidence, as they fed the evidence job's."""
     ranker = fit_blend(list_evidence(source, lists, cfg, items, vectors))
-    joined = candidates.join(evidence, [C.USER_ID, C.ITEM_ID], "left").fillna(0.0, subset=list(C.EVIDENCE_COLUMNS))
-    return joined.select(C.USER_ID, C.ITEM_ID, ranker.column().alias(SCORE))
+    return with_evidence(candidates, evidence).select(C.USER_ID, C.ITEM_ID, ranker.column().alias(SCORE))
 
 
 def stored_sasrec_scores(evidence: DataFrame) -> DataFrame:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from instructrec_batch import contracts as C
 from instructrec_batch.evaluation.bootstrap import bootstrap_mean, paired_difference
-from instructrec_batch.evaluation.metrics import METHOD, METRICS, TARGET_RANK, Metric, metric_values
+from instructrec_batch.ranking.metrics import METHOD, METRICS, TARGET_RANK, Metric, metric_values
 
 METRICS_SCHEMA = (
     "run_id string, method string, metric string, k int, value double, ci_low double, ci_high double, "

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from instructrec_batch.evaluation.intervals import difference_rows, plain_rows, significant
-from instructrec_batch.evaluation.metrics import METHOD, METRICS, Metric
+from instructrec_batch.ranking.metrics import METHOD, METRICS, Metric
 
 REPORT_FILE = "report.md"
 CHART_FILE = "metrics.png"

@@ -10,7 +10,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.evaluation.metrics import METHOD, METRICS, SCORE, TARGET_RANK, Metric
+from instructrec_batch.ranking.metrics import METHOD, METRICS, SCORE, TARGET_RANK, Metric
 
 
 def target_ranks(scores: DataFrame, targets: DataFrame) -> DataFrame:

@@ -29,15 +29,14 @@ from instructrec_batch.config import Config
 from instructrec_batch.evidence.features import (
     SEQUENCE,
     compared_candidates,
-    item_categories,
     item_counts,
-    item_words,
     part_evidence,
     sequential_evidence,
     text_similarity,
     user_sequences,
 )
 from instructrec_batch.spark.tables import Staging, write_table
+from instructrec_batch.text.items import item_categories, item_words
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from instructrec_batch.errors import ArtifactError
-from instructrec_batch.evidence.ranker import LinearRanker
 from instructrec_batch.hashing import sha256_file
 from instructrec_batch.models.base import pickle_weight_files
+from instructrec_batch.ranking.ranker import LinearRanker
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 FUSION_HEAD = "fusion_head.json"  # optional; hashed with the adapter files when present

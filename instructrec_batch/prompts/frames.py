@@ -11,10 +11,10 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ConfigError
-from instructrec_batch.evidence.features import CATEGORY, item_categories
 from instructrec_batch.prompts.templates import Template
 from instructrec_batch.prompts.text_udfs import ATTRIBUTE_SEPARATOR, TASTE, clean_titles_fn
 from instructrec_batch.spark.rejects import utf8_text
+from instructrec_batch.text.items import CATEGORY, item_categories
 
 
 def titled_items(items: DataFrame, cfg: Config, tokenizer_path: str) -> DataFrame:

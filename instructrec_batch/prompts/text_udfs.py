@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from instructrec_batch import contracts as C
-from instructrec_batch.prompts.sanitize import ELLIPSIS, clean_text
+from instructrec_batch.text.sanitize import ELLIPSIS, clean_text
 
 
 def tokenizer_for(path: str) -> Any:

@@ -16,10 +16,11 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.errors import ConfigError, ContractError
-from instructrec_batch.evidence.ranker import LinearRanker
 from instructrec_batch.hardware import release_openmp_threads
 from instructrec_batch.models.adapter import AdapterInfo, read_blob, verify_adapter
 from instructrec_batch.models.base import resolve_base
+from instructrec_batch.ranking.blend import with_evidence
+from instructrec_batch.ranking.ranker import LinearRanker
 from instructrec_batch.scoring.udf import MODEL, RETRIEVAL_ORDER, AdapterPayload, ScoringSpec, score_fn, scored_schema
 from instructrec_batch.spark import faults
 from instructrec_batch.spark.engine import is_connect
@@ -169,10 +170,9 @@ def fuse(scored: DataFrame, evidence: DataFrame, head: LinearRanker, score: str 
 
     The model's own score is read from `lm_score` (null on evidence rows, where the head gives it no
     weight). The score job has checked that the evidence covers every candidate
-    (evidence.stored.read_run_evidence); the zero fill is only a safety net, and equals what the
-    evidence job writes for an item nobody interacted with.
+    (evidence.stored.read_run_evidence); the fill of `ranking.blend.with_evidence` is only a safety net.
     """
-    joined = scored.join(evidence, [C.USER_ID, C.ITEM_ID], "left").fillna(0.0, subset=list(C.EVIDENCE_COLUMNS))
+    joined = with_evidence(scored, evidence)
     by_head = F.col("ranked_by").isin(MODEL, EVIDENCE)
     return (
         joined.withColumn(score, F.when(by_head, head.column()).otherwise(F.col(score)))

@@ -16,19 +16,19 @@ import logging
 from contextlib import nullcontext
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
-from instructrec_batch.evaluation.added import POSITIVE, cross_validated_gain
-from instructrec_batch.evaluation.baselines import BLEND_TERMS, blend_lists, fit_blend, list_evidence
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
-from instructrec_batch.evidence.ranker import LinearRanker, fit_ranker
+from instructrec_batch.evidence.lists import blend_lists, list_evidence
 from instructrec_batch.prompts.render import context_of
 from instructrec_batch.prompts.templates import TemplateSet
+from instructrec_batch.ranking.blend import BLEND_TERMS, fill_missing_evidence, fit_blend
+from instructrec_batch.ranking.fusion import mrr, stack_head
+from instructrec_batch.ranking.ranker import LinearRanker, fit_ranker
 
 log = logging.getLogger(__name__)
 
@@ -96,71 +96,12 @@ def fit_fusion_head(
     scored = model_scores(model, tokenizer, pad_id, local, templates, cfg)
     rows = lists.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
     evidence = candidate_evidence(source, rows, cfg.evidence, items, vectors).toPandas()
-    frame = scored.merge(evidence, on=[C.USER_ID, C.ITEM_ID], how="left").fillna(0.0)
+    frame = fill_missing_evidence(scored.merge(evidence, on=[C.USER_ID, C.ITEM_ID], how="left"))
     frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
     head, figures = stack_head(frame, held_out, blend, cfg.train.seed)
     figures = {"fusion_lists": len(local), "blend_lists": int(fitted[C.USER_ID].nunique()), **figures}
     log.info("fusion head fitted: %s", figures)
     return head, figures
-
-
-FUSION_HALVINGS = 20  # random halvings of the fusion lists that decide whether the model's score is kept
-
-
-def stack_head(
-    frame: pd.DataFrame, held_out: LinearRanker, blend: LinearRanker, seed: int
-) -> tuple[LinearRanker, dict[str, Any]]:
-    """The head over [model score, evidence] from the fusion lists' rows, and what it achieves there.
-
-    `frame` holds one row per candidate: user_id, item_id, lm_score, the evidence columns and
-    `positive`; `held_out` is an evidence blend fitted without these lists' users, `blend` the one
-    the head is built on. The weights of [model score, held-out blend score] are fitted on these
-    lists only if the model's score adds to that blend when cross-validated over their users
-    (rankers fitted on random halves rank the other half) by more than one standard error over
-    users: on a few lists a weight fitted to noise reorders the blend's lists for nothing (a score
-    that is pure noise passes about one time in six), so a score without that evidence gets weight 0
-    and the head ranks exactly as `blend` does. The two linear stages collapse into one linear head
-    over [model score, evidence].
-    """
-    frame = frame.assign(**{BLEND: held_out.apply(frame)})
-    groups, positive = frame[C.USER_ID].to_numpy(), frame[POSITIVE].to_numpy(dtype=bool)
-    added = cross_validated_gain(frame, (BLEND,), C.LM_SCORE, FUSION_HALVINGS, seed)
-    kept = added is None or added.gain > added.se  # too few lists to tell: keep the fitted weights
-    stack = fit_ranker(frame, (C.LM_SCORE, BLEND), groups, positive) if kept else BLEND_ONLY
-    head = collapse(stack, blend)
-    figures = {
-        "fusion_mrr_model": _mrr(frame[C.LM_SCORE].to_numpy(), groups, positive),
-        "fusion_mrr_evidence": _mrr(frame[BLEND].to_numpy(), groups, positive),
-        "fusion_mrr_head": _mrr(stack.apply(frame), groups, positive),  # with the held-out blend
-        "fusion_gain": None if added is None else round(added.gain, 4),
-        "fusion_gain_se": None if added is None else round(added.se, 4),
-        "model_kept": kept,
-        "weight_model": round(stack.weights[0], 4),
-        "weight_evidence": round(stack.weights[1], 4),
-    }
-    return head, figures
-
-
-BLEND = "_blend"
-BLEND_ONLY = LinearRanker((C.LM_SCORE, BLEND), (0.0, 0.0), (1.0, 1.0), (0.0, 1.0))  # the blend's own order
-
-
-def collapse(stack: LinearRanker, blend: LinearRanker) -> LinearRanker:
-    """One linear head over [model score, evidence] that ranks exactly like `stack` over
-    [model score, blend score] (they differ by a constant, which no ranking sees)."""
-    (m_lm, _), (s_lm, s_blend), (w_lm, w_blend) = stack.mean, stack.scale, stack.weights
-    return LinearRanker(
-        (C.LM_SCORE, *blend.features),
-        (m_lm, *blend.mean),
-        (s_lm, *blend.scale),
-        (w_lm, *(w_blend / s_blend * w for w in blend.weights)),
-    )
-
-
-def _mrr(scores: np.ndarray, groups: np.ndarray, positive: np.ndarray) -> float:
-    frame = pd.DataFrame({"g": groups, "s": scores, "p": positive})
-    frame["rank"] = frame.groupby("g")["s"].rank(ascending=False, method="first")
-    return round(float((1.0 / frame.loc[frame.p, "rank"]).mean()), 4)
 
 
 def evidence_priors(
@@ -195,7 +136,7 @@ def evidence_priors(
         .rename(columns={"candidate_ids": C.ITEM_ID})
     )
     long[C.ITEM_ID] = long[C.ITEM_ID].astype(evidence[C.ITEM_ID].dtype)
-    long = long.merge(evidence, on=keys, how="left").fillna({c: 0.0 for c in C.EVIDENCE_COLUMNS})
+    long = fill_missing_evidence(long.merge(evidence, on=keys, how="left"))
     long = long.sort_values(keys, ignore_index=True)  # row order from Spark varies
     train = long[long.kind == TRAIN]
     groups = train[C.USER_ID].astype(str) + "\0" + train[AS_OF].astype(str)
@@ -211,8 +152,10 @@ def evidence_priors(
         for row in out.itertuples(index=False)
     ]
     positive = (train[C.ITEM_ID] == train[AS_OF]).to_numpy()
-    mrr = _mrr(long.loc[long.kind == TRAIN, "_prior"].to_numpy(), groups.to_numpy(), positive)
+    prior_mrr = mrr(long.loc[long.kind == TRAIN, "_prior"].to_numpy(), groups.to_numpy(), positive)
     log.info(
-        "evidence priors: blend fitted on %d training examples (MRR of the prior alone %.4f)", groups.nunique(), mrr
+        "evidence priors: blend fitted on %d training examples (MRR of the prior alone %.4f)",
+        groups.nunique(),
+        prior_mrr,
     )
     return out, blend

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from instructrec_batch import contracts as C
-from instructrec_batch.evaluation.metrics import SCORE, Metric, metric_values, target_ranks
-from instructrec_batch.evidence.ranker import fit_ranker
+from instructrec_batch.ranking.blend import POSITIVE
+from instructrec_batch.ranking.metrics import SCORE, Metric, metric_values, target_ranks
+from instructrec_batch.ranking.ranker import fit_ranker
 
-POSITIVE = "positive"
 GAIN_METRIC = Metric("NDCG", 10)
 
 

@@ -19,10 +19,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
 from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.errors import ConfigError
-from instructrec_batch.evaluation.added import POSITIVE, AddedValue, cross_validated_gain
 from instructrec_batch.evaluation.baselines import (
-    BLEND_TERMS,
-    blend_lists,
     blend_scores,
     itemknn_scores,
     popularity_scores,
@@ -32,11 +29,14 @@ from instructrec_batch.evaluation.baselines import (
     training_interactions,
 )
 from instructrec_batch.evaluation.intervals import METRICS_SCHEMA, with_intervals
-from instructrec_batch.evaluation.metrics import METHOD, SCORE
 from instructrec_batch.evaluation.report import ReportPaths, interval_table, markdown_table, wide_table, write_report
 from instructrec_batch.evaluation.spark_metrics import metrics_frame, target_ranks
 from instructrec_batch.evidence.features import evidence_interactions
+from instructrec_batch.evidence.lists import blend_lists
 from instructrec_batch.evidence.stored import read_run_evidence, read_run_vectors
+from instructrec_batch.ranking.added import AddedValue, cross_validated_gain
+from instructrec_batch.ranking.blend import BLEND_TERMS, POSITIVE, with_evidence
+from instructrec_batch.ranking.metrics import METHOD, SCORE
 from instructrec_batch.scoring.model import (
     EVIDENCE,
     HYBRID,
@@ -147,17 +147,12 @@ def _model_gain(model: DataFrame, evidence: DataFrame, targets: DataFrame, seed:
     """cross_validated_gain of the model's scores (user_id, item_id, score) over the evidence, on up to
     GAIN_USERS users' lists (None with too few)."""
     keys = [C.USER_ID, C.ITEM_ID]
+    scored = model.select(*keys, F.col(SCORE).alias(C.LM_SCORE))
     rows = (
-        model.select(*keys, F.col(SCORE).alias(C.LM_SCORE))
-        .join(evidence.select(*keys, *C.EVIDENCE_COLUMNS), keys, "left")
+        with_evidence(scored, evidence.select(*keys, *C.EVIDENCE_COLUMNS))
         .join(targets.select(*keys, F.lit(True).alias("_target")), keys, "left")
         .join(sample_users(targets.select(C.USER_ID), GAIN_USERS, seed), C.USER_ID, "left_semi")
-        .select(
-            *keys,
-            C.LM_SCORE,
-            *[F.coalesce(F.col(c), F.lit(0.0)).alias(c) for c in C.EVIDENCE_COLUMNS],
-            F.col("_target").isNotNull().alias(POSITIVE),
-        )
+        .select(*keys, C.LM_SCORE, *C.EVIDENCE_COLUMNS, F.col("_target").isNotNull().alias(POSITIVE))
     )
     return cross_validated_gain(rows.toPandas(), BLEND_TERMS, C.LM_SCORE, GAIN_SPLITS, seed)
 

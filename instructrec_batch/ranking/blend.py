@@ -1,0 +1,48 @@
+"""The evidence blend: its terms, its fit, and how a candidate without evidence is filled.
+
+The blend is a linear listwise ranker (`ranker.LinearRanker`) over BLEND_TERMS, fitted on labelled
+lists (a validation item and sampled negatives per user). It is the strongest ranker that needs no
+language model, the baseline the hybrid must beat, and the base the fusion head adds the model's score
+to. Every ranker over evidence columns reads them through `fill_missing_evidence` (pandas) or
+`with_evidence` (Spark), so a candidate the evidence job has no row for is ranked the same way
+everywhere: as a candidate with no collaborative signal (every column 0).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from instructrec_batch import contracts as C
+from instructrec_batch.ranking.ranker import LinearRanker, fit_ranker, quadratic
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+POSITIVE = "positive"  # a labelled list's column: True on the list's one target
+
+# The blend's terms: each evidence column and its square. The square lets the blend bend a feature's
+# effect where a straight line cannot follow it (the sequential score's floor for items its model never
+# saw, co-occurrence that saturates); docs/experiments/30-quadratic-blend measured it.
+BLEND_TERMS = quadratic(C.EVIDENCE_COLUMNS)
+
+MISSING_EVIDENCE = 0.0  # the value of every evidence column of a candidate the evidence has no row for
+
+
+def fill_missing_evidence(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with every evidence column's missing values (no evidence row joined) set to MISSING_EVIDENCE."""
+    return frame.fillna({column: MISSING_EVIDENCE for column in C.EVIDENCE_COLUMNS if column in frame.columns})
+
+
+def with_evidence(rows: DataFrame, evidence: DataFrame) -> DataFrame:
+    """`rows` (user_id, item_id, ...) with their evidence columns, MISSING_EVIDENCE where `evidence` has no row."""
+    joined = rows.join(evidence, [C.USER_ID, C.ITEM_ID], "left")
+    return joined.fillna(MISSING_EVIDENCE, subset=list(C.EVIDENCE_COLUMNS))
+
+
+def fit_blend(lists: pd.DataFrame) -> LinearRanker:
+    """The evidence blend over BLEND_TERMS, fitted on labelled lists: one row per candidate with user_id,
+    item_id, the evidence columns and POSITIVE, in a stable order (the fit follows row order)."""
+    lists = fill_missing_evidence(lists)
+    return fit_ranker(lists, BLEND_TERMS, lists[C.USER_ID].to_numpy(), lists[POSITIVE].to_numpy())

@@ -1,0 +1,78 @@
+"""The fusion head: the language model's answer score weighed next to the evidence blend.
+
+After LoRA tuning the model scores the fusion lists (users' `valid` items plus sampled negatives, never
+a test item) and `stack_head` decides, from those lists alone, whether and how much the model's score
+adds to the evidence blend. The head is one linear ranker over [model score, evidence terms]
+(`collapse`), saved with the adapter and applied by the score job; pure numpy and pandas here, the
+model scoring lives with training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from instructrec_batch import contracts as C
+from instructrec_batch.ranking.added import cross_validated_gain
+from instructrec_batch.ranking.blend import POSITIVE
+from instructrec_batch.ranking.ranker import LinearRanker, fit_ranker
+
+FUSION_HALVINGS = 20  # random halvings of the fusion lists that decide whether the model's score is kept
+
+
+def stack_head(
+    frame: pd.DataFrame, held_out: LinearRanker, blend: LinearRanker, seed: int
+) -> tuple[LinearRanker, dict[str, Any]]:
+    """The head over [model score, evidence] from the fusion lists' rows, and what it achieves there.
+
+    `frame` holds one row per candidate: user_id, item_id, lm_score, the evidence columns and
+    `positive`; `held_out` is an evidence blend fitted without these lists' users, `blend` the one
+    the head is built on. The weights of [model score, held-out blend score] are fitted on these
+    lists only if the model's score adds to that blend when cross-validated over their users
+    (rankers fitted on random halves rank the other half) by more than one standard error over
+    users: on a few lists a weight fitted to noise reorders the blend's lists for nothing (a score
+    that is pure noise passes about one time in six), so a score without that evidence gets weight 0
+    and the head ranks exactly as `blend` does. The two linear stages collapse into one linear head
+    over [model score, evidence].
+    """
+    frame = frame.assign(**{BLEND: held_out.apply(frame)})
+    groups, positive = frame[C.USER_ID].to_numpy(), frame[POSITIVE].to_numpy(dtype=bool)
+    added = cross_validated_gain(frame, (BLEND,), C.LM_SCORE, FUSION_HALVINGS, seed)
+    kept = added is None or added.gain > added.se  # too few lists to tell: keep the fitted weights
+    stack = fit_ranker(frame, (C.LM_SCORE, BLEND), groups, positive) if kept else BLEND_ONLY
+    head = collapse(stack, blend)
+    figures = {
+        "fusion_mrr_model": mrr(frame[C.LM_SCORE].to_numpy(), groups, positive),
+        "fusion_mrr_evidence": mrr(frame[BLEND].to_numpy(), groups, positive),
+        "fusion_mrr_head": mrr(stack.apply(frame), groups, positive),  # with the held-out blend
+        "fusion_gain": None if added is None else round(added.gain, 4),
+        "fusion_gain_se": None if added is None else round(added.se, 4),
+        "model_kept": kept,
+        "weight_model": round(stack.weights[0], 4),
+        "weight_evidence": round(stack.weights[1], 4),
+    }
+    return head, figures
+
+
+BLEND = "_blend"
+BLEND_ONLY = LinearRanker((C.LM_SCORE, BLEND), (0.0, 0.0), (1.0, 1.0), (0.0, 1.0))  # the blend's own order
+
+
+def collapse(stack: LinearRanker, blend: LinearRanker) -> LinearRanker:
+    """One linear head over [model score, evidence] that ranks exactly like `stack` over
+    [model score, blend score] (they differ by a constant, which no ranking sees)."""
+    (m_lm, _), (s_lm, s_blend), (w_lm, w_blend) = stack.mean, stack.scale, stack.weights
+    return LinearRanker(
+        (C.LM_SCORE, *blend.features),
+        (m_lm, *blend.mean),
+        (s_lm, *blend.scale),
+        (w_lm, *(w_blend / s_blend * w for w in blend.weights)),
+    )
+
+
+def mrr(scores: np.ndarray, groups: np.ndarray, positive: np.ndarray) -> float:
+    frame = pd.DataFrame({"g": groups, "s": scores, "p": positive})
+    frame["rank"] = frame.groupby("g")["s"].rank(ascending=False, method="first")
+    return round(float((1.0 / frame.loc[frame.p, "rank"]).mean()), 4)
