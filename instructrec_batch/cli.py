@@ -11,9 +11,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
-
-from pyspark.sql import SparkSession
 
 from instructrec_batch.config import Config, load_config
 from instructrec_batch.errors import InstructRecError
@@ -21,8 +20,6 @@ from instructrec_batch.logs import setup_logging
 from instructrec_batch.spark.engine import spark_session
 
 log = logging.getLogger("instructrec_batch")
-
-SparkJob = Callable[[SparkSession, Config], object]
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -86,11 +83,18 @@ def _config_from(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides)
 
 
-def _run_spark_job(job: SparkJob) -> Callable[[argparse.Namespace], int]:
+def _stage(module: str, job: str) -> Callable[[argparse.Namespace], int]:
+    """The subcommand of stage job `job` in instructrec_batch.stages.`module` (imported when it runs)."""
+
     def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        from instructrec_batch.context import run_stage
+
         cfg = _config_from(args)
+        stage = getattr(importlib.import_module(f"instructrec_batch.stages.{module}"), job)
         with spark_session(cfg.engine) as spark:
-            result = job(spark, cfg)
+            result = run_stage(stage, spark, cfg)
         print(result)
         return 0
 
@@ -172,72 +176,100 @@ def _run_bench_scoring(spark: Any, cfg: Config, args: argparse.Namespace) -> Any
     return bench_scoring(spark, cfg, users=args.users, candidates=args.candidates, history=args.interactions_per_user)
 
 
+# Option specs of the subcommands: (flags, argparse keyword arguments).
+Option = tuple[tuple[str, ...], dict[str, Any]]
+_ADAPTER_HELP = "adapter folder or models:/<name>@<alias> (--set score.adapter=...); 'none' = base model alone"
+
+
+@dataclass(frozen=True)
+class StageCommand:
+    """A subcommand that runs one stage job: where it sits, what it says, which options it adds."""
+
+    path: tuple[str, ...]  # ("data", "movielens") or ("score",)
+    help: str
+    module: str  # instructrec_batch.stages.<module>
+    job: str
+    shortcuts: tuple[str, ...] = ()  # flags of _SHORTCUTS
+    options: tuple[Option, ...] = ()
+
+
+STAGE_COMMANDS = (
+    StageCommand(
+        ("data", "movielens"),
+        "MovieLens-100K → interactions, items, holdout, candidates (Delta, under W/tables)",
+        "data",
+        "movielens_job",
+    ),
+    StageCommand(
+        ("data", "protocol"),
+        "from existing interactions and items: holdout split and sampled candidates",
+        "data",
+        "protocol_job",
+    ),
+    StageCommand(
+        ("evidence",),
+        "collaborative evidence of every candidate (co-occurrence, popularity) → candidate_evidence",
+        "evidence",
+        "evidence_job",
+        ("--run-id", "--run-date"),
+    ),
+    StageCommand(
+        ("prompts",),
+        "one InstructRec instruction per user → the prompts table (+ rejects)",
+        "prompts",
+        "prompts_job",
+        ("--run-id", "--run-date"),
+    ),
+    StageCommand(
+        ("train",),
+        "LoRA instruction tuning → adapter folder + manifest",
+        "train",
+        "train_job",
+        ("--base", "--run-id"),
+        ((("--output",), {"help": "shortcut for --set train.output=DIR"}),),
+    ),
+    StageCommand(
+        ("score",),
+        "score prompts → top-k per user in recommendations",
+        "score",
+        "score_job",
+        ("--base", "--run-id", "--run-date"),
+        (
+            (("--adapter",), {"help": _ADAPTER_HELP}),
+            (("--k",), {"type": int, "help": "shortcut for --set score.k=K"}),
+        ),
+    ),
+    StageCommand(
+        ("evaluate",),
+        "HR/NDCG/MRR of the model and baselines → metrics table + report",
+        "evaluate",
+        "evaluate_job",
+        ("--base", "--run-id", "--run-date"),
+        (
+            (("--adapter",), {"help": "adapter of the lora and hybrid methods; " + _ADAPTER_HELP}),
+            (("--max-users",), {"type": int, "help": "shortcut for --set evaluate.max_users=N"}),
+        ),
+    ),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from instructrec_batch.models.base import KNOWN_MODELS
-    from instructrec_batch.stages.data import movielens_job, protocol_job
-    from instructrec_batch.stages.evaluate import evaluate_job
-    from instructrec_batch.stages.evidence import evidence_job
-    from instructrec_batch.stages.prompts import prompts_job
-    from instructrec_batch.stages.score import score_job
-    from instructrec_batch.stages.train import train_job
 
     common = _common_options()
     parser = argparse.ArgumentParser(prog="instructrec-batch", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
+    groups: dict[str, Any] = {}
     data = commands.add_parser("data", help="load input data")
-    data_commands = data.add_subparsers(dest="data_command", required=True)
-    ml = data_commands.add_parser(
-        "movielens",
-        parents=[common],
-        help="MovieLens-100K → interactions, items, holdout, candidates (Delta, under W/tables)",
-    )
-    ml.set_defaults(func=_run_spark_job(movielens_job))
-    proto = data_commands.add_parser(
-        "protocol",
-        parents=[common],
-        help="from existing interactions and items: holdout split and sampled candidates",
-    )
-    proto.set_defaults(func=_run_spark_job(protocol_job))
-
-    evidence = commands.add_parser(
-        "evidence",
-        parents=[common],
-        help="collaborative evidence of every candidate (co-occurrence, popularity) → candidate_evidence",
-    )
-    _add_shortcuts(evidence, "--run-id", "--run-date")
-    evidence.set_defaults(func=_run_spark_job(evidence_job))
-
-    prompts = commands.add_parser(
-        "prompts", parents=[common], help="one InstructRec instruction per user → the prompts table (+ rejects)"
-    )
-    _add_shortcuts(prompts, "--run-id", "--run-date")
-    prompts.set_defaults(func=_run_spark_job(prompts_job))
-
-    train = commands.add_parser("train", parents=[common], help="LoRA instruction tuning → adapter folder + manifest")
-    train.add_argument("--output", help="shortcut for --set train.output=DIR")
-    _add_shortcuts(train, "--base", "--run-id")
-    train.set_defaults(func=_run_spark_job(train_job))
-
-    score = commands.add_parser("score", parents=[common], help="score prompts → top-k per user in recommendations")
-    score.add_argument(
-        "--adapter",
-        help="adapter folder or models:/<name>@<alias> (--set score.adapter=...); 'none' = base model alone",
-    )
-    score.add_argument("--k", type=int, help="shortcut for --set score.k=K")
-    _add_shortcuts(score, "--base", "--run-id", "--run-date")
-    score.set_defaults(func=_run_spark_job(score_job))
-
-    evaluate = commands.add_parser(
-        "evaluate", parents=[common], help="HR/NDCG/MRR of the model and baselines → metrics table + report"
-    )
-    evaluate.add_argument(
-        "--adapter",
-        help="adapter of the lora and hybrid methods: a folder or models:/<name>@<alias> (--set score.adapter=...)",
-    )
-    evaluate.add_argument("--max-users", type=int, help="shortcut for --set evaluate.max_users=N")
-    _add_shortcuts(evaluate, "--base", "--run-id", "--run-date")
-    evaluate.set_defaults(func=_run_spark_job(evaluate_job))
+    groups["data"] = data.add_subparsers(dest="data_command", required=True)
+    for command in STAGE_COMMANDS:
+        where = groups[command.path[0]] if len(command.path) > 1 else commands
+        sub = where.add_parser(command.path[-1], parents=[common], help=command.help)
+        for flags, options in command.options:
+            sub.add_argument(*flags, **options)
+        _add_shortcuts(sub, *command.shortcuts)
+        sub.set_defaults(func=_stage(command.module, command.job))
 
     demo = commands.add_parser(
         "demo",

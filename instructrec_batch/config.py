@@ -11,7 +11,8 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,6 +104,23 @@ class TablesConfig(_Section):
             if not is_catalog:
                 found[f"tables.{name}"] = location
         return found
+
+
+@dataclass(frozen=True)
+class TableCatalog:
+    """Where each logical table lives: the `tables` settings with their root resolved. What table I/O
+    needs of a configuration, and all it gets."""
+
+    settings: TablesConfig
+    root: str  # folder or catalog.schema of bare table names
+
+    @property
+    def format(self) -> str:
+        return self.settings.format
+
+    def configured(self, logical: str) -> str:
+        """The configured value of tables.<logical>."""
+        return getattr(self.settings, logical)
 
 
 class DataConfig(_Section):
@@ -449,6 +467,11 @@ class Config(_Section):
         return self.tables.root or str(Path(self.workdir) / "tables")
 
     @property
+    def catalog(self) -> TableCatalog:
+        """The table settings with their root resolved: what table I/O takes."""
+        return TableCatalog(self.tables, self.tables_root)
+
+    @property
     def cache_path(self) -> Path:
         if self.cache_dir:
             return Path(self.cache_dir)
@@ -493,6 +516,26 @@ class Config(_Section):
             self.model_dump(mode="json", include={"tables", "data", "evidence", "sasrec", "prompt"}), sort_keys=True
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    run_id: str
+    run_date: str
+
+
+def run_identity(cfg: Config, today: datetime | None = None) -> RunIdentity:
+    """run_date defaults to today (UTC); run_id to '<run_date>-<run fingerprint>' so reruns collide."""
+    run_date = cfg.run.run_date or (today or datetime.now(timezone.utc)).strftime("%Y-%m-%d")
+    return RunIdentity(run_id=cfg.run.run_id or f"{run_date}-{cfg.run_fingerprint()[:8]}", run_date=run_date)
+
+
+def pin_run(cfg: Config) -> Config:
+    """`cfg` with run.run_date and run.run_id resolved now, for a flow whose jobs must share one run."""
+    identity = run_identity(cfg)
+    return cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"run_id": identity.run_id, "run_date": identity.run_date})}
+    )
 
 
 def is_registry_ref(value: str | None) -> bool:

@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from instructrec_batch.config import Config
+from pyspark.sql import SparkSession
+
+from instructrec_batch.config import Config, pin_run
+from instructrec_batch.context import run_stage
 from instructrec_batch.memory import peak_rss
 from instructrec_batch.models.base import KNOWN_MODELS, pull
 from instructrec_batch.spark.engine import spark_session
-from instructrec_batch.spark.runs import pin_run
-from instructrec_batch.tracking import TrainingRecord
+from instructrec_batch.tracking import TrainingRecord, resolve_adapter
 
 T = TypeVar("T")
 
-# A first stage that writes the input and protocol tables: (label, job(spark, cfg)).
-DataStage = tuple[str, Callable[[Any, Config], object]]
+# A first stage that writes the input and protocol tables: (label, a stage job run by `run_stage`).
+DataStage = tuple[str, Callable[..., object]]
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,14 @@ def run_pipeline(
     data: DataStage | None = None,
     holdout: bool = True,
     name: str = "pipeline",
+    session: SparkSession | None = None,
 ) -> PipelineResult:
     """Run every stage in order on one session, announcing each with its time and peak RSS.
 
     `data` replaces the protocol stage (the demo's MovieLens download writes the protocol tables
     itself). Without `holdout` the protocol and evaluation stages are skipped: prompts are built for
-    the configured candidates table and scored, as on a production night.
+    the configured candidates table and scored, as on a production night. `session`: run on this Spark
+    session instead of opening the configured engine's (a caller that already has one).
     """
     from instructrec_batch.stages.data import protocol_job
     from instructrec_batch.stages.evaluate import evaluate_job
@@ -94,27 +99,31 @@ def run_pipeline(
     else:
         say(f"[{next(counter)}/{stages}] base model: using the folder {cfg.model.base}")
     cfg = pin_run(cfg)  # every stage writes under one run_id, even across UTC midnight
-    with spark_session(cfg.engine) as spark:
+    with nullcontext(session) if session is not None else spark_session(cfg.engine) as spark:
         if first is not None:
             label, job = first
-            stage(label, lambda: job(spark, cfg))
-        stage("collaborative evidence", lambda: evidence_job(spark, cfg))
-        stage("prompts", lambda: prompts_job(spark, cfg))
-        trained = stage("LoRA training", lambda: train_job(spark, cfg))
+            stage(label, lambda: run_stage(job, spark, cfg))
+        stage("collaborative evidence", lambda: run_stage(evidence_job, spark, cfg))
+        stage("prompts", lambda: run_stage(prompts_job, spark, cfg))
+        trained = stage("LoRA training", lambda: run_stage(train_job, spark, cfg))
         if trained.stopped == "time_budget":
             say(
                 f"WARNING: training was cut by its wall-clock safety limit after {trained.steps} of "
                 f"{cfg.train.max_steps} steps (train.max_minutes={cfg.train.max_minutes}); the adapter is "
                 "undertrained and the figures below understate the model"
             )
-        # With MLflow on, score and evaluate use the registered version, as a scheduled job would.
-        adapter = trained.mlflow.model_uri if trained.mlflow else trained.adapter
-        tuned = cfg.model_copy(update={"score": cfg.score.model_copy(update={"adapter": adapter})})
-        stage("scoring (top-k per user)", lambda: score_job(spark, tuned))
+        # With MLflow on, score and evaluate use the registered version, as a scheduled job would: resolved
+        # (downloaded) once here, for both.
+        reference = trained.mlflow.model_uri if trained.mlflow else trained.adapter
+        tuned = cfg.model_copy(update={"score": cfg.score.model_copy(update={"adapter": reference})})
+        adapter = resolve_adapter(cfg.mlflow, cfg.workdir, reference)
+        stage("scoring (top-k per user)", lambda: run_stage(score_job, spark, tuned, adapter=adapter))
         evaluation = None
         if holdout:
             evaluation = stage(
-                "evaluation against baselines", lambda: evaluate_job(spark, tuned), lambda r: f"run {r.run_id}"
+                "evaluation against baselines",
+                lambda: run_stage(evaluate_job, spark, tuned, adapter=adapter),
+                lambda r: f"run {r.run_id}",
             )
     return PipelineResult(
         name=name,
@@ -131,8 +140,9 @@ def run_pipeline(
 def _mlflow_line(cfg: Config, record: TrainingRecord) -> str:
     from instructrec_batch.tracking import store_uri
 
+    store = store_uri(cfg.mlflow, cfg.workdir)
     return (
-        f"run {record.run_id} in {store_uri(cfg)}; registered {record.model_uri} with alias {cfg.mlflow.alias}: "
+        f"run {record.run_id} in {store}; registered {record.model_uri} with alias {cfg.mlflow.alias}: "
         f"instructrec-batch score --adapter {record.alias_uri}"
     )
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from instructrec_batch.config import Config, is_registry_ref
+from instructrec_batch.config import MlflowConfig, is_registry_ref
 from instructrec_batch.errors import ArtifactError, ConfigError, EngineError
 
 log = logging.getLogger(__name__)
@@ -36,21 +36,17 @@ _MODEL_REF = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ver
 _RUN_REF = re.compile(r"^runs:/(?P<run_id>[0-9a-zA-Z_-]+)(?:/(?P<path>.+))?$")
 
 
-def store_uri(cfg: Config) -> str:
+def store_uri(m: MlflowConfig, workdir: str) -> str:
     """The tracking URI: configured, else a SQLite database in <workdir>/mlflow."""
-    if cfg.mlflow.tracking_uri:
-        return cfg.mlflow.tracking_uri
-    return f"sqlite:///{(Path(cfg.workdir) / 'mlflow' / 'mlflow.db').resolve()}"
-
-
-def _local_store(cfg: Config) -> bool:
-    return cfg.mlflow.tracking_uri is None
+    if m.tracking_uri:
+        return m.tracking_uri
+    return f"sqlite:///{(Path(workdir) / 'mlflow' / 'mlflow.db').resolve()}"
 
 
 @contextmanager
-def _mlflow(cfg: Config) -> Iterator[Any]:
+def _mlflow(m: MlflowConfig, workdir: str) -> Iterator[Any]:
     """The mlflow module pointed at this config's tracking store and registry."""
-    if not cfg.mlflow.enabled:
+    if not m.enabled:
         raise ConfigError("mlflow.enabled is false; set it to true to use MLflow runs and registered models")
     try:
         import mlflow
@@ -59,19 +55,20 @@ def _mlflow(cfg: Config) -> Iterator[Any]:
             "MLflow is not installed: pip install 'instructrec-batch[local]' (or mlflow-skinny with sqlalchemy "
             "and alembic), or set mlflow.enabled=false"
         ) from exc
-    if _local_store(cfg):
-        (Path(cfg.workdir) / "mlflow").mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(store_uri(cfg))
-    mlflow.set_registry_uri(cfg.mlflow.registry_uri or store_uri(cfg))
+    if m.tracking_uri is None:  # the local store
+        (Path(workdir) / "mlflow").mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(store_uri(m, workdir))
+    mlflow.set_registry_uri(m.registry_uri or store_uri(m, workdir))
     yield mlflow
 
 
-def _experiment_id(mlflow: Any, cfg: Config) -> str:
-    found = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+def _experiment_id(mlflow: Any, m: MlflowConfig, workdir: str) -> str:
+    found = mlflow.get_experiment_by_name(m.experiment)
     if found is not None:
         return found.experiment_id
-    location = (Path(cfg.workdir) / "mlflow" / "artifacts").resolve().as_uri() if _local_store(cfg) else None
-    return mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=location)
+    local = m.tracking_uri is None
+    location = (Path(workdir) / "mlflow" / "artifacts").resolve().as_uri() if local else None
+    return mlflow.create_experiment(m.experiment, artifact_location=location)
 
 
 @dataclass(frozen=True)
@@ -94,19 +91,18 @@ def _flat(prefix: str, values: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def log_training(cfg: Config, adapter_folder: Path, manifest: Mapping[str, Any]) -> TrainingRecord:
+def log_training(m: MlflowConfig, workdir: str, adapter_folder: Path, manifest: Mapping[str, Any]) -> TrainingRecord:
     """Log a finished training to MLflow and register its adapter; returns the run and model version."""
-    m = cfg.mlflow
-    with _mlflow(cfg) as mlflow:
+    with _mlflow(m, workdir) as mlflow:
         run_name = f"train {manifest.get('run_id')}"
-        with mlflow.start_run(experiment_id=_experiment_id(mlflow, cfg), run_name=run_name) as run:
+        with mlflow.start_run(experiment_id=_experiment_id(mlflow, m, workdir), run_name=run_name) as run:
             params = _flat("train", manifest.get("hyperparameters", {}))
             params.update(_flat("evidence", manifest.get("evidence", {})))
             params.update(
                 {
                     "base_model": str(manifest.get("base_model")),
                     "template_version": str(manifest.get("template_version")),
-                    "prompt.item_attributes": ",".join(cfg.prompt.item_attributes),
+                    "prompt.item_attributes": ",".join(manifest.get("item_text", {}).get("item_attributes", [])),
                     "config_hash": str(manifest.get("config_hash")),
                 }
             )
@@ -160,14 +156,14 @@ class ResolvedAdapter:
     run_id: str | None = None  # the MLflow run that logged it
 
 
-def resolve_adapter(cfg: Config, ref: str) -> ResolvedAdapter:
+def resolve_adapter(m: MlflowConfig, workdir: str, ref: str) -> ResolvedAdapter:
     """A folder stays a folder; a models:/ or runs:/ URI is downloaded to <workdir>/mlflow/downloads.
 
     The download is verified by the caller like any folder: a tampered artifact fails its sha256.
     """
     if not is_registry_ref(ref):
         return ResolvedAdapter(ref)
-    with _mlflow(cfg) as mlflow:
+    with _mlflow(m, workdir) as mlflow:
         client = mlflow.MlflowClient()
         model, run = _MODEL_REF.match(ref), _RUN_REF.match(ref)
         try:
@@ -189,13 +185,13 @@ def resolve_adapter(cfg: Config, ref: str) -> ResolvedAdapter:
                     f"adapter reference {ref!r} is not models:/<name>@<alias>, models:/<name>/<version> or "
                     "runs:/<run_id>/<path>"
                 )
-            folder = Path(cfg.workdir) / "mlflow" / "downloads" / slot
+            folder = Path(workdir) / "mlflow" / "downloads" / slot
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder))
         except mlflow.exceptions.MlflowException as exc:
             raise ArtifactError(
-                f"adapter {ref} could not be resolved in the MLflow store {store_uri(cfg)}: {exc.message}; "
+                f"adapter {ref} could not be resolved in the MLflow store {store_uri(m, workdir)}: {exc.message}; "
                 "check the model name, alias or version (`instructrec-batch train` registers one)"
             ) from None
     log.info("adapter %s resolved to %s (%s)", ref, local, registered or run_id)
@@ -203,7 +199,12 @@ def resolve_adapter(cfg: Config, ref: str) -> ResolvedAdapter:
 
 
 def log_evaluation(
-    cfg: Config, adapter: ResolvedAdapter | None, sha256: str | None, metrics: pd.DataFrame, report_dir: Path
+    m: MlflowConfig,
+    workdir: str,
+    adapter: ResolvedAdapter | None,
+    sha256: str | None,
+    metrics: pd.DataFrame,
+    report_dir: Path,
 ) -> str:
     """Log evaluation figures and the report to the run that trained the adapter; returns that run id.
 
@@ -211,8 +212,8 @@ def log_evaluation(
     adapter's sha256; without either (base model only, or an adapter trained with MLflow off) a run of
     its own is started.
     """
-    with _mlflow(cfg) as mlflow:
-        experiment = _experiment_id(mlflow, cfg)
+    with _mlflow(m, workdir) as mlflow:
+        experiment = _experiment_id(mlflow, m, workdir)
         run_id = adapter.run_id if adapter else None
         if run_id is None and sha256:
             found = mlflow.search_runs(

@@ -15,6 +15,7 @@ import pyarrow as pa
 from pyspark.sql import SparkSession
 
 from instructrec_batch.config import Config
+from instructrec_batch.context import run_stage
 from instructrec_batch.stages.data import protocol_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def load_synthetic(
     inter, items = synthetic(n_users=n_users, n_items=n_items, per_user=per_user)
     write_input(spark, cfg, "interactions", inter, INTERACTIONS_SCHEMA)
     write_input(spark, cfg, "items", items, ITEMS_SCHEMA)
-    protocol_job(spark, cfg)
+    run_stage(protocol_job, spark, cfg)
     return inter, items
 
 

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from instructrec_batch.config import Config
+from instructrec_batch.context import run_stage
 from instructrec_batch.errors import ContractError
 from instructrec_batch.stages.data import protocol_job
 from instructrec_batch.stages.evaluate import evaluate_job
@@ -116,13 +117,13 @@ def test_bad_input_corpus_runs_the_whole_pipeline_rejects_and_reconciles(spark, 
             "score": tiny_cfg.score.model_copy(update={"write_scores": True, "k": 3, "adapter": adapter}),
         }
     )
-    protocol = protocol_job(spark, cfg)
+    protocol = run_stage(protocol_job, spark, cfg)
     write_input(spark, cfg, "candidates", _bad_candidates(_delta(cfg, "candidates")), CANDIDATES_SCHEMA)
-    evidence_job(spark, cfg)
-    counts = prompts_job(spark, cfg)
-    trained = train_job(spark, cfg)
-    scored = score_job(spark, cfg)
-    evaluated = evaluate_job(spark, cfg)
+    run_stage(evidence_job, spark, cfg)
+    counts = run_stage(prompts_job, spark, cfg)
+    trained = run_stage(train_job, spark, cfg)
+    scored = run_stage(score_job, spark, cfg)
+    evaluated = run_stage(evaluate_job, spark, cfg)
 
     rejects = _delta(cfg, "rejects")
     assert rejects["reason"].notna().all() and (rejects["reason"] != "").all()
@@ -182,7 +183,7 @@ def test_empty_tables(spark, tiny_cfg: Config) -> None:
     for name, (frame, schema) in inputs.items():
         write_input(spark, tiny_cfg, name, frame.iloc[:0] if name == "intents" else frame, schema)
     cfg = tiny_cfg.model_copy(update={"run": tiny_cfg.run.model_copy(update={"run_id": "empty"})})
-    counts = prompts_job(spark, cfg)
+    counts = run_stage(prompts_job, spark, cfg)
     prompts = _delta(cfg, "prompts")
     assert counts.users_emitted == len(prompts) > 0 and (prompts.intention_text.fillna("") == "").all()
 
@@ -192,12 +193,14 @@ def test_empty_tables(spark, tiny_cfg: Config) -> None:
         write_input(spark, cfg, name, frame.iloc[:0], schema)
         before = deltalake.DeltaTable(str(root / "prompts")).version()
         with pytest.raises(ContractError, match=rf"table '{name}' \(path .*\) has no rows"):
-            prompts_job(spark, cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_id": f"no-{name}"})}))
+            run_stage(
+                prompts_job, spark, cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_id": f"no-{name}"})})
+            )
         assert deltalake.DeltaTable(str(root / "prompts")).version() == before
         write_input(spark, cfg, name, frame, schema)
     write_input(spark, cfg, "interactions", inputs["interactions"][0].iloc[:0], inputs["interactions"][1])
     with pytest.raises(ContractError, match=r"table 'interactions' \(path .*\) has no rows"):
-        protocol_job(spark, cfg)
+        run_stage(protocol_job, spark, cfg)
 
 
 @pytest.mark.parametrize(
@@ -224,7 +227,7 @@ def test_wrong_types_are_refused_before_anything_is_written(
     for name, (good, good_schema) in _tables().items():
         write_input(spark, tiny_cfg, name, frame if name == table else good, schema if name == table else good_schema)
     with pytest.raises(ContractError, match=message):
-        prompts_job(spark, tiny_cfg)
+        run_stage(prompts_job, spark, tiny_cfg)
     root = Path(tiny_cfg.tables_root)
     assert not (root / "prompts").exists() and not (root / "rejects").exists()
 
@@ -268,7 +271,7 @@ def test_undecodable_text_on_the_local_engine_names_table_and_column(spark, tiny
     with pytest.raises(
         ContractError, match=r"table 'interactions' \(path .*\) column 'review' holds bytes that are not"
     ):
-        prompts_job(spark, cfg)
+        run_stage(prompts_job, spark, cfg)
     assert not (root / "prompts").exists() and not (root / "rejects").exists()
 
 

@@ -75,9 +75,12 @@ def test_bundle_settings_resolve_catalog_tables(tmp_path: Path) -> None:
     from instructrec_batch.spark.tables import resolve
 
     cfg = load_config(overrides=["tables.root=main.recsys", "tables.items=/mnt/items", "tables.staging=/tmp/s"])
-    assert (resolve(cfg, "prompts").location, resolve(cfg, "prompts").is_catalog) == ("main.recsys.prompts", True)
-    assert (resolve(cfg, "items").location, resolve(cfg, "items").is_catalog) == ("/mnt/items", False)
-    assert resolve(load_config(overrides=["tables.root=folder"]), "items").location == "folder/items"
+    assert (resolve(cfg.catalog, "prompts").location, resolve(cfg.catalog, "prompts").is_catalog) == (
+        "main.recsys.prompts",
+        True,
+    )
+    assert (resolve(cfg.catalog, "items").location, resolve(cfg.catalog, "items").is_catalog) == ("/mnt/items", False)
+    assert resolve(load_config(overrides=["tables.root=folder"]).catalog, "items").location == "folder/items"
 
 
 def _runtime(version: str) -> tuple[int, int]:

@@ -6,6 +6,7 @@ from pathlib import Path
 import deltalake
 
 from instructrec_batch.config import Config
+from instructrec_batch.context import run_stage
 from instructrec_batch.stages.prompts import prompts_job
 from instructrec_batch.stages.score import score_job
 from tests.helpers import load_synthetic
@@ -22,14 +23,14 @@ def _run(cfg: Config, run_id: str) -> Config:
 
 def test_concurrent_runs_into_one_table_both_land(spark, tiny_cfg: Config) -> None:
     load_synthetic(spark, tiny_cfg, n_users=12, n_items=60, per_user=10)
-    prompts_job(spark, _run(tiny_cfg, "prompts"))
-    score_job(spark, _run(tiny_cfg, "first"))  # the table exists before the race
+    run_stage(prompts_job, spark, _run(tiny_cfg, "prompts"))
+    run_stage(score_job, spark, _run(tiny_cfg, "first"))  # the table exists before the race
 
     errors: dict[str, BaseException] = {}
 
     def score(run_id: str) -> None:
         try:
-            score_job(spark, _run(tiny_cfg, run_id))
+            run_stage(score_job, spark, _run(tiny_cfg, run_id))
         except BaseException as exc:
             errors[run_id] = exc
 

@@ -3,9 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from instructrec_batch.config import Config, load_config
+from instructrec_batch.config import Config, load_config, run_identity
 from instructrec_batch.errors import ConfigError
-from instructrec_batch.spark.runs import run_identity
 
 REPO = Path(__file__).resolve().parents[1]
 

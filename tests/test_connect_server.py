@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from instructrec_batch.config import Config
+from instructrec_batch.context import run_stage
 from instructrec_batch.stages.prompts import prompts_job
 from instructrec_batch.stages.score import score_job
 from tests.helpers import REPO, load_synthetic, run_cli, write_parquet_inputs
@@ -91,8 +92,8 @@ def test_prompts_and_score_through_a_jvm_connect_server_match_the_local_engine(
             "run": tiny_cfg.run.model_copy(update={"run_id": "connect-night", "run_date": "2026-01-01"}),
         }
     )
-    prompts_job(spark, local)
-    score_job(spark, local)
+    run_stage(prompts_job, spark, local)
+    run_stage(score_job, spark, local)
 
     remote_root = tmp_path / "remote" / "tables"
     holdout = deltalake.DeltaTable(str(Path(local.tables_root) / "holdout")).to_pandas()

@@ -11,6 +11,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from instructrec_batch.config import Config
+from instructrec_batch.context import run_stage
 from instructrec_batch.errors import ConfigError, ContractError
 from instructrec_batch.evaluation.baselines import (
     itemknn_scores,
@@ -19,10 +20,12 @@ from instructrec_batch.evaluation.baselines import (
     training_interactions,
 )
 from instructrec_batch.evidence.lists import blend_lists
+from instructrec_batch.models.base import resolve_base
 from instructrec_batch.ranking.metrics import metrics_table, target_ranks
 from instructrec_batch.stages.evaluate import GAIN_LABEL, GAIN_SPLITS, evaluate_job
 from instructrec_batch.stages.evidence import evidence_job
 from instructrec_batch.stages.prompts import prompts_job
+from instructrec_batch.tracking import ResolvedAdapter
 from tests.helpers import load_synthetic
 
 T0 = datetime(2024, 1, 1)
@@ -91,14 +94,14 @@ def evaluated_inputs(spark, tiny_cfg: Config, adapter_dir: Path) -> Config:
             "run": tiny_cfg.run.model_copy(update={"run_id": "eval-test", "run_date": "2026-01-03"}),
         }
     )
-    evidence_job(spark, cfg)
-    prompts_job(spark, cfg)
+    run_stage(evidence_job, spark, cfg)
+    run_stage(prompts_job, spark, cfg)
     return cfg
 
 
 def test_evaluate_writes_metrics_for_every_method_and_a_report(spark, evaluated_inputs: Config) -> None:
     cfg = evaluated_inputs
-    result = evaluate_job(spark, cfg)
+    result = run_stage(evaluate_job, spark, cfg)
     table = deltalake.DeltaTable(str(Path(cfg.tables_root) / "metrics")).to_pandas()
     methods = {"random", "popularity", "itemknn", "blend", "sasrec", "zero_shot/pointwise", "lora/pointwise"}
     methods |= {"zero_shot/listwise", "lora/listwise"}  # no hybrid: this adapter has no fusion head
@@ -122,7 +125,7 @@ def test_evaluate_writes_metrics_for_every_method_and_a_report(spark, evaluated_
     assert gain is not None and gain.users == 15 and gain.splits == GAIN_SPLITS and gain.sd > 0
     assert f"{GAIN_LABEL}: {gain}" in result.table() and f"**{GAIN_LABEL}**: {gain}" in markdown
 
-    rerun = evaluate_job(spark, cfg)  # a rerun replaces the run's figures
+    rerun = run_stage(evaluate_job, spark, cfg)  # a rerun replaces the run's figures
     assert rerun.model_gain == gain
     again = deltalake.DeltaTable(str(Path(cfg.tables_root) / "metrics")).to_pandas()
     assert len(again) == len(table)
@@ -141,17 +144,17 @@ def test_evidence_is_required_only_by_methods_that_read_it(spark, evaluated_inpu
         update = {"methods": list(names), "tasks": ["pointwise"]}
         return evaluated_inputs.model_copy(update={"evaluate": evaluated_inputs.evaluate.model_copy(update=update)})
 
-    evaluate_job(spark, methods("random", "lora", "hybrid"))
+    run_stage(evaluate_job, spark, methods("random", "lora", "hybrid"))
     table = deltalake.DeltaTable(str(Path(evaluated_inputs.tables_root) / "metrics")).to_pandas()
     assert set(table["method"]) == {"random", "lora/pointwise"}
     with pytest.raises(ContractError, match=r"candidate_evidence.*eval-test.*blend"):
-        evaluate_job(spark, methods("random", "blend"))
+        run_stage(evaluate_job, spark, methods("random", "blend"))
     # The sasrec row reads the evidence job's model by default; the error says how to train one instead.
     with pytest.raises(ContractError, match=r"candidate_evidence.*sasrec method.*sasrec_source=train"):
-        evaluate_job(spark, methods("random", "sasrec"))
+        run_stage(evaluate_job, spark, methods("random", "sasrec"))
     trains = methods("random", "sasrec")
     trains = trains.model_copy(update={"evaluate": trains.evaluate.model_copy(update={"sasrec_source": "train"})})
-    evaluate_job(spark, trains)
+    run_stage(evaluate_job, spark, trains)
     table = deltalake.DeltaTable(str(Path(evaluated_inputs.tables_root) / "metrics")).to_pandas()
     assert set(table["method"]) == {"random", "sasrec"}
 
@@ -169,8 +172,10 @@ def test_sasrec_row_is_the_evidence_jobs_model_unless_asked_to_train(
 
     def sasrec_row(source: str) -> pd.Series:
         update = {"methods": ["random", "sasrec"], "tasks": ["pointwise"], "max_users": None, "sasrec_source": source}
-        evaluate_job(
-            spark, evaluated_inputs.model_copy(update={"evaluate": evaluated_inputs.evaluate.model_copy(update=update)})
+        run_stage(
+            evaluate_job,
+            spark,
+            evaluated_inputs.model_copy(update={"evaluate": evaluated_inputs.evaluate.model_copy(update=update)}),
         )
         table = deltalake.DeltaTable(str(Path(evaluated_inputs.tables_root) / "metrics")).to_pandas()
         plain = table[(table.method == "sasrec") & table.versus.isna()]
@@ -195,7 +200,7 @@ def test_sasrec_row_is_the_evidence_jobs_model_unless_asked_to_train(
 
 def test_lora_without_an_adapter_fails_before_reading_data(spark, tiny_cfg: Config) -> None:
     with pytest.raises(ConfigError, match=r"evaluate\.methods includes 'lora'.*--adapter"):
-        evaluate_job(spark, tiny_cfg)
+        run_stage(evaluate_job, spark, tiny_cfg)
     assert not (Path(tiny_cfg.tables_root) / "metrics").exists()
 
 
@@ -206,7 +211,7 @@ def test_blend_lists_cover_every_users_validation_item(spark, cfg: Config) -> No
     holdout = spark.read.format("delta").load(f"{cfg.tables_root}/holdout")
     interactions = spark.read.format("delta").load(f"{cfg.tables_root}/interactions")
     items = spark.read.format("delta").load(f"{cfg.tables_root}/items")
-    every = blend_lists(interactions, items, holdout, cfg).toPandas()
+    every = blend_lists(interactions, items, holdout, cfg.data).toPandas()
     held = holdout.toPandas()
     valid, test = held[held.split == "valid"], held[held.split == "test"]
     assert set(every.user_id) == set(valid.user_id) and len(valid) == 12
@@ -241,16 +246,18 @@ def test_evaluate_reuses_the_score_jobs_candidate_scores(spark, evaluated_inputs
             "evaluate": evaluated_inputs.evaluate.model_copy(update={"tasks": ["pointwise"]}),
         }
     )
-    score_job(spark, cfg)
+    run_stage(score_job, spark, cfg)
     stored = deltalake.DeltaTable(str(Path(cfg.tables_root) / "candidate_scores")).to_pandas()
     assert stored["user_id"].nunique() == 20 and set(stored["run_id"]) == {"eval-test"}
 
     def requests(adapter: str | None) -> int:
-        spec = prepare_model_scoring(spark, cfg, adapter, "pointwise-0").spec
+        source = ResolvedAdapter(adapter) if adapter else None
+        base = resolve_base(cfg.model, cfg.cache_path)
+        spec = prepare_model_scoring(spark, cfg.score, cfg.prompt, base, source, "pointwise-0").spec
         return executor_cache.request_count(model_cache_key(spec, "cpu", resolve_dtype("auto", "cpu")))
 
     lora_before, zero_before = requests(cfg.score.adapter), requests(None)
-    result = evaluate_job(spark, cfg)
+    result = run_stage(evaluate_job, spark, cfg)
     assert requests(cfg.score.adapter) == lora_before  # LoRA scores were read back, not recomputed
     assert requests(None) > zero_before  # the zero-shot model had none stored, so it scored
 
@@ -274,7 +281,7 @@ def test_evaluate_reuses_the_score_jobs_candidate_scores(spark, evaluated_inputs
     shutil.rmtree(table)
     shutil.copytree(f"{table}_registered", table)
     lora_before = requests(cfg.score.adapter)
-    again = evaluate_job(spark, cfg)
+    again = run_stage(evaluate_job, spark, cfg)
     assert requests(cfg.score.adapter) == lora_before
     assert again.metrics.sort_values(["method", "metric", "k"]).value.tolist() == pytest.approx(
         result.metrics.sort_values(["method", "metric", "k"]).value.tolist(), abs=1e-12
@@ -291,7 +298,7 @@ def test_evaluate_reuses_the_score_jobs_candidate_scores(spark, evaluated_inputs
     shutil.rmtree(table)
     shutil.copytree(f"{table}_unscored", table)
     lora_before = requests(cfg.score.adapter)
-    rescored = evaluate_job(spark, cfg)
+    rescored = run_stage(evaluate_job, spark, cfg)
     assert requests(cfg.score.adapter) > lora_before  # the LoRA row was scored, not read from null scores
     assert rescored.metrics.sort_values(["method", "metric", "k"]).value.tolist() == pytest.approx(
         result.metrics.sort_values(["method", "metric", "k"]).value.tolist(), abs=1e-5

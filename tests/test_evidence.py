@@ -18,6 +18,7 @@ import pytest
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
+from instructrec_batch.context import run_stage
 from instructrec_batch.evidence.features import (
     NEAR,
     candidate_evidence,
@@ -208,8 +209,11 @@ def test_item_hash_slices_give_exactly_the_unsliced_evidence(spark, cfg, caplog)
     )
     items = _items(spark, {i: ["Drama", "Comedy, Drama", None][i % 3] for i in range(40)})
     whole = candidate_evidence(train, cands, sliced_cfg.evidence, items).toPandas()
-    with caplog.at_level(logging.INFO, "instructrec_batch.evidence.staged"), Staging(sliced_cfg, "t") as staging:
-        sliced = staged_evidence(spark, sliced_cfg, train, cands, items, staging, "ev").toPandas()
+    with (
+        caplog.at_level(logging.INFO, "instructrec_batch.evidence.staged"),
+        Staging(sliced_cfg.catalog, "t") as staging,
+    ):
+        sliced = staged_evidence(spark, sliced_cfg.evidence, train, cands, items, staging, "ev").toPandas()
     # 30 users x 12 items x window 3 = 1080 windowed pairs at 200 per slice: 6 slices.
     assert any("slice 6/6" in message for message in caplog.messages)
     keys = ["user_id", "item_id"]
@@ -352,8 +356,8 @@ def test_evidence_equals_a_plain_python_reference_on_awkward_data(spark, cfg) ->
         schema = CAND_SCHEMA + (", as_of_item_id BIGINT" if as_of else "") + f", {C.RETRIEVAL_RANK} INT"
         spark_cands = spark.createDataFrame(listed.astype(object).where(listed.notna(), None), schema)
         whole = candidate_evidence(train, spark_cands, ev_cfg, items).toPandas()
-        with Staging(sliced_cfg, "ref") as staging:
-            sliced = staged_evidence(spark, sliced_cfg, train, spark_cands, items, staging, "ev").toPandas()
+        with Staging(sliced_cfg.catalog, "ref") as staging:
+            sliced = staged_evidence(spark, sliced_cfg.evidence, train, spark_cands, items, staging, "ev").toPandas()
         keys = ["user_id", "item_id", *(["as_of_item_id"] if as_of else [])]
         columns = [*keys, *C.EVIDENCE_COLUMNS, *C.EVIDENCE_NOTE_COLUMNS]
 
@@ -428,7 +432,7 @@ def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, t
         ],
     )
     write_input(spark, tiny_cfg, "items", items, "item_id BIGINT, title STRING, category STRING")
-    evidence_job(spark, tiny_cfg)
+    run_stage(evidence_job, spark, tiny_cfg)
     classic_root = tmp_path / "classic" / "tables"
     write_parquet_inputs(classic_root, {"interactions": inter, "items": items})
     classic = ["--config", str(REPO / "conf" / "local-classic.yaml"), "--workdir", str(tmp_path / "classic")]
@@ -520,6 +524,6 @@ def test_an_evidence_table_from_an_older_version_is_refused_before_writing(spark
     path = str(Path(tiny_cfg.tables_root) / "candidate_evidence")
     write_deltalake(path, frame)
     with pytest.raises(ContractError, match=r"ev_text_mean, ev_text_recent .*move it aside"):
-        evidence_job(spark, tiny_cfg)
+        run_stage(evidence_job, spark, tiny_cfg)
     table = deltalake.DeltaTable(path)
     assert table.version() == 0 and table.to_pandas()["run_id"].tolist() == ["old"]

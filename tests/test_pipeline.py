@@ -1,4 +1,4 @@
-"""`instructrec-batch pipeline` on tables written from CSV exports exactly as the README shows."""
+"""`instructrec-batch pipeline` on tables written from CSV exports exactly as docs/own-data.md shows."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from tests.helpers import REPO, run_cli
 
 
 def _readme_snippet() -> str:
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs/own-data.md").read_text()
     found = re.search(r"<!-- own-data[^>]*-->\s*```python\n(.*?)```", readme, re.S)
-    assert found, "README.md lost its own-data snippet"
+    assert found, "docs/own-data.md lost its own-data snippet"
     return found.group(1)
 
 
@@ -39,7 +39,7 @@ def test_pipeline_on_tables_written_from_csv(tmp_path: Path, tiny_model_dir: Pat
         .replace('"events.csv"', repr(str(tmp_path / "events.csv")))
         .replace('"products.csv"', repr(str(tmp_path / "products.csv")))
     )
-    exec(compile(code, "README.md", "exec"), {})  # the documented code, unchanged but for the paths
+    exec(compile(code, "docs/own-data.md", "exec"), {})  # the documented code, unchanged but for the paths
     config = tmp_path / "my.yaml"
     config.write_text(f"workdir: {tmp_path / 'my_work'}\ncache_dir: {tmp_path / 'cache'}\n")
     small = [

@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from instructrec_batch.context import run_stage
 from instructrec_batch.stages.data import protocol_job
 from tests.helpers import (
     INTERACTIONS_SCHEMA,
@@ -32,7 +33,7 @@ def test_protocol_split_and_candidates(spark, cfg) -> None:
     inter, items = synthetic()
     write_input(spark, cfg, "interactions", inter, INTERACTIONS_SCHEMA)
     write_input(spark, cfg, "items", items, ITEMS_SCHEMA)
-    counts = protocol_job(spark, cfg)
+    counts = run_stage(protocol_job, spark, cfg)
     root = Path(cfg.tables_root)
     holdout = deltalake.DeltaTable(str(root / "holdout")).to_pandas()
     cands = deltalake.DeltaTable(str(root / "candidates")).to_pandas()
@@ -62,7 +63,7 @@ def test_protocol_is_deterministic_and_seeded(spark, cfg, tmp_path) -> None:
     root = Path(cfg.tables_root)
 
     def run(config):
-        protocol_job(spark, config)
+        run_stage(protocol_job, spark, config)
         frame = deltalake.DeltaTable(str(root / "candidates")).to_pandas()
         return frame.sort_values(["user_id", "retrieval_rank"]).reset_index(drop=True)
 

@@ -9,8 +9,10 @@ import deltalake
 import pandas as pd
 import pytest
 
+from instructrec_batch import config as config_module
 from instructrec_batch.cli import _config_from, build_parser
-from instructrec_batch.config import Config
+from instructrec_batch.config import Config, run_identity
+from instructrec_batch.context import run_stage
 from instructrec_batch.spark import faults
 from instructrec_batch.spark import runs as runs_module
 from instructrec_batch.stages.prompts import prompts_job
@@ -41,13 +43,14 @@ def _with_run(cfg: Config, **run: object) -> Config:
 def test_a_job_crossing_midnight_writes_every_row_under_one_run_id(spark, tiny_cfg, monkeypatch) -> None:
     load_synthetic(spark, tiny_cfg, n_users=6, n_items=40, per_user=8)
     prompted = _with_run(tiny_cfg, run_id="prompts-night", run_date="2026-01-01")
-    prompts_job(spark, prompted)
+    run_stage(prompts_job, spark, prompted)
     unpinned = _with_run(tiny_cfg, run_id=None, run_date=None)
     cfg = unpinned.model_copy(
         update={"score": unpinned.score.model_copy(update={"prompts_run_id": "prompts-night", "write_scores": True})}
     )
-    monkeypatch.setattr(runs_module, "datetime", _MidnightClock)
-    counts = score_job(spark, cfg)
+    monkeypatch.setattr(config_module, "datetime", _MidnightClock)  # the run's identity
+    monkeypatch.setattr(runs_module, "datetime", _MidnightClock)  # the runs rows' timestamps
+    counts = run_stage(score_job, spark, cfg)
     assert _MidnightClock.calls > 1  # the clock did cross midnight while the job ran
     assert counts.run_id.startswith("2026-01-01-")
     recs, scores, runs = _read(cfg, "recommendations"), _read(cfg, "candidate_scores"), _read(cfg, "runs")
@@ -65,15 +68,15 @@ def test_a_failure_between_the_two_score_writes_leaves_no_complete_run(
     cfg = cfg.model_copy(
         update={"score": cfg.score.model_copy(update={"adapter": str(adapter_dir), "write_scores": True})}
     )
-    prompts_job(spark, cfg)
-    score_job(spark, cfg)
+    run_stage(prompts_job, spark, cfg)
+    run_stage(score_job, spark, cfg)
     assert _read(cfg, "runs").query("job == 'score'").status.tolist() == ["succeeded"]
 
     faulty = cfg.model_copy(update={"score": cfg.score.model_copy(update={"k": 3})})
     with monkeypatch.context() as armed:
         armed.setenv(faults.DURING_WRITE_ENV, "1")
         with pytest.raises(Exception, match="injected fault during the write"):
-            score_job(spark, faulty)
+            run_stage(score_job, spark, faulty)
     recs = _read(cfg, "recommendations")
     assert recs["rank"].max() == 3  # the first write did land (k=3)...
     runs = _read(cfg, "runs").query("job == 'score'")
@@ -85,7 +88,8 @@ def test_a_failure_between_the_two_score_writes_leaves_no_complete_run(
 def test_the_runs_row_says_running_while_a_job_writes(spark, tiny_cfg) -> None:
     cfg = _with_run(tiny_cfg, run_id="marker", run_date="2026-01-01")
     seen: list[str] = []
-    with runs_module.recorded_run(spark, cfg, "probe", runs_module.run_identity(cfg)):
+    record = runs_module.RunRecord("probe", run_identity(cfg), cfg.fingerprint(), cfg.engine.kind)
+    with runs_module.recorded_run(spark, cfg.catalog, record):
         seen += _read(cfg, "runs").status.tolist()
     assert seen == ["running"] and _read(cfg, "runs").status.tolist() == ["succeeded"]
 

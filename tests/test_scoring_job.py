@@ -12,6 +12,7 @@ import pytest
 from instructrec_batch import executor_cache
 from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
 from instructrec_batch.config import Config
+from instructrec_batch.context import run_stage
 from instructrec_batch.errors import ArtifactError, ConfigError, ContractError
 from instructrec_batch.scoring.udf import ScoringSpec, model_cache_key, resolve_dtype
 from instructrec_batch.spark import faults
@@ -34,8 +35,8 @@ def _with(cfg: Config, **score: object) -> Config:
 def prompted(spark, tiny_cfg: Config, adapter_dir: Path) -> Config:
     load_synthetic(spark, tiny_cfg, n_users=24, n_items=80, per_user=12)
     cfg = _with(tiny_cfg, adapter=str(adapter_dir), k=5, batch_size=7, partitions=6)
-    evidence_job(spark, cfg)
-    prompts_job(spark, cfg)
+    run_stage(evidence_job, spark, cfg)
+    run_stage(prompts_job, spark, cfg)
     return cfg
 
 
@@ -44,7 +45,7 @@ def _recs(cfg: Config) -> pd.DataFrame:
 
 
 def test_top_k_per_user_and_rerun_replaces_in_one_commit(spark, prompted: Config) -> None:
-    counts = score_job(spark, prompted)
+    counts = run_stage(score_job, spark, prompted)
     recs = _recs(prompted)
     assert (counts.users, counts.rows) == (24, 24 * 5) and len(recs) == 120
     for _, group in recs.groupby("user_id"):
@@ -57,7 +58,7 @@ def test_top_k_per_user_and_rerun_replaces_in_one_commit(spark, prompted: Config
 
     table = deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations"))
     version = table.version()
-    score_job(spark, prompted)
+    run_stage(score_job, spark, prompted)
     table = deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations"))
     assert table.version() == version + 1
     again = table.to_pandas()
@@ -70,7 +71,7 @@ def test_top_k_per_user_and_rerun_replaces_in_one_commit(spark, prompted: Config
 
 def test_model_loaded_once_per_process_across_partitions(spark, prompted: Config, tiny_model_dir) -> None:
     executor_cache.clear()
-    score_job(spark, prompted)
+    run_stage(score_job, spark, prompted)
     from instructrec_batch.models.adapter import verify_adapter
 
     sha = verify_adapter(prompted.score.adapter).sha256
@@ -98,7 +99,7 @@ def test_tampered_adapter_fails_on_the_driver_before_any_task(spark, prompted: C
     weights.write_bytes(bytes(data))
     executor_cache.clear()
     with pytest.raises(ArtifactError, match="changed or corrupted"):
-        score_job(spark, _with(prompted, adapter=str(tampered)))
+        run_stage(score_job, spark, _with(prompted, adapter=str(tampered)))
     assert not (Path(prompted.tables_root) / "recommendations").exists()
     assert executor_cache.request_count(("anything",)) == 0
     runs_path = Path(prompted.tables_root) / "runs"
@@ -114,7 +115,7 @@ def test_cold_start_users_keep_retrieval_order(spark, prompted: Config, tmp_path
     frame.withColumn("cold_start", F.col("user_id") == 1).write.format("delta").mode("overwrite").save(path + "_c")
     shutil.rmtree(path)
     Path(path + "_c").rename(path)
-    score_job(spark, prompted)
+    run_stage(score_job, spark, prompted)
     recs = _recs(prompted)
     prompts = deltalake.DeltaTable(path).to_pandas().set_index("user_id")
     cold = recs[recs.user_id == 1].sort_values("rank")
@@ -124,7 +125,7 @@ def test_cold_start_users_keep_retrieval_order(spark, prompted: Config, tmp_path
 
     # Without a model pass (a fusion head that gives the model no weight) they keep it too.
     evidence_only = _with_head(Path(prompted.score.adapter), tmp_path / "evidence-only", weights=(0.0, 1.0))
-    score_job(spark, _with(prompted, adapter=str(evidence_only)))
+    run_stage(score_job, spark, _with(prompted, adapter=str(evidence_only)))
     recs = _recs(prompted)
     cold = recs[recs.user_id == 1].sort_values("rank")
     assert set(cold["ranked_by"]) == {"retrieval_order"}
@@ -134,7 +135,7 @@ def test_cold_start_users_keep_retrieval_order(spark, prompted: Config, tmp_path
 
 @pytest.mark.classic
 def test_same_top_k_on_local_delta_and_classic_parquet(spark, prompted: Config, tmp_path: Path, tiny_model_dir) -> None:
-    score_job(spark, prompted)
+    run_stage(score_job, spark, prompted)
     local = _recs(prompted)
     classic_tables = tmp_path / "classic" / "tables"
     prompts = deltalake.DeltaTable(str(Path(prompted.tables_root) / "prompts")).to_pyarrow_table()
@@ -178,7 +179,7 @@ def test_same_top_k_on_local_delta_and_classic_parquet(spark, prompted: Config, 
 def test_a_run_killed_mid_scoring_leaves_the_table_and_a_rerun_lands_once(
     spark, prompted: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    score_job(spark, prompted)
+    run_stage(score_job, spark, prompted)
     table = deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations"))
     version, before = table.version(), _recs(prompted)
 
@@ -186,14 +187,14 @@ def test_a_run_killed_mid_scoring_leaves_the_table_and_a_rerun_lands_once(
     with monkeypatch.context() as armed:
         armed.setenv(faults.AFTER_BATCHES_ENV, str(faults.batches_scored() + 3))
         with pytest.raises(Exception, match="injected fault"):
-            score_job(spark, faulty)
+            run_stage(score_job, spark, faulty)
     table = deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations"))
     assert table.version() == version  # nothing published: slices only ever reached staging
     pd.testing.assert_frame_equal(_recs(prompted), before)
     runs = deltalake.DeltaTable(str(Path(prompted.tables_root) / "runs")).to_pandas()
     assert runs.query("job == 'score'").status.tolist().count("failed") == 1
 
-    score_job(spark, _with(prompted, users_per_slice=8))
+    run_stage(score_job, spark, _with(prompted, users_per_slice=8))
     after = _recs(prompted)
     assert len(after) == 24 * 5 and not after.duplicated(["run_id", "user_id", "rank"]).any()
     assert deltalake.DeltaTable(str(Path(prompted.tables_root) / "recommendations")).version() == version + 1
@@ -203,7 +204,7 @@ def test_a_failure_inside_the_write_leaves_the_table_and_a_rerun_lands_once(
     spark, prompted: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The armed write fault raises in the tasks producing the recommendations files: no commit."""
-    score_job(spark, prompted)
+    run_stage(score_job, spark, prompted)
     path = Path(prompted.tables_root) / "recommendations"
     version, before = deltalake.DeltaTable(str(path)).version(), _recs(prompted)
     files_before = deltalake.DeltaTable(str(path)).file_uris()
@@ -211,12 +212,12 @@ def test_a_failure_inside_the_write_leaves_the_table_and_a_rerun_lands_once(
     with monkeypatch.context() as armed:
         armed.setenv(faults.DURING_WRITE_ENV, "1")
         with pytest.raises(Exception, match="injected fault during the write"):
-            score_job(spark, _with(prompted, k=3))
+            run_stage(score_job, spark, _with(prompted, k=3))
     table = deltalake.DeltaTable(str(path))
     assert table.version() == version and table.file_uris() == files_before
     pd.testing.assert_frame_equal(_recs(prompted), before)  # still k=5, the failed k=3 run is invisible
 
-    score_job(spark, _with(prompted, k=3))
+    run_stage(score_job, spark, _with(prompted, k=3))
     after = _recs(prompted)
     assert len(after) == 24 * 3 and not after.duplicated(["run_id", "user_id", "rank"]).any()
     assert deltalake.DeltaTable(str(path)).version() == version + 1
@@ -227,10 +228,10 @@ def test_template_version_mismatches_are_refused_before_scoring(spark, prompted:
     assert prompted.prompt.template_version == "v2"
     v1 = prompted.model_copy(update={"prompt": prompted.prompt.model_copy(update={"template_version": "v1"})})
     with pytest.raises(ConfigError, match=r"trained on template version v2 but prompt.template_version=v1"):
-        score_job(spark, v1)
+        run_stage(score_job, spark, v1)
     base_only = _with(v1, adapter=None)
     with pytest.raises(ContractError, match=r"built with template version v2 but prompt.template_version=v1"):
-        score_job(spark, base_only)
+        run_stage(score_job, spark, base_only)
     assert not (Path(prompted.tables_root) / "recommendations").exists()
 
 
@@ -244,7 +245,7 @@ def test_an_adapter_is_refused_on_item_text_it_was_not_trained_on(spark, prompte
             ConfigError,
             match=r"trained on item text .* set prompt.item_attributes, prompt.show_ratings and prompt.taste",
         ):
-            score_job(spark, other)
+            run_stage(score_job, spark, other)
     assert not (Path(prompted.tables_root) / "recommendations").exists()
 
 
@@ -254,17 +255,17 @@ def test_prompts_and_scoring_must_agree_on_the_taste_line(spark, prompted: Confi
     base_only = _with(prompted, adapter=None)
     tasted = base_only.model_copy(update={"prompt": base_only.prompt.model_copy(update={"taste_categories": 3})})
     with pytest.raises(ContractError, match=r"built without a taste_text column but prompt.taste_categories=3"):
-        score_job(spark, tasted)
+        run_stage(score_job, spark, tasted)
     ids = range(1, 81)
     items = pd.DataFrame({"item_id": ids, "title": [f"Item {i}" for i in ids], "category": [f"G{i % 3}" for i in ids]})
     write_input(spark, prompted, "items", items, ITEMS_SCHEMA + ", category STRING")
     tasted = tasted.model_copy(update={"tables": tasted.tables.model_copy(update={"prompts": "prompts_taste"})})
-    prompts_job(spark, tasted)
+    run_stage(prompts_job, spark, tasted)
     untasted = tasted.model_copy(update={"prompt": tasted.prompt.model_copy(update={"taste_categories": 0})})
     with pytest.raises(ContractError, match=r"built with taste lines but prompt.taste_categories=0"):
-        score_job(spark, untasted)
+        run_stage(score_job, spark, untasted)
     assert not (Path(prompted.tables_root) / "recommendations").exists()
-    assert score_job(spark, tasted).users == 24
+    assert run_stage(score_job, spark, tasted).users == 24
 
 
 def test_scoring_reports_progress_with_an_eta(spark, prompted: Config, caplog: pytest.LogCaptureFixture) -> None:
@@ -275,7 +276,7 @@ def test_scoring_reports_progress_with_an_eta(spark, prompted: Config, caplog: p
 
     assert progress_line("score", 30, 120, 600, 60.0) == "score: 30/120 users (25%), 10.0 candidates/s, ETA 3m 00s"
     with caplog.at_level(logging.INFO, logger="instructrec_batch.scoring.progress"):
-        score_job(spark, _with(prompted, progress_secs=0.2, partitions=24))
+        run_stage(score_job, spark, _with(prompted, progress_secs=0.2, partitions=24))
     lines = [r.getMessage() for r in caplog.records if r.name == "instructrec_batch.scoring.progress"]
     assert any(re.match(r"score: \d+/24 users \(\d+%\), [\d.]+ candidates/s, ETA \d+m \d\ds", line) for line in lines)
     # The last line, logged when the pass completes, however short it was.
@@ -304,9 +305,9 @@ def test_a_fusion_head_without_evidence_is_refused_before_scoring(spark, prompte
     fused = _with_head(Path(prompted.score.adapter), tmp_path / "fused", weights=(1.0, 0.5))
     other = _with(prompted, adapter=str(fused))
     other = other.model_copy(update={"run": other.run.model_copy(update={"run_id": "no-evidence"})})
-    prompts_job(spark, other)  # a v2 template: prompts need no evidence, the fusion head does
+    run_stage(prompts_job, spark, other)  # a v2 template: prompts need no evidence, the fusion head does
     with pytest.raises(ContractError, match=r"candidate_evidence.*'no-evidence'.*fusion head"):
-        score_job(spark, other)
+        run_stage(score_job, spark, other)
     runs = deltalake.DeltaTable(str(Path(prompted.tables_root) / "runs")).to_pandas()
     assert not ((runs.run_id == "no-evidence") & (runs.job == "score")).any()  # nothing written, not even 'running'
 
@@ -331,14 +332,14 @@ def test_a_fusion_head_without_model_weight_ranks_by_the_evidence_without_the_mo
     from instructrec_batch import contracts as C
 
     fused = _with_head(Path(prompted.score.adapter), tmp_path / "evidence-only", weights=(0.0, 1.0))
-    score_job(spark, _with(prompted, adapter=str(fused), k=20, skip_unused_model=False))
+    run_stage(score_job, spark, _with(prompted, adapter=str(fused), k=20, skip_unused_model=False))
     with_model = _recs(prompted)
     assert set(with_model.ranked_by) == {"hybrid"} and _model_pass(prompted) == 1
     # Any scored batch would raise: the model pass must not run at all.
     skipping = _with(prompted, adapter=str(fused), k=20, write_scores=True)
     with monkeypatch.context() as armed, caplog.at_level(logging.INFO, logger="instructrec_batch.stages.score"):
         armed.setenv(faults.AFTER_BATCHES_ENV, str(faults.batches_scored()))
-        score_job(spark, skipping)
+        run_stage(score_job, spark, skipping)
     assert "gives the model's score no weight" in caplog.text and "model pass is skipped" in caplog.text
     recs = _recs(prompted)
     assert set(recs.ranked_by) == {"evidence"}

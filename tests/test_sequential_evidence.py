@@ -80,6 +80,6 @@ def test_readers_refuse_a_run_without_stored_vectors(spark, cfg) -> None:
     """With evidence.sequential on, a job reading a run's evidence for lists of its own needs the run's
     model: without it the error names the table, the run and what to do; with it off there is nothing to read."""
     with pytest.raises(ContractError, match=r"sequence_vectors.*run_id 'nope'.*instructrec-batch evidence"):
-        read_run_vectors(spark, cfg, "nope", "a test")
+        read_run_vectors(spark, cfg.catalog, cfg.evidence.sequential, "nope", "a test")
     off = cfg.model_copy(update={"evidence": cfg.evidence.model_copy(update={"sequential": False})})
-    assert read_run_vectors(spark, off, "nope", "a test") is None
+    assert read_run_vectors(spark, off.catalog, off.evidence.sequential, "nope", "a test") is None

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from instructrec_batch.config import Config
+from instructrec_batch.context import run_stage
 from instructrec_batch.stages.prompts import prompts_job
 from tests.helpers import REPO, load_synthetic
 
@@ -34,7 +35,7 @@ def test_spark_submit_score_job_writes_parquet_and_fails_non_zero(
     cfg = tiny_cfg.model_copy(
         update={"run": tiny_cfg.run.model_copy(update={"run_id": "submit", "run_date": "2026-11-22"})}
     )
-    prompts_job(spark, cfg)
+    run_stage(prompts_job, spark, cfg)
     prompts = deltalake.DeltaTable(str(Path(cfg.tables_root) / "prompts")).to_pyarrow_table()
     tables = tmp_path / "classic" / "tables"
     (tables / "prompts").mkdir(parents=True)

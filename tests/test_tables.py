@@ -5,6 +5,7 @@ import pytest
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import build_config
+from instructrec_batch.context import run_stage
 from instructrec_batch.errors import ContractError
 from instructrec_batch.spark.tables import read_input, resolve, write_table
 from instructrec_batch.stages.data import protocol_job
@@ -26,11 +27,11 @@ def test_resolve_paths_catalog_names_and_bare_names(tmp_path: Path) -> None:
             }
         ]
     )
-    assert resolve(cfg, "interactions").is_catalog
-    assert resolve(cfg, "interactions").location == "main.recsys.interactions"
-    assert not resolve(cfg, "items").is_catalog and resolve(cfg, "items").location == "/data/items"
-    assert resolve(cfg, "candidates").location == "s3://b/c"
-    assert resolve(cfg, "holdout").location == str(tmp_path / "tables" / "holdout")
+    assert resolve(cfg.catalog, "interactions").is_catalog
+    assert resolve(cfg.catalog, "interactions").location == "main.recsys.interactions"
+    assert not resolve(cfg.catalog, "items").is_catalog and resolve(cfg.catalog, "items").location == "/data/items"
+    assert resolve(cfg.catalog, "candidates").location == "s3://b/c"
+    assert resolve(cfg.catalog, "holdout").location == str(tmp_path / "tables" / "holdout")
 
 
 def test_missing_required_column_fails_naming_table_and_column_and_writes_nothing(spark, cfg) -> None:
@@ -38,7 +39,7 @@ def test_missing_required_column_fails_naming_table_and_column_and_writes_nothin
     write_input(spark, cfg, "interactions", no_ts, "user_id BIGINT, item_id BIGINT")
     write_input(spark, cfg, "items", ITEMS, "item_id BIGINT, title STRING")
     with pytest.raises(ContractError) as err:
-        protocol_job(spark, cfg)
+        run_stage(protocol_job, spark, cfg)
     message = str(err.value)
     assert "table 'interactions'" in message
     assert "missing required column 'event_ts'" in message
@@ -51,18 +52,18 @@ def test_wrong_type_is_named(spark, cfg) -> None:
     frame = pd.DataFrame({"item_id": [1], "title": [3.5]})
     write_input(spark, cfg, "items", frame, "item_id BIGINT, title DOUBLE")
     with pytest.raises(ContractError, match=r"table 'items'.*column 'title' has type double, expected string"):
-        read_input(spark, cfg, C.ITEMS)
+        read_input(spark, cfg.catalog, C.ITEMS)
 
 
 def test_missing_table_is_named(spark, cfg) -> None:
     with pytest.raises(ContractError, match=r"table 'interactions' \(path .*interactions\) does not exist"):
-        read_input(spark, cfg, C.INTERACTIONS)
+        read_input(spark, cfg.catalog, C.INTERACTIONS)
 
 
 def test_extra_columns_are_dropped_and_optional_ones_kept(spark, cfg) -> None:
     frame = pd.DataFrame({"item_id": [1], "title": ["A"], "category": ["x"], "noise": [1]})
     write_input(spark, cfg, "items", frame, "item_id BIGINT, title STRING, category STRING, noise INT")
-    assert read_input(spark, cfg, C.ITEMS).columns == ["item_id", "title", "category"]
+    assert read_input(spark, cfg.catalog, C.ITEMS).columns == ["item_id", "title", "category"]
 
 
 def test_catalog_names_and_paths_go_through_the_same_io(spark, tiny_cfg) -> None:
@@ -81,12 +82,12 @@ def test_catalog_names_and_paths_go_through_the_same_io(spark, tiny_cfg) -> None
             "run": tiny_cfg.run.model_copy(update={"run_id": "catalog"}),
         }
     )
-    assert resolve(cfg, "items").is_catalog and not resolve(cfg, "interactions").is_catalog
+    assert resolve(cfg.catalog, "items").is_catalog and not resolve(cfg.catalog, "interactions").is_catalog
     with pytest.raises(ContractError, match=rf"table 'items' \(catalog table {items_name}\) does not exist"):
-        prompts_job(spark, cfg)
-    write_table(spark.createDataFrame(items, ITEMS_SCHEMA), cfg, resolve(cfg, "items"))
+        run_stage(prompts_job, spark, cfg)
+    write_table(spark.createDataFrame(items, ITEMS_SCHEMA), cfg.catalog, resolve(cfg.catalog, "items"))
     try:
-        counts = prompts_job(spark, cfg)
+        counts = run_stage(prompts_job, spark, cfg)
         written = spark.read.table(prompts_name)
         assert counts.users_emitted == 6 and written.count() == 6
         assert not (Path(cfg.tables_root) / "prompts").exists()  # it went to the catalog, not to a path

@@ -8,6 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from instructrec_batch.config import Config
+from instructrec_batch.context import run_stage
 from instructrec_batch.errors import ArtifactError, ConfigError
 from instructrec_batch.stages.evaluate import evaluate_job
 from instructrec_batch.stages.evidence import evidence_job
@@ -33,8 +34,8 @@ def tracked(spark, tiny_cfg: Config) -> Config:
         run={"run_id": "mlflow-test", "run_date": "2026-01-01"},
         evaluate={"methods": ["popularity", "lora", "hybrid"], "bootstrap": 50},
     )
-    evidence_job(spark, cfg)
-    prompts_job(spark, cfg)
+    run_stage(evidence_job, spark, cfg)
+    run_stage(prompts_job, spark, cfg)
     return cfg
 
 
@@ -43,11 +44,14 @@ def _read(cfg: Config, table: str):
 
 
 def test_training_is_logged_registered_and_scored_by_alias(spark, tracked: Config) -> None:
-    trained = train_job(spark, tracked)
+    trained = run_stage(train_job, spark, tracked)
     record = trained.mlflow
     assert record is not None and record.model_uri == "models:/instructrec_adapter/1"
-    assert store_uri(tracked).startswith("sqlite:///") and (Path(tracked.workdir) / "mlflow" / "mlflow.db").is_file()
-    client = MlflowClient(store_uri(tracked), store_uri(tracked))
+    assert (
+        store_uri(tracked.mlflow, tracked.workdir).startswith("sqlite:///")
+        and (Path(tracked.workdir) / "mlflow" / "mlflow.db").is_file()
+    )
+    client = MlflowClient(store_uri(tracked.mlflow, tracked.workdir), store_uri(tracked.mlflow, tracked.workdir))
     run = client.get_run(record.run_id)
     assert run.data.params["train.max_steps"] == "4" and run.data.params["base_model"]
     assert run.data.tags["instructrec.adapter_sha256"] == trained.adapter_sha256
@@ -60,13 +64,13 @@ def test_training_is_logged_registered_and_scored_by_alias(spark, tracked: Confi
     assert str(version.version) == "1" and version.run_id == record.run_id
 
     scored = _with(tracked, score={"adapter": "models:/instructrec_adapter@challenger"})
-    counts = score_job(spark, scored)
+    counts = run_stage(score_job, spark, scored)
     assert counts.model_id.endswith("+fusion (models:/instructrec_adapter/1)")
     assert f"+lora@{trained.adapter_sha256[:12]}" in counts.model_id
     recs = _read(scored, "recommendations")
     assert set(recs.model_id) == {counts.model_id} and recs.user_id.nunique() == 20
 
-    result = evaluate_job(spark, scored)
+    result = run_stage(evaluate_job, spark, scored)
     assert result.mlflow_run_id == record.run_id  # figures go to the run that trained the adapter
     run = client.get_run(record.run_id)
     assert run.data.metrics["eval/hybrid/pointwise/ndcg_10"] == pytest.approx(
@@ -77,25 +81,53 @@ def test_training_is_logged_registered_and_scored_by_alias(spark, tracked: Confi
     assert "eval/popularity/mrr_ci_low" in run.data.metrics
     assert "report/report.md" in {a.path for a in client.list_artifacts(record.run_id, "report")}
     # Evaluated from the adapter folder instead, the figures still find the run through its sha256 tag.
-    assert evaluate_job(spark, _with(tracked, score={"adapter": trained.adapter})).mlflow_run_id == record.run_id
+    assert (
+        run_stage(evaluate_job, spark, _with(tracked, score={"adapter": trained.adapter})).mlflow_run_id
+        == record.run_id
+    )
 
 
 def test_a_tampered_registered_artifact_is_refused_before_writing(spark, tracked: Config) -> None:
-    record = train_job(spark, tracked).mlflow
+    record = run_stage(train_job, spark, tracked).mlflow
     assert record is not None
-    stored = mlflow.MlflowClient(store_uri(tracked)).get_run(record.run_id).info.artifact_uri
+    stored = mlflow.MlflowClient(store_uri(tracked.mlflow, tracked.workdir)).get_run(record.run_id).info.artifact_uri
     weights = Path(stored.removeprefix("file://")) / "adapter" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"tampered")
     with pytest.raises(ArtifactError, match="sha256"):
-        score_job(spark, _with(tracked, score={"adapter": record.alias_uri}))
+        run_stage(score_job, spark, _with(tracked, score={"adapter": record.alias_uri}))
     assert not (Path(tracked.tables_root) / "recommendations").exists()
     with pytest.raises(ArtifactError, match=r"could not be resolved.*no_such_model"):
-        score_job(spark, _with(tracked, score={"adapter": "models:/no_such_model@champion"}))
+        run_stage(score_job, spark, _with(tracked, score={"adapter": "models:/no_such_model@champion"}))
 
 
 def test_switched_off_nothing_is_logged_and_references_say_so(spark, tracked: Config) -> None:
     off = _with(tracked, mlflow={"enabled": False})
-    assert train_job(spark, off).mlflow is None
+    assert run_stage(train_job, spark, off).mlflow is None
     assert not (Path(off.workdir) / "mlflow").exists()
     with pytest.raises(ConfigError, match=r"mlflow\.enabled is false"):
-        score_job(spark, _with(off, score={"adapter": "models:/instructrec_adapter@challenger"}))
+        run_stage(score_job, spark, _with(off, score={"adapter": "models:/instructrec_adapter@challenger"}))
+
+
+def test_the_pipeline_downloads_the_registered_adapter_once_for_score_and_evaluate(
+    spark, tracked: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training registers the adapter; score and evaluate then both use that registered version, which
+    the pipeline resolves (downloads from the store) once and hands to both jobs."""
+    from instructrec_batch.pipeline import run_pipeline
+
+    downloads: list[str] = []
+    real = mlflow.artifacts.download_artifacts
+
+    def counted(*args: object, **kwargs: object) -> str:
+        downloads.append(str(kwargs.get("artifact_uri")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", counted)
+    result = run_pipeline(tracked, lambda _: None, session=spark)
+    assert downloads == ["models:/instructrec_adapter/1"]
+    runs = _read(tracked, "runs")
+    assert set(runs.query("run_id == 'mlflow-test'").job) >= {"train", "score", "evaluate"}
+    assert set(runs.query("run_id == 'mlflow-test'").status) == {"succeeded"}
+    recs = _read(tracked, "recommendations")
+    assert recs.model_id.str.endswith("(models:/instructrec_adapter/1)").all()
+    assert result.report is not None and result.report.is_file()

@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 from instructrec_batch import contracts as C
 from instructrec_batch.config import DEFAULT_TEMPLATE_VERSION as DEFAULT_VERSION
 from instructrec_batch.config import Config
+from instructrec_batch.context import run_stage
 from instructrec_batch.errors import ArtifactError
 from instructrec_batch.evidence.features import NEAR
 from instructrec_batch.models.adapter import load_adapter, verify_adapter
@@ -58,12 +59,14 @@ def protocol_cfg(spark, tiny_cfg: Config) -> Config:
 
 
 def _examples(spark, cfg: Config) -> pd.DataFrame:
-    base = resolve_base(cfg)
+    base = resolve_base(cfg.model, cfg.cache_path)
     frame = build_examples(
-        read_input(spark, cfg, C.INTERACTIONS),
-        read_input(spark, cfg, C.ITEMS),
-        read_input(spark, cfg, C.HOLDOUT),
-        cfg,
+        read_input(spark, cfg.catalog, C.INTERACTIONS),
+        read_input(spark, cfg.catalog, C.ITEMS),
+        read_input(spark, cfg.catalog, C.HOLDOUT),
+        cfg.train,
+        cfg.prompt,
+        cfg.evidence,
         str(base.path),
     )
     return frame.toPandas()
@@ -174,7 +177,7 @@ def test_neighbour_negatives_follow_each_training_targets_own_anchor(spark, tiny
     inter, items, clusters = _anchor_clusters()
     write_input(spark, tiny_cfg, "interactions", inter, INTERACTIONS_SCHEMA)
     write_input(spark, tiny_cfg, "items", items, ITEMS_SCHEMA)
-    protocol_job(spark, tiny_cfg)
+    run_stage(protocol_job, spark, tiny_cfg)
     cfg = _configure(tiny_cfg, negative_sampling=sampling, negatives=3, examples_per_user=3)
     examples = _examples(spark, cfg)
     mine = examples[(examples.kind == "train") & examples.user_id.between(1, 10)]
@@ -193,8 +196,8 @@ def test_same_user_renders_identically_in_training_and_scoring(spark, protocol_c
     cfg = protocol_cfg.model_copy(
         update={"prompt": protocol_cfg.prompt.model_copy(update={"template_version": version, "show_ratings": True})}
     )
-    evidence_job(spark, cfg)
-    prompts_job(spark, cfg)
+    run_stage(evidence_job, spark, cfg)
+    run_stage(prompts_job, spark, cfg)
     prompts = deltalake.DeltaTable(str(Path(cfg.tables_root) / "prompts")).to_pandas().set_index("user_id")
     examples = _examples(spark, cfg)
     valid = examples[examples.kind == "valid"].set_index("user_id")
@@ -231,7 +234,7 @@ def test_v3_training_notes_are_the_evidence_as_of_each_target(spark, protocol_cf
     from instructrec_batch.prompts.render import candidate_text
 
     cfg = protocol_cfg.model_copy(update={"prompt": protocol_cfg.prompt.model_copy(update={"template_version": "v3"})})
-    interactions, holdout = read_input(spark, cfg, C.INTERACTIONS), read_input(spark, cfg, C.HOLDOUT)
+    interactions, holdout = read_input(spark, cfg.catalog, C.INTERACTIONS), read_input(spark, cfg.catalog, C.HOLDOUT)
     examples = _examples(spark, cfg)
     rows = examples[examples.kind == "train"].head(8)
     wanted = pd.DataFrame(
@@ -273,7 +276,7 @@ def test_taste_line_counts_only_rows_before_the_holdout_and_each_training_target
     )
     write_input(spark, protocol_cfg, "items", items, ITEMS_SCHEMA + ", category STRING")
     cfg = protocol_cfg.model_copy(update={"prompt": protocol_cfg.prompt.model_copy(update={"taste_categories": 3})})
-    prompts_job(spark, cfg)
+    run_stage(prompts_job, spark, cfg)
     prompts = deltalake.DeltaTable(str(Path(cfg.tables_root) / "prompts")).to_pandas().set_index("user_id")
     examples = _examples(spark, cfg)
     holdout = deltalake.DeltaTable(str(Path(cfg.tables_root) / "holdout")).to_pandas()
@@ -305,11 +308,13 @@ def test_collected_examples_come_in_one_order_whatever_the_partitioning(spark, p
     Spark's plan, or the same data and seed would tune different adapters on different engines."""
     cfg = protocol_cfg
     examples = build_examples(
-        read_input(spark, cfg, C.INTERACTIONS),
-        read_input(spark, cfg, C.ITEMS),
-        read_input(spark, cfg, C.HOLDOUT),
-        cfg,
-        str(resolve_base(cfg).path),
+        read_input(spark, cfg.catalog, C.INTERACTIONS),
+        read_input(spark, cfg.catalog, C.ITEMS),
+        read_input(spark, cfg.catalog, C.HOLDOUT),
+        cfg.train,
+        cfg.prompt,
+        cfg.evidence,
+        str(resolve_base(cfg.model, cfg.cache_path).path),
     ).cache()
     one, many = examples.coalesce(1), examples.repartition(5, "target_item_id")
     key = ["user_id", "target_item_id", "kind"]
@@ -325,7 +330,7 @@ def test_training_lowers_validation_loss_and_adapter_round_trips(
     spark, protocol_cfg: Config, tiny_model_dir, caplog
 ) -> None:
     with caplog.at_level("INFO", "instructrec_batch"):
-        summary = train_job(spark, protocol_cfg)
+        summary = run_stage(train_job, spark, protocol_cfg)
     # No evidence job ran for this run: training fits the sequential model for its fusion lists itself.
     assert any("training the sequential model for the fusion lists" in m for m in caplog.messages)
     head = json.loads((Path(summary.adapter) / "fusion_head.json").read_text())
@@ -468,7 +473,7 @@ def test_one_pass_training_loss_and_gradients_equal_per_sequence(spark, protocol
     from instructrec_batch.training.trainer import _loss
 
     frame = _examples(spark, protocol_cfg)
-    base = resolve_base(protocol_cfg)
+    base = resolve_base(protocol_cfg.model, protocol_cfg.cache_path)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     seqs = sequences(frame[frame.kind == "train"].head(3), tokenizer, load_templates(DEFAULT_VERSION), 1024)
     seqs = [s.__class__(**{**s.__dict__, "prior": 0.1 * i}) for i, s in enumerate(seqs)]
@@ -503,7 +508,7 @@ def test_micro_batches_accumulate_the_whole_batchs_gradient(spark, protocol_cfg:
     from instructrec_batch.training.trainer import _loss, accumulate_gradients, micro_batches
 
     frame = _examples(spark, protocol_cfg)
-    base = resolve_base(protocol_cfg)
+    base = resolve_base(protocol_cfg.model, protocol_cfg.cache_path)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     seqs = sequences(frame[frame.kind == "train"].head(4), tokenizer, load_templates(DEFAULT_VERSION), 1024)
     seqs = [s.__class__(**{**s.__dict__, "prior": 0.1 * i}) for i, s in enumerate(seqs)]
@@ -531,12 +536,14 @@ def test_evidence_priors_follow_each_examples_candidate_order(spark, protocol_cf
     from instructrec_batch.evidence.features import AS_OF, candidate_evidence, evidence_interactions
     from instructrec_batch.training.fusion import evidence_priors
 
-    interactions = read_input(spark, protocol_cfg, C.INTERACTIONS)
-    items = read_input(spark, protocol_cfg, C.ITEMS)
-    holdout = read_input(spark, protocol_cfg, C.HOLDOUT)
-    base = resolve_base(protocol_cfg)
-    examples = build_examples(interactions, items, holdout, protocol_cfg, str(base.path))
-    frame, blend = evidence_priors(examples, examples.toPandas(), interactions, items, holdout, protocol_cfg)
+    interactions = read_input(spark, protocol_cfg.catalog, C.INTERACTIONS)
+    items = read_input(spark, protocol_cfg.catalog, C.ITEMS)
+    holdout = read_input(spark, protocol_cfg.catalog, C.HOLDOUT)
+    base = resolve_base(protocol_cfg.model, protocol_cfg.cache_path)
+    examples = build_examples(
+        interactions, items, holdout, protocol_cfg.train, protocol_cfg.prompt, protocol_cfg.evidence, str(base.path)
+    )
+    frame, blend = evidence_priors(examples, examples.toPandas(), interactions, items, holdout, protocol_cfg.evidence)
     rows = frame[frame.kind == "train"].head(5)
     wanted = pd.DataFrame(
         [(r.user_id, r.target_item_id, item) for r in rows.itertuples() for item in r.candidate_ids],

@@ -18,6 +18,7 @@ from pyspark.sql import SparkSession
 
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
+from instructrec_batch.context import run_stage
 from instructrec_batch.memory import peak_rss
 from instructrec_batch.stages.evidence import evidence_job
 
@@ -44,7 +45,7 @@ def bench_evidence(
     synthetic_tables(spark, cfg, users, items, per_user, cands, categories=True)
     with peak_rss() as memory:
         start = time.perf_counter()
-        counts = evidence_job(spark, cfg)
+        counts = run_stage(evidence_job, spark, cfg)
         seconds = time.perf_counter() - start
     return EvidenceBench(
         users,

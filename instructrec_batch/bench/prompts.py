@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import Config
+from instructrec_batch.context import run_stage
 from instructrec_batch.memory import peak_rss
 from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.spark.tables import resolve, write_table
@@ -66,9 +67,9 @@ def synthetic_tables(
         F.pmod(F.xxhash64(F.col("id"), F.lit(13)), F.lit(items)).alias(C.ITEM_ID),
         (F.col("id") % cands + 1).cast("int").alias(C.RETRIEVAL_RANK),
     )
-    write_table(item_df, cfg, resolve(cfg, "items"))
-    write_table(inter_df, cfg, resolve(cfg, "interactions"))
-    write_table(cand_df, cfg, resolve(cfg, "candidates"))
+    write_table(item_df, cfg.catalog, resolve(cfg.catalog, "items"))
+    write_table(inter_df, cfg.catalog, resolve(cfg.catalog, "interactions"))
+    write_table(cand_df, cfg.catalog, resolve(cfg.catalog, "candidates"))
 
 
 def bench_prompts(
@@ -77,10 +78,10 @@ def bench_prompts(
     synthetic_tables(spark, cfg, users, items, per_user, cands)
     template = load_templates(cfg.prompt.template_version).get(cfg.prompt.inference_template_id)
     if template.shows_evidence:
-        evidence_job(spark, cfg)
+        run_stage(evidence_job, spark, cfg)
     with peak_rss() as memory:
         start = time.perf_counter()
-        counts = prompts_job(spark, cfg)
+        counts = run_stage(prompts_job, spark, cfg)
         seconds = time.perf_counter() - start
     return PromptsBench(
         users,

@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
+from instructrec_batch.context import run_stage
 from instructrec_batch.memory import peak_rss
 from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
 from instructrec_batch.models.forward import pad_id_of
@@ -86,10 +87,10 @@ def bench_scoring(
 
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_id": "bench-scoring"})})
     synthetic_tables(spark, cfg, users, items, history, candidates)
-    evidence_job(spark, cfg)  # the fusion head of an adapter, or a template that shows evidence, reads it
-    prompts_job(spark, cfg)
-    rows = read_input(spark, cfg, C.PROMPTS).where(F.col(C.RUN_ID) == "bench-scoring").toPandas()
-    base = resolve_base(cfg)
+    run_stage(evidence_job, spark, cfg)  # the fusion head of an adapter, or a template that shows evidence, reads it
+    run_stage(prompts_job, spark, cfg)
+    rows = read_input(spark, cfg.catalog, C.PROMPTS).where(F.col(C.RUN_ID) == "bench-scoring").toPandas()
+    base = resolve_base(cfg.model, cfg.cache_path)
     device = pick_device(cfg.score.device)
     dtype = resolve_dtype(cfg.score.dtype, device)
     templates = load_templates(cfg.prompt.template_version)
@@ -136,7 +137,7 @@ def bench_scoring(
         del handle  # the job loads its own copy, as an executor would
         job_cfg = cfg.model_copy(update={"score": cfg.score.model_copy(update={"method": "onepass"})})
         job_start = time.perf_counter()
-        score_job(spark, job_cfg)
+        run_stage(score_job, spark, job_cfg)
         job_s = time.perf_counter() - job_start
         after_start = time.perf_counter()  # in process again, model load included: brackets the job in time
         handle = load()

@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession
 from instructrec_batch import contracts as C
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
+from instructrec_batch.context import run_stage
 from instructrec_batch.memory import peak_rss
 from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
 from instructrec_batch.models.forward import pad_id_of
@@ -46,13 +47,15 @@ def bench_train(spark: SparkSession, cfg: Config, *, users: int, items: int, per
     import torch
 
     synthetic_tables(spark, cfg, users, items, per_user, 20)
-    protocol_job(spark, cfg)
-    base = resolve_base(cfg)
+    run_stage(protocol_job, spark, cfg)
+    base = resolve_base(cfg.model, cfg.cache_path)
     frame = build_examples(
-        read_input(spark, cfg, C.INTERACTIONS),
-        read_input(spark, cfg, C.ITEMS),
-        read_input(spark, cfg, C.HOLDOUT),
-        cfg,
+        read_input(spark, cfg.catalog, C.INTERACTIONS),
+        read_input(spark, cfg.catalog, C.ITEMS),
+        read_input(spark, cfg.catalog, C.HOLDOUT),
+        cfg.train,
+        cfg.prompt,
+        cfg.evidence,
         str(base.path),
     ).toPandas()
     tokenizer = load_tokenizer(base.path)

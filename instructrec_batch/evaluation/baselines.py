@@ -16,10 +16,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import EvidenceConfig, SasrecConfig
-from instructrec_batch.evidence.lists import list_evidence
-from instructrec_batch.ranking.blend import fit_blend, with_evidence
+from instructrec_batch.config import SasrecConfig
+from instructrec_batch.ranking.blend import with_evidence
 from instructrec_batch.ranking.metrics import SCORE
+from instructrec_batch.ranking.ranker import LinearRanker
 
 
 def training_interactions(interactions: DataFrame, holdout: DataFrame) -> DataFrame:
@@ -85,20 +85,10 @@ def itemknn_scores(candidates: DataFrame, train: DataFrame) -> DataFrame:
     )
 
 
-def blend_scores(
-    candidates: DataFrame,
-    evidence: DataFrame,
-    lists: DataFrame,
-    source: DataFrame,
-    items: DataFrame,
-    cfg: EvidenceConfig,
-    vectors: DataFrame | None,
-) -> DataFrame:
-    """The evidence blend: a linear ranker over BLEND_TERMS fitted on validation `lists`, applied to
-    the candidates' evidence rows (`evidence`, from the evidence job). `source` (training interactions),
-    `items` and the run's sequence `vectors` feed the lists' evidence, as they fed the evidence job's."""
-    ranker = fit_blend(list_evidence(source, lists, cfg, items, vectors))
-    return with_evidence(candidates, evidence).select(C.USER_ID, C.ITEM_ID, ranker.column().alias(SCORE))
+def blend_scores(candidates: DataFrame, evidence: DataFrame, blend: LinearRanker) -> DataFrame:
+    """The evidence blend (a ranker over BLEND_TERMS, fitted on validation lists by `ranking.blend.fit_blend`)
+    applied to the candidates' evidence rows (`evidence`, from the evidence job)."""
+    return with_evidence(candidates, evidence).select(C.USER_ID, C.ITEM_ID, blend.column().alias(SCORE))
 
 
 def stored_sasrec_scores(evidence: DataFrame) -> DataFrame:

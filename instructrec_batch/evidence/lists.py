@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import Config, EvidenceConfig
+from instructrec_batch.config import DataConfig, EvidenceConfig
 from instructrec_batch.data.protocol import sample_candidates, sample_users, shown_items, usable_interactions
 from instructrec_batch.evidence.features import candidate_evidence
 
@@ -23,7 +23,7 @@ BLEND_USERS = 5000  # an evidence blend is fitted on the validation lists of a s
 
 
 def validation_lists(
-    interactions: DataFrame, items: DataFrame, holdout: DataFrame, users: DataFrame, cfg: Config
+    interactions: DataFrame, items: DataFrame, holdout: DataFrame, users: DataFrame, data: DataConfig
 ) -> DataFrame:
     """user_id, item_id, positive: each of `users`' valid item plus data.negatives sampled negatives.
 
@@ -34,7 +34,7 @@ def validation_lists(
     as_target = valid.withColumn(C.SPLIT, F.lit(C.SPLIT_TEST))
     usable, _ = usable_interactions(interactions, items)
     lists = sample_candidates(
-        usable, shown_items(items), as_target, seed=cfg.data.seed + VALIDATION_SALT, negatives=cfg.data.negatives
+        usable, shown_items(items), as_target, seed=data.seed + VALIDATION_SALT, negatives=data.negatives
     )
     marked = valid.select(C.USER_ID, C.ITEM_ID, F.lit(True).alias("positive"))
     return (
@@ -44,12 +44,12 @@ def validation_lists(
     )
 
 
-def blend_lists(interactions: DataFrame, items: DataFrame, holdout: DataFrame, cfg: Config) -> DataFrame:
+def blend_lists(interactions: DataFrame, items: DataFrame, holdout: DataFrame, data: DataConfig) -> DataFrame:
     """validation_lists of a sample of BLEND_USERS users with a validation row (seeded by data.seed):
     what an evidence blend is fitted on, whichever users are evaluated, so that the blend baseline and
     the fusion head's blend learn from the same lists."""
     users = holdout.where(F.col(C.SPLIT) == C.SPLIT_VALID).select(C.USER_ID).distinct()
-    return validation_lists(interactions, items, holdout, sample_users(users, BLEND_USERS, cfg.data.seed), cfg)
+    return validation_lists(interactions, items, holdout, sample_users(users, BLEND_USERS, data.seed), data)
 
 
 def list_evidence(

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from instructrec_batch.config import Config
+from instructrec_batch.config import EvidenceConfig
 from instructrec_batch.evidence.features import (
     SEQUENCE,
     compared_candidates,
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 def staged_evidence(
     spark: SparkSession,
-    cfg: Config,
+    ev: EvidenceConfig,
     train: DataFrame,
     candidates: DataFrame,
     items: DataFrame | None,
@@ -53,10 +53,9 @@ def staged_evidence(
 ) -> DataFrame:
     """candidate_evidence(train, candidates, items, vectors) written to staging table `name` slice by slice,
     read back."""
-    ev = cfg.evidence
 
     def stage(suffix: str, frame: DataFrame) -> DataFrame:
-        write_table(frame, cfg, staging.ref(f"{name}_{suffix}"))
+        write_table(frame, staging.tables, staging.ref(f"{name}_{suffix}"))
         return staging.read(spark, f"{name}_{suffix}")
 
     sequences = stage("sequences", user_sequences(train, ev.max_items))
@@ -69,7 +68,7 @@ def staged_evidence(
         """Write slice_frame((i, slices)) for every slice i into one staging table, one after the other."""
         for index in range(slices):
             mode = "overwrite" if index == 0 else "append"
-            write_table(slice_frame((index, slices)), cfg, staging.ref(table), mode=mode)
+            write_table(slice_frame((index, slices)), staging.tables, staging.ref(table), mode=mode)
             log.info("evidence: %s slice %d/%d staged (~%d windowed pairs in all)", what, index + 1, slices, pairs)
         return staging.read(spark, table)
 

@@ -7,12 +7,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import Config
+from instructrec_batch.config import TableCatalog
 from instructrec_batch.errors import ContractError
 from instructrec_batch.spark.tables import read_input, resolve, table_exists
 
 
-def read_run_evidence(spark: SparkSession, cfg: Config, run_id: str, needed_by: str, covering: DataFrame) -> DataFrame:
+def read_run_evidence(
+    spark: SparkSession, tables: TableCatalog, run_id: str, needed_by: str, covering: DataFrame
+) -> DataFrame:
     """The candidate_evidence rows the evidence job wrote for `run_id`: user_id, item_id, EVIDENCE_COLUMNS
     and EVIDENCE_NOTE_COLUMNS. `needed_by` names the reader in the errors raised when there are none,
     or when a (user_id, item_id) of `covering` (the reader's candidates) has no row: the candidates
@@ -20,9 +22,9 @@ def read_run_evidence(spark: SparkSession, cfg: Config, run_id: str, needed_by: 
     rank those candidates as if there were no evidence for them."""
     rerun = f"needed by {needed_by}: run `instructrec-batch evidence` for that run first"
     missing = ContractError(f"table 'candidate_evidence' has no rows for run_id '{run_id}', {rerun}")
-    if not table_exists(spark, resolve(cfg, C.CANDIDATE_EVIDENCE.name)):
+    if not table_exists(spark, resolve(tables, C.CANDIDATE_EVIDENCE.name)):
         raise missing
-    evidence = read_input(spark, cfg, C.CANDIDATE_EVIDENCE).where(F.col(C.RUN_ID) == run_id)
+    evidence = read_input(spark, tables, C.CANDIDATE_EVIDENCE).where(F.col(C.RUN_ID) == run_id)
     if evidence.limit(1).count() == 0:
         raise missing
     keys = [C.USER_ID, C.ITEM_ID]
@@ -36,24 +38,27 @@ def read_run_evidence(spark: SparkSession, cfg: Config, run_id: str, needed_by: 
     return evidence.select(*keys, *C.EVIDENCE_COLUMNS, *C.EVIDENCE_NOTE_COLUMNS)
 
 
-def stored_vectors(spark: SparkSession, cfg: Config, run_id: str) -> DataFrame | None:
+def stored_vectors(spark: SparkSession, tables: TableCatalog, run_id: str) -> DataFrame | None:
     """The sequence_vectors rows the evidence job wrote for `run_id` (user_id, item_id, vector, log_norm),
     None when there are none."""
-    if not table_exists(spark, resolve(cfg, C.SEQUENCE_VECTORS.name)):
+    if not table_exists(spark, resolve(tables, C.SEQUENCE_VECTORS.name)):
         return None
-    vectors = read_input(spark, cfg, C.SEQUENCE_VECTORS).where(F.col(C.RUN_ID) == run_id)
+    vectors = read_input(spark, tables, C.SEQUENCE_VECTORS).where(F.col(C.RUN_ID) == run_id)
     if vectors.limit(1).count() == 0:
         return None
     return vectors.select(C.USER_ID, C.ITEM_ID, C.VECTOR, C.LOG_NORM)
 
 
-def read_run_vectors(spark: SparkSession, cfg: Config, run_id: str, needed_by: str) -> DataFrame | None:
-    """`stored_vectors` of `run_id`, None when evidence.sequential is off. `needed_by` names the reader
+def read_run_vectors(
+    spark: SparkSession, tables: TableCatalog, sequential: bool, run_id: str, needed_by: str
+) -> DataFrame | None:
+    """`stored_vectors` of `run_id`, None when the sequential evidence is off (evidence.sequential, passed as
+    `sequential`). `needed_by` names the reader
     in the error raised when the sequential evidence is on but the run has no vectors: evidence read
     without them would weigh a constant where the fitted rankers expect the model's probabilities."""
-    if not cfg.evidence.sequential:
+    if not sequential:
         return None
-    vectors = stored_vectors(spark, cfg, run_id)
+    vectors = stored_vectors(spark, tables, run_id)
     if vectors is None:
         raise ContractError(
             f"table 'sequence_vectors' has no rows for run_id '{run_id}', needed by {needed_by} "

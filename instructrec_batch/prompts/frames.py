@@ -9,7 +9,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import Config
+from instructrec_batch.config import PromptConfig
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.prompts.templates import Template
 from instructrec_batch.prompts.text_udfs import ATTRIBUTE_SEPARATOR, TASTE, clean_titles_fn
@@ -17,13 +17,13 @@ from instructrec_batch.spark.rejects import utf8_text
 from instructrec_batch.text.items import CATEGORY, item_categories
 
 
-def titled_items(items: DataFrame, cfg: Config, tokenizer_path: str) -> DataFrame:
+def titled_items(items: DataFrame, prompt: PromptConfig, tokenizer_path: str) -> DataFrame:
     """items(item_id, title): the text each item is shown as, built on executors; null where no title is left.
 
     That text is the sanitised, capped title followed by the prompt.item_attributes the items table
     has (absent optional columns are skipped, so one config fits tables with and without them).
     """
-    p = cfg.prompt
+    p = prompt
     attributes = [a for a in p.item_attributes if a in items.columns]
     text = [F.when(utf8_text(c), F.col(c)).alias(c) for c in (C.TITLE, *attributes)]
     return items.select(C.ITEM_ID, *text).mapInPandas(
@@ -35,10 +35,10 @@ def titled_items(items: DataFrame, cfg: Config, tokenizer_path: str) -> DataFram
 SHOWN = "_shown"  # a history row's text in the prompt: its item's text, plus the user's rating when shown
 
 
-def rating_scale(interactions: DataFrame, cfg: Config) -> float | None:
+def rating_scale(interactions: DataFrame, prompt: PromptConfig) -> float | None:
     """The top of the rating scale history lines are shown against (the largest rating in the table),
     or None when ratings are not shown: prompt.show_ratings off, no rating column, or no ratings."""
-    if not cfg.prompt.show_ratings or C.RATING not in interactions.columns:
+    if not prompt.show_ratings or C.RATING not in interactions.columns:
         return None
     top = interactions.where(_rated()).agg(F.max(F.col(C.RATING).cast("double"))).first()[0]
     return float(top) if top is not None and top > 0 else None
@@ -100,11 +100,11 @@ def taste_profile(history: DataFrame, items: DataFrame, keys: Sequence[str], top
     return parts.select(*keys, F.array_join("_parts", ", ").alias(TASTE))
 
 
-def require_taste_line(template: Template, cfg: Config) -> None:
+def require_taste_line(template: Template, prompt: PromptConfig) -> None:
     """Fail before any work when prompt.taste_categories asks for a line the template version lacks."""
-    if cfg.prompt.taste_categories and not template.taste:
+    if prompt.taste_categories and not template.taste:
         raise ConfigError(
-            f"prompt.taste_categories={cfg.prompt.taste_categories} but template version "
-            f"{cfg.prompt.template_version} has no taste line; use prompt.template_version v2 or v3, or set "
+            f"prompt.taste_categories={prompt.taste_categories} but template version "
+            f"{prompt.template_version} has no taste line; use prompt.template_version v2 or v3, or set "
             "prompt.taste_categories=0"
         )

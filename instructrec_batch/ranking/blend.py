@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from instructrec_batch import contracts as C
@@ -24,7 +25,7 @@ POSITIVE = "positive"  # a labelled list's column: True on the list's one target
 
 # The blend's terms: each evidence column and its square. The square lets the blend bend a feature's
 # effect where a straight line cannot follow it (the sequential score's floor for items its model never
-# saw, co-occurrence that saturates); docs/experiments/30-quadratic-blend measured it.
+# saw, co-occurrence that saturates); docs/experiments/30-blend-squares measured it.
 BLEND_TERMS = quadratic(C.EVIDENCE_COLUMNS)
 
 MISSING_EVIDENCE = 0.0  # the value of every evidence column of a candidate the evidence has no row for
@@ -41,8 +42,13 @@ def with_evidence(rows: DataFrame, evidence: DataFrame) -> DataFrame:
     return joined.fillna(MISSING_EVIDENCE, subset=list(C.EVIDENCE_COLUMNS))
 
 
-def fit_blend(lists: pd.DataFrame) -> LinearRanker:
-    """The evidence blend over BLEND_TERMS, fitted on labelled lists: one row per candidate with user_id,
-    item_id, the evidence columns and POSITIVE, in a stable order (the fit follows row order)."""
+def fit_blend(
+    lists: pd.DataFrame, groups: np.ndarray | None = None, positive: np.ndarray | None = None
+) -> LinearRanker:
+    """The evidence blend over BLEND_TERMS, fitted on labelled lists: one row per candidate with the
+    evidence columns, in a stable order (the fit follows row order). A list is a user's rows and its
+    target the POSITIVE row, unless `groups` (a list id per row) and `positive` say otherwise."""
     lists = fill_missing_evidence(lists)
-    return fit_ranker(lists, BLEND_TERMS, lists[C.USER_ID].to_numpy(), lists[POSITIVE].to_numpy())
+    groups = lists[C.USER_ID].to_numpy() if groups is None else groups
+    positive = lists[POSITIVE].to_numpy() if positive is None else positive
+    return fit_ranker(lists, BLEND_TERMS, groups, positive)

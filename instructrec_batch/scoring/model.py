@@ -14,18 +14,18 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import Config
+from instructrec_batch.config import PromptConfig, ScoreConfig, TableCatalog
 from instructrec_batch.errors import ConfigError, ContractError
 from instructrec_batch.hardware import release_openmp_threads
 from instructrec_batch.models.adapter import AdapterInfo, read_blob, verify_adapter
-from instructrec_batch.models.base import resolve_base
+from instructrec_batch.models.base import BaseModel
 from instructrec_batch.ranking.blend import with_evidence
 from instructrec_batch.ranking.ranker import LinearRanker
 from instructrec_batch.scoring.udf import MODEL, RETRIEVAL_ORDER, AdapterPayload, ScoringSpec, score_fn, scored_schema
 from instructrec_batch.spark import faults
 from instructrec_batch.spark.engine import is_connect
 from instructrec_batch.spark.tables import read_input
-from instructrec_batch.tracking import ResolvedAdapter, resolve_adapter
+from instructrec_batch.tracking import ResolvedAdapter
 
 _PROMPT_INPUT = [
     "user_id",
@@ -61,6 +61,8 @@ class ModelScoring:
     fusion_head: LinearRanker | None = None  # trained with the adapter: model score + evidence
     adapter: ResolvedAdapter | None = None  # where the adapter came from (folder, registered version, run)
     adapter_sha256: str | None = None
+    blend: LinearRanker | None = None  # the evidence blend the head is built on, fitted by training
+    trained_run: str | None = None  # the run_id whose tables the adapter (and its blend) was trained on
 
     def lineage(self, fused: bool = False) -> str:
         """The model_id written to output rows: base@sha+lora@sha[+fusion] [(models:/<name>/<version>)]."""
@@ -69,32 +71,35 @@ class ModelScoring:
 
 
 def prepare_model_scoring(
-    spark: SparkSession, cfg: Config, adapter_path: str | None, template_id: str | None = None
+    spark: SparkSession,
+    s: ScoreConfig,
+    prompt: PromptConfig,
+    base: BaseModel,
+    source: ResolvedAdapter | None,
+    template_id: str | None = None,
 ) -> ModelScoring:
     """Check the base model and the adapter (files, sha256, base model) on the driver, before any task.
 
-    `adapter_path` is a folder or an MLflow models:/ or runs:/ reference, downloaded first and then
-    checked the same way, and the lineage then also names the registered version.
+    `source` is the adapter as a local folder (a models:/ or runs:/ reference already downloaded by the
+    job context), checked like any folder; the lineage then also names the registered version.
     """
-    s = cfg.score
-    base = resolve_base(cfg)
     base_sha = base.sha256()
-    source = resolve_adapter(cfg, adapter_path) if adapter_path else None
+    adapter_path = (source.registered or source.folder) if source else None
     adapter = verify_adapter(source.folder, base_sha256=base_sha) if source else None
     trained_on = adapter.manifest.get("template_version") if adapter else None
-    if trained_on and trained_on != cfg.prompt.template_version:
+    if trained_on and trained_on != prompt.template_version:
         raise ConfigError(
             f"adapter {adapter_path} was trained on template version {trained_on} but prompt.template_version="
-            f"{cfg.prompt.template_version}; build prompts and score with prompt.template_version={trained_on}, "
+            f"{prompt.template_version}; build prompts and score with prompt.template_version={trained_on}, "
             "or train an adapter on the new version"
         )
     item_text = adapter.manifest.get("item_text") if adapter else None  # absent from older adapters
     if item_text is not None:
         item_text = {**_ITEM_TEXT_BEFORE_KEYS, **item_text}  # settings added later read as their former behaviour
-    if item_text is not None and item_text != cfg.prompt.item_text():
+    if item_text is not None and item_text != prompt.item_text():
         raise ConfigError(
             f"adapter {adapter_path} was trained on item text {item_text} but the config asks for "
-            f"{cfg.prompt.item_text()}; set prompt.item_attributes, prompt.show_ratings and "
+            f"{prompt.item_text()}; set prompt.item_attributes, prompt.show_ratings and "
             "prompt.taste_categories as the adapter was trained and rebuild the prompts, or train an adapter "
             "with these settings"
         )
@@ -105,7 +110,7 @@ def prepare_model_scoring(
         device=s.device,
         method=s.method,
         batch_size=s.batch_size,
-        template_version=cfg.prompt.template_version,
+        template_version=prompt.template_version,
         merge_adapter=s.merge_adapter,
         adapter_sha256=adapter.sha256 if adapter else None,
         template_id=template_id,
@@ -120,6 +125,8 @@ def prepare_model_scoring(
         adapter.fusion_head() if adapter else None,
         source,
         adapter.sha256 if adapter else None,
+        adapter.blend() if adapter else None,
+        adapter.manifest.get("run_id") if adapter else None,
     )
 
 
@@ -181,14 +188,16 @@ def fuse(scored: DataFrame, evidence: DataFrame, head: LinearRanker, score: str 
     )
 
 
-def read_run_prompts(spark: SparkSession, cfg: Config, run_id: str) -> tuple[DataFrame, int]:
+def read_run_prompts(
+    spark: SparkSession, tables: TableCatalog, prompt: PromptConfig, run_id: str
+) -> tuple[DataFrame, int]:
     """The prompts of `run_id` and their row count; an empty selection is an error naming the job to run.
 
     The count is returned because every caller needs it (slicing, coverage checks) and each count is a
     full scan of the prompts table. Rows must have been rendered with prompt.template_version, since
     scoring re-renders them with that version's templates.
     """
-    prompts = read_input(spark, cfg, C.PROMPTS).where(F.col(C.RUN_ID) == run_id)
+    prompts = read_input(spark, tables, C.PROMPTS).where(F.col(C.RUN_ID) == run_id)
     has_taste = C.TASTE_TEXT in prompts.columns
     tasted = F.count(C.TASTE_TEXT) if has_taste else F.lit(0)  # rows whose instruction has a taste line
     stats = prompts.groupBy("template_version").agg(F.count(F.lit(1)).alias("count"), tasted.alias("tasted"))
@@ -199,7 +208,7 @@ def read_run_prompts(spark: SparkSession, cfg: Config, run_id: str) -> tuple[Dat
             f"table 'prompts' has no rows for run_id '{run_id}'; run `instructrec-batch prompts` for that "
             "run first, or set score.prompts_run_id"
         )
-    wanted = cfg.prompt.template_version
+    wanted = prompt.template_version
     if set(by_version) != {wanted}:
         found = ", ".join(sorted(by_version))
         raise ContractError(
@@ -207,7 +216,7 @@ def read_run_prompts(spark: SparkSession, cfg: Config, run_id: str) -> tuple[Dat
             f"prompt.template_version={wanted}; rerun `instructrec-batch prompts` with this setting, or score "
             f"with prompt.template_version={found}"
         )
-    taste = cfg.prompt.taste_categories
+    taste = prompt.taste_categories
     if (taste and not has_taste) or (not taste and sum(r["tasted"] for r in rows)):
         built = "with taste lines" if not taste else "without a taste_text column"
         raise ContractError(

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from instructrec_batch import contracts as C
-from instructrec_batch.hardware import cpu_has_amx_bf16, release_openmp_threads
+from instructrec_batch.hardware import fast_bf16, release_openmp_threads
 from instructrec_batch.scoring.progress import PROGRESS_CHUNK, note_scored
 from instructrec_batch.spark.faults import note_batch
 
@@ -91,11 +91,7 @@ def resolve_dtype(preference: str, device: str) -> str:
     """
     if preference != "auto":
         return preference
-    if device.startswith("cuda"):
-        import torch
-
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    return "bfloat16" if cpu_has_amx_bf16() else "float32"
+    return "bfloat16" if fast_bf16(device) else "float32"
 
 
 def model_cache_key(spec: ScoringSpec, device: str, dtype: str) -> tuple[str, ...]:

@@ -9,22 +9,19 @@ naming the table, the column and the fix. Outputs are published from staging, so
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import Config
+from instructrec_batch.config import TableCatalog
 from instructrec_batch.errors import ContractError
 from instructrec_batch.spark.tables import read_table, resolve, table_exists
 
 INPUTS = (C.INTERACTIONS, C.ITEMS, C.CANDIDATES, C.INTENTS, C.HOLDOUT)
 _TEXT_FAILURES = ("non utf-8", "invalid utf-8", "not valid utf-8")
-
-R = TypeVar("R")
 
 
 def is_text_decoding_failure(exc: BaseException) -> bool:
@@ -32,13 +29,13 @@ def is_text_decoding_failure(exc: BaseException) -> bool:
     return any(marker in str(exc).lower() for marker in _TEXT_FAILURES)
 
 
-def undecodable_text(spark: SparkSession, cfg: Config) -> ContractError | None:
+def undecodable_text(spark: SparkSession, tables: TableCatalog) -> ContractError | None:
     """The first input table and STRING column the engine cannot decode, as a ContractError."""
     for contract in INPUTS:
-        ref = resolve(cfg, contract.name)
+        ref = resolve(tables, contract.name)
         if not table_exists(spark, ref):
             continue
-        df = read_table(spark, cfg, ref)
+        df = read_table(spark, tables, ref)
         wanted = set(contract.required) | set(contract.optional)
         for field in df.schema.fields:
             if field.name not in wanted or field.dataType.simpleString() != "string":
@@ -57,21 +54,17 @@ def undecodable_text(spark: SparkSession, cfg: Config) -> ContractError | None:
     return None
 
 
-def explains_undecodable_inputs(job: Callable[..., R]) -> Callable[..., R]:
-    """Wrap a job(spark, cfg, ...) so a text-decoding failure names its table and column."""
-
-    @functools.wraps(job)
-    def run(spark: SparkSession, cfg: Config, *args: object, **kwargs: object) -> R:
-        try:
-            return job(spark, cfg, *args, **kwargs)
-        except ContractError:
+@contextmanager
+def explaining_undecodable_inputs(spark: SparkSession, tables: TableCatalog) -> Iterator[None]:
+    """Around a job: a text-decoding failure is re-raised as the ContractError naming its table and column."""
+    try:
+        yield
+    except ContractError:
+        raise
+    except Exception as exc:
+        if not is_text_decoding_failure(exc):
             raise
-        except Exception as exc:
-            if not is_text_decoding_failure(exc):
-                raise
-            explained = undecodable_text(spark, cfg)
-            if explained is None:
-                raise
-            raise explained from exc
-
-    return run
+        explained = undecodable_text(spark, tables)
+        if explained is None:
+            raise
+        raise explained from exc

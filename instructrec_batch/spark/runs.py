@@ -6,8 +6,8 @@ when anything raised). So a reader that takes a run's rows only when its row say
 sees half a night: a score run whose recommendations landed but whose candidate_scores did not is
 'failed', and a rerun in progress is 'running'.
 
-An invocation resolves its identity once (`run_identity`, or `pin_run` for a flow of several jobs)
-and passes it down, so a job crossing UTC midnight still writes every row under one run_id.
+An invocation resolves its identity once (`config.run_identity`, or `config.pin_run` for a flow of several
+jobs) and passes it down, so a job crossing UTC midnight still writes every row under one run_id.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 from pyspark.sql import SparkSession
 
-from instructrec_batch.config import Config
+from instructrec_batch.config import RunIdentity, TableCatalog
 from instructrec_batch.spark.tables import resolve, write_run_scoped
 
 log = logging.getLogger(__name__)
@@ -33,32 +33,14 @@ RUNS_SCHEMA = (
 )
 
 
-@dataclass(frozen=True)
-class RunIdentity:
-    run_id: str
-    run_date: str
-
-
-def run_identity(cfg: Config, today: datetime | None = None) -> RunIdentity:
-    """run_date defaults to today (UTC); run_id to '<run_date>-<run fingerprint>' so reruns collide."""
-    run_date = cfg.run.run_date or (today or datetime.now(timezone.utc)).strftime("%Y-%m-%d")
-    return RunIdentity(run_id=cfg.run.run_id or f"{run_date}-{cfg.run_fingerprint()[:8]}", run_date=run_date)
-
-
-def pin_run(cfg: Config) -> Config:
-    """`cfg` with run.run_date and run.run_id resolved now, for a flow whose jobs must share one run."""
-    identity = run_identity(cfg)
-    return cfg.model_copy(
-        update={"run": cfg.run.model_copy(update={"run_id": identity.run_id, "run_date": identity.run_date})}
-    )
-
-
 @dataclass
 class RunRecord:
     """Counts and lineage a job fills in while it runs; written to `runs` at the end."""
 
     job: str
     identity: RunIdentity
+    config_hash: str  # Config.fingerprint(): what determined the results
+    engine: str  # engine.kind
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     counts: dict[str, int] = field(default_factory=dict)
     model_id: str | None = None
@@ -68,21 +50,20 @@ class RunRecord:
 
 
 @contextmanager
-def recorded_run(spark: SparkSession, cfg: Config, job: str, identity: RunIdentity) -> Iterator[RunRecord]:
-    """Mark the run 'running', yield a RunRecord, and mark it 'succeeded' (or 'failed' with the error)
+def recorded_run(spark: SparkSession, tables: TableCatalog, record: RunRecord) -> Iterator[RunRecord]:
+    """Mark the run 'running', yield its RunRecord, and mark it 'succeeded' (or 'failed' with the error)
     when the job ends: the `runs` row is written first and last, around every other write."""
-    record = RunRecord(job=job, identity=identity)
-    log.info("%s: run_id=%s run_date=%s", job, record.identity.run_id, record.identity.run_date)
-    _write(spark, cfg, record, "running", None)
+    log.info("%s: run_id=%s run_date=%s", record.job, record.identity.run_id, record.identity.run_date)
+    _write(spark, tables, record, "running", None)
     try:
         yield record
     except Exception as exc:
-        _write(spark, cfg, record, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        _write(spark, tables, record, "failed", f"{type(exc).__name__}: {exc}"[:2000])
         raise
-    _write(spark, cfg, record, "succeeded", None)
+    _write(spark, tables, record, "succeeded", None)
 
 
-def _write(spark: SparkSession, cfg: Config, record: RunRecord, status: str, error: str | None) -> None:
+def _write(spark: SparkSession, tables: TableCatalog, record: RunRecord, status: str, error: str | None) -> None:
     row = (
         record.identity.run_id,
         record.job,
@@ -93,14 +74,14 @@ def _write(spark: SparkSession, cfg: Config, record: RunRecord, status: str, err
         record.counts.get("candidates"),
         record.counts.get("rejects"),
         json.dumps(record.counts, sort_keys=True),
-        cfg.fingerprint(),
+        record.config_hash,
         record.model_id,
-        cfg.engine.kind,
+        record.engine,
         error,
     )
     try:
         frame = spark.createDataFrame([row], RUNS_SCHEMA)
-        write_run_scoped(frame, cfg, resolve(cfg, "runs"), {"run_id": record.identity.run_id, "job": record.job})
+        write_run_scoped(frame, tables, resolve(tables, "runs"), {"run_id": record.identity.run_id, "job": record.job})
     except Exception:  # the runs row is bookkeeping: never let it hide the job's own error
         if error is None:
             raise

@@ -20,7 +20,7 @@ from pathlib import Path
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 
-from instructrec_batch.config import Config
+from instructrec_batch.config import TableCatalog
 from instructrec_batch.contracts import TableContract
 from instructrec_batch.errors import ConcurrentWriteError, ConfigError, ContractError, EngineError
 from instructrec_batch.paths import is_catalog_schema, table_location
@@ -43,15 +43,15 @@ class TableRef:
         return f"table '{self.logical}' ({kind} {self.location})"
 
 
-def resolve(cfg: Config, logical: str) -> TableRef:
+def resolve(tables: TableCatalog, logical: str) -> TableRef:
     """Turn `tables.<logical>` from the config into a TableRef."""
-    location, is_catalog = table_location(getattr(cfg.tables, logical), cfg.tables_root)
+    location, is_catalog = table_location(tables.configured(logical), tables.root)
     return TableRef(logical, location, is_catalog)
 
 
-def catalog_schema(cfg: Config) -> bool:
+def catalog_schema(tables: TableCatalog) -> bool:
     """Whether tables.root is a `catalog.schema` name rather than a folder."""
-    return is_catalog_schema(cfg.tables.root)
+    return is_catalog_schema(tables.settings.root)
 
 
 def _local_path(location: str) -> Path | None:
@@ -81,7 +81,7 @@ def table_exists(spark: SparkSession, ref: TableRef) -> bool:
     return True
 
 
-def read_table(spark: SparkSession, cfg: Config, ref: TableRef) -> DataFrame:
+def read_table(spark: SparkSession, tables: TableCatalog, ref: TableRef) -> DataFrame:
     """Read a table as-is (no contract), failing with a clear message when it is absent."""
     hint = f"create it first or point tables.{ref.logical} at an existing table"
     if not table_exists(spark, ref):
@@ -90,7 +90,7 @@ def read_table(spark: SparkSession, cfg: Config, ref: TableRef) -> DataFrame:
         if ref.is_catalog:
             df = spark.read.table(ref.location)
         else:
-            df = spark.read.format(_path_format(ref.location, cfg.tables.format)).load(ref.location)
+            df = spark.read.format(_path_format(ref.location, tables.format)).load(ref.location)
         df.schema  # noqa: B018 - resolve now so unreadable tables fail here, not mid-job
     except AnalysisException as exc:
         reason = str(exc).strip().splitlines()[0]
@@ -98,11 +98,11 @@ def read_table(spark: SparkSession, cfg: Config, ref: TableRef) -> DataFrame:
     return df
 
 
-def existing_columns(spark: SparkSession, cfg: Config, ref: TableRef) -> list[str] | None:
+def existing_columns(spark: SparkSession, tables: TableCatalog, ref: TableRef) -> list[str] | None:
     """The columns of output table `ref` when it already exists, else None. A Delta table's columns must
     match on every write and the embedded engine cannot add any, so a job that writes a column an older
     table lacks checks this before writing anything."""
-    return read_table(spark, cfg, ref).columns if table_exists(spark, ref) else None
+    return read_table(spark, tables, ref).columns if table_exists(spark, ref) else None
 
 
 def check_contract(df: DataFrame, contract: TableContract, ref: TableRef) -> None:
@@ -127,14 +127,16 @@ def check_contract(df: DataFrame, contract: TableContract, ref: TableRef) -> Non
         raise ContractError(f"{ref}: " + "; ".join(problems))
 
 
-def read_input(spark: SparkSession, cfg: Config, contract: TableContract, *, nonempty: bool = False) -> DataFrame:
+def read_input(
+    spark: SparkSession, tables: TableCatalog, contract: TableContract, *, nonempty: bool = False
+) -> DataFrame:
     """Read the configured table for `contract`, validate it, keep only the contract's columns.
 
     `nonempty`: an empty table is an error too (for inputs a job cannot do without, where no rows
     means an upstream export failed rather than a quiet night).
     """
-    ref = resolve(cfg, contract.name)
-    df = read_table(spark, cfg, ref)
+    ref = resolve(tables, contract.name)
+    df = read_table(spark, tables, ref)
     check_contract(df, contract, ref)
     if nonempty and df.limit(1).count() == 0:
         raise ContractError(
@@ -143,9 +145,9 @@ def read_input(spark: SparkSession, cfg: Config, contract: TableContract, *, non
     return df.select(*contract.columns(set(df.columns)))
 
 
-def read_optional(spark: SparkSession, cfg: Config, contract: TableContract) -> DataFrame | None:
+def read_optional(spark: SparkSession, tables: TableCatalog, contract: TableContract) -> DataFrame | None:
     """An optional input table (intents, holdout) read against its contract, or None when it does not exist."""
-    return read_input(spark, cfg, contract) if table_exists(spark, resolve(cfg, contract.name)) else None
+    return read_input(spark, tables, contract) if table_exists(spark, resolve(tables, contract.name)) else None
 
 
 def check_key_types(tables: dict[str, DataFrame | None], keys: tuple[str, ...]) -> None:
@@ -161,13 +163,13 @@ def check_key_types(tables: dict[str, DataFrame | None], keys: tuple[str, ...]) 
             )
 
 
-def check_output_format(spark: SparkSession, cfg: Config) -> None:
+def check_output_format(spark: SparkSession, tables: TableCatalog) -> None:
     """Fail before any write when the engine cannot write the configured format.
 
     Classic Spark writes Delta only with the Delta jars and extension (Databricks runtime, or
     `--packages io.delta:delta-spark_2.13:<ver>`); without them use tables.format=parquet.
     """
-    if cfg.tables.format != "delta" or is_connect(spark):
+    if tables.format != "delta" or is_connect(spark):
         return
     extensions = spark.conf.get("spark.sql.extensions", "") or ""
     on_databricks = "DATABRICKS_RUNTIME_VERSION" in os.environ
@@ -210,17 +212,17 @@ def _save_committed(ref: TableRef, save: Callable[[], None]) -> None:
 
 def write_table(
     df: DataFrame,
-    cfg: Config,
+    tables: TableCatalog,
     ref: TableRef,
     *,
     mode: str = "overwrite",
     partition_by: list[str] | None = None,
 ) -> None:
     """Write `df` as one commit to `ref` in the configured format (Delta by default)."""
-    writer = df.write.format(cfg.tables.format).mode(mode)
+    writer = df.write.format(tables.format).mode(mode)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
-    if mode == "overwrite" and cfg.tables.format == "delta":
+    if mode == "overwrite" and tables.format == "delta":
         writer = writer.option("overwriteSchema", "true")
     if ref.is_catalog:
         _save_committed(ref, lambda: writer.saveAsTable(ref.location))
@@ -230,7 +232,7 @@ def write_table(
 
 def write_run_scoped(
     df: DataFrame,
-    cfg: Config,
+    tables: TableCatalog,
     ref: TableRef,
     keys: dict[str, str],
     *,
@@ -245,9 +247,9 @@ def write_run_scoped(
     """
     spark = df.sparkSession
     if not table_exists(spark, ref):
-        write_table(df, cfg, ref, partition_by=partition_by if cfg.tables.format == "delta" else list(keys))
+        write_table(df, tables, ref, partition_by=partition_by if tables.format == "delta" else list(keys))
         return
-    if cfg.tables.format == "parquet":
+    if tables.format == "parquet":
         writer = df.write.format("parquet").mode("overwrite").option("partitionOverwriteMode", "dynamic")
         writer = writer.partitionBy(*keys)
     else:
@@ -277,20 +279,20 @@ class Staging:
     on failure (local paths; remote scratch is left to the storage's lifecycle rules).
     """
 
-    def __init__(self, cfg: Config, name: str) -> None:
-        if cfg.tables.staging is None and catalog_schema(cfg):
+    def __init__(self, tables: TableCatalog, name: str) -> None:
+        if tables.settings.staging is None and catalog_schema(tables):
             raise ConfigError(
-                f"tables.root is the schema '{cfg.tables.root}', so staging has no default folder: set "
+                f"tables.root is the schema '{tables.settings.root}', so staging has no default folder: set "
                 "tables.staging to a folder every executor can reach (e.g. /Volumes/<catalog>/<schema>/staging)"
             )
-        self.cfg = cfg
-        self.root = f"{cfg.tables.staging or cfg.tables_root + '/_staging'}/{name}"
+        self.tables = tables
+        self.root = f"{tables.settings.staging or tables.root + '/_staging'}/{name}"
 
     def ref(self, table: str) -> TableRef:
         return TableRef(f"staging {table}", f"{self.root}/{table}", is_catalog=False)
 
     def read(self, spark: SparkSession, table: str) -> DataFrame:
-        return read_table(spark, self.cfg, self.ref(table))
+        return read_table(spark, self.tables, self.ref(table))
 
     def __enter__(self) -> Staging:
         return self

@@ -1,13 +1,16 @@
 """The evaluate job: every method ranks the same candidate lists → `metrics` table + report.
 
-Baselines are Spark DataFrame rankers; the model methods run the scoring job's own executor path
-(score_candidates) on the run's prompts, once per task form, with the base model alone (zero_shot)
-and with the adapter (lora). All scores are staged, then ranked and averaged in one Spark pass.
+The methods are a registry (`BASELINES`: name, what it reads, how it scores) of Spark DataFrame rankers,
+plus the model methods, which run the scoring job's own executor path (score_candidates) on the run's
+prompts, once per task form, with the base model alone (zero_shot) and with the adapter (lora), and the
+adapter's fusion head over the lora scores (hybrid). All scores are staged, then ranked and averaged in
+one Spark pass.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +19,18 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import Config
+from instructrec_batch.config import (
+    DataConfig,
+    EvaluateConfig,
+    EvidenceConfig,
+    MlflowConfig,
+    ModelConfig,
+    PromptConfig,
+    SasrecConfig,
+    ScoreConfig,
+    TableCatalog,
+)
+from instructrec_batch.context import JobContext
 from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.evaluation.baselines import (
@@ -32,11 +46,13 @@ from instructrec_batch.evaluation.intervals import METRICS_SCHEMA, with_interval
 from instructrec_batch.evaluation.report import ReportPaths, interval_table, markdown_table, wide_table, write_report
 from instructrec_batch.evaluation.spark_metrics import metrics_frame, target_ranks
 from instructrec_batch.evidence.features import evidence_interactions
-from instructrec_batch.evidence.lists import blend_lists
+from instructrec_batch.evidence.lists import blend_lists, list_evidence
 from instructrec_batch.evidence.stored import read_run_evidence, read_run_vectors
+from instructrec_batch.models.base import resolve_base
 from instructrec_batch.ranking.added import AddedValue, cross_validated_gain
-from instructrec_batch.ranking.blend import BLEND_TERMS, POSITIVE, with_evidence
+from instructrec_batch.ranking.blend import BLEND_TERMS, POSITIVE, fit_blend, with_evidence
 from instructrec_batch.ranking.metrics import METHOD, SCORE
+from instructrec_batch.ranking.ranker import LinearRanker
 from instructrec_batch.scoring.model import (
     EVIDENCE,
     HYBRID,
@@ -48,17 +64,7 @@ from instructrec_batch.scoring.model import (
     score_candidates,
 )
 from instructrec_batch.scoring.progress import reporting
-from instructrec_batch.spark.input_errors import explains_undecodable_inputs
-from instructrec_batch.spark.runs import recorded_run, run_identity
-from instructrec_batch.spark.tables import (
-    Staging,
-    check_output_format,
-    read_input,
-    resolve,
-    table_exists,
-    write_run_scoped,
-    write_table,
-)
+from instructrec_batch.spark.tables import read_input, resolve, table_exists, write_run_scoped, write_table
 from instructrec_batch.tracking import log_evaluation
 
 log = logging.getLogger(__name__)
@@ -90,27 +96,28 @@ class EvaluationResult:
         return f"{self.table()}\n\nreport: {self.report.markdown}\nchart:  {self.report.chart}"
 
 
-def _model_methods(spark: SparkSession, cfg: Config) -> dict[str, ModelScoring]:
+def _model_methods(
+    ctx: JobContext, e: EvaluateConfig, score: ScoreConfig, prompt: PromptConfig, model: ModelConfig, cache: Path
+) -> dict[str, ModelScoring]:
     """Checked model scorings per reported name ('lora/pointwise' ...), before any data is read."""
-    e = cfg.evaluate
-    adapter = cfg.score.adapter  # the one adapter key: score and evaluate read it, --adapter sets it
-    if "lora" in e.methods and not adapter:
+    if "lora" in e.methods and ctx.adapter is None:
         raise ConfigError(
             "evaluate.methods includes 'lora' but score.adapter is not set; "
             "pass --adapter DIR (an adapter folder from `instructrec-batch train`) or drop lora from evaluate.methods"
         )
+    wanted = [method for method in MODEL_METHODS if method in e.methods]
+    base = resolve_base(model, cache) if wanted else None
     scorings = {}
     for task in e.tasks:
-        template = cfg.prompt.inference_template_id if task == cfg.prompt.task else f"{task}-0"
-        for method in MODEL_METHODS:
-            if method in e.methods:
-                path = adapter if method == "lora" else None
-                scorings[f"{method}/{task}"] = prepare_model_scoring(spark, cfg, path, template)
+        template = prompt.inference_template_id if task == prompt.task else f"{task}-0"
+        for method in wanted:
+            adapter = ctx.adapter if method == "lora" else None
+            scorings[f"{method}/{task}"] = prepare_model_scoring(ctx.spark, score, prompt, base, adapter, template)
     return scorings
 
 
 def _stored_scores(
-    spark: SparkSession, cfg: Config, run_id: str, scoring: ModelScoring, prompts: DataFrame, n_users: int
+    spark: SparkSession, tables: TableCatalog, run_id: str, scoring: ModelScoring, prompts: DataFrame, n_users: int
 ) -> DataFrame | None:
     """This run's candidate_scores of the same model and template, if they cover every evaluated user.
 
@@ -120,10 +127,10 @@ def _stored_scores(
     registered version, which the stored model_id may add in parentheses. Rows the fusion head ranked
     by evidence alone (the model pass skipped) hold no model score and do not count.
     """
-    if not table_exists(spark, resolve(cfg, "candidate_scores")):
+    if not table_exists(spark, resolve(tables, "candidate_scores")):
         return None
     model_id = F.regexp_replace(F.col("model_id"), r" \(.*\)$", "")
-    stored = read_input(spark, cfg, C.CANDIDATE_SCORES)
+    stored = read_input(spark, tables, C.CANDIDATE_SCORES)
     if "ranked_by" in stored.columns:
         stored = stored.where(F.col("ranked_by") != EVIDENCE)
     stored = stored.where(
@@ -162,104 +169,165 @@ def _candidate_rows(prompts: DataFrame) -> DataFrame:
     return prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
 
 
-@explains_undecodable_inputs
-def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
+@dataclass(frozen=True)
+class Lists:
+    """What the baselines may read, built once: the evaluated candidate rows, the training interactions
+    (held-out rows removed), the inputs the evidence came from, and the run's evidence when a method
+    reads it."""
+
+    spark: SparkSession
+    candidates: DataFrame  # user_id, item_id of every evaluated list
+    train: DataFrame  # interactions minus every held-out pair
+    interactions: DataFrame
+    items: DataFrame
+    holdout: DataFrame
+    seed: int
+    sasrec: SasrecConfig
+    evidence_settings: EvidenceConfig
+    data: DataConfig
+    evidence: DataFrame | None = None  # the run's candidate_evidence rows of the candidates
+    vectors: DataFrame | None = None  # the run's sequence_vectors (the blend's validation lists need them)
+    blend: LinearRanker | None = None  # the evidence blend, when the training of this run fitted it already
+
+
+@dataclass(frozen=True)
+class Method:
+    """A baseline: its name, whether it reads the run's evidence, and how it scores the candidate rows."""
+
+    name: str
+    scores: Callable[[Lists], DataFrame]
+    reads_evidence: bool = False
+    how: str = ""  # said in the log next to its name
+
+
+def _blend(lists: Lists) -> DataFrame:
+    """The evidence blend: the one the training run fitted on this run's validation lists when the adapter
+    carries it, else fitted here on the same lists."""
+    ranker = lists.blend
+    if ranker is None:
+        source = evidence_interactions(lists.interactions, lists.holdout)
+        labelled = blend_lists(lists.interactions, lists.items, lists.holdout, lists.data)  # evaluated users or not
+        ranker = fit_blend(list_evidence(source, labelled, lists.evidence_settings, lists.items, lists.vectors))
+    return blend_scores(lists.candidates, lists.evidence, ranker)
+
+
+def baselines(e: EvaluateConfig, sequential: bool) -> list[Method]:
+    """The non-LLM methods, in report order; sasrec reads the evidence job's SASRec (ev_sequence) unless
+    evaluate.sasrec_source=train or the sequential evidence is off."""
+    stored_sasrec = e.sasrec_source == "evidence" and sequential
+    sasrec = (
+        Method("sasrec", lambda x: stored_sasrec_scores(x.evidence), True, " (the evidence job's SASRec: ev_sequence)")
+        if stored_sasrec
+        else Method("sasrec", lambda x: sasrec_scores(x.spark, x.candidates, x.train, x.sasrec, x.seed))
+    )
+    return [
+        Method("random", lambda x: random_scores(x.candidates, x.seed)),
+        Method("popularity", lambda x: popularity_scores(x.candidates, x.train)),
+        Method("itemknn", lambda x: itemknn_scores(x.candidates, x.train)),
+        Method("blend", _blend, reads_evidence=True),
+        sasrec,
+    ]
+
+
+def evaluate_job(
+    ctx: JobContext,
+    evaluate: EvaluateConfig,
+    score: ScoreConfig,
+    prompt: PromptConfig,
+    evidence: EvidenceConfig,
+    sasrec: SasrecConfig,
+    data: DataConfig,
+    model: ModelConfig,
+    cache_path: Path,
+    mlflow: MlflowConfig,
+    workdir: str,
+) -> EvaluationResult:
     """Rank the run's candidate lists with every configured method; write `metrics` and the report."""
-    check_output_format(spark, cfg)
-    e = cfg.evaluate
-    identity = run_identity(cfg)
-    scorings = _model_methods(spark, cfg)
-    prompts_run = cfg.score.prompts_run_id or identity.run_id
-    run_prompts, n_run_users = read_run_prompts(spark, cfg, prompts_run)
+    spark, tables, e = ctx.spark, ctx.tables, evaluate
+    scorings = _model_methods(ctx, e, score, prompt, model, cache_path)
+    prompts_run = score.prompts_run_id or ctx.run_id
+    run_prompts, n_run_users = read_run_prompts(spark, tables, prompt, prompts_run)
     prompts = sample_users(run_prompts, e.max_users, e.seed)
     n_users = n_run_users if e.max_users is None else prompts.count()
     candidates = _candidate_rows(prompts)
-    interactions = read_input(spark, cfg, C.INTERACTIONS)
-    items = read_input(spark, cfg, C.ITEMS)
-    holdout = read_input(spark, cfg, C.HOLDOUT)
+    interactions = read_input(spark, tables, C.INTERACTIONS)
+    items = read_input(spark, tables, C.ITEMS)
+    holdout = read_input(spark, tables, C.HOLDOUT)
     targets = (
         holdout.where(F.col(C.SPLIT) == C.SPLIT_TEST)
         .select(C.USER_ID, C.ITEM_ID)
         .join(prompts.select(C.USER_ID), C.USER_ID, "left_semi")
     )
-    train = training_interactions(interactions, holdout)
+    methods = [method for method in baselines(e, evidence.sequential) if method.name in e.methods]
     hybrid_base = scorings.get(HYBRID_BASE)
-    sasrec_stored = "sasrec" in e.methods and e.sasrec_source == "evidence" and cfg.evidence.sequential
-    readers = [
-        name
-        for name, reads in (
-            ("blend", "blend" in e.methods),
-            ("sasrec", sasrec_stored),
-            (HYBRID, HYBRID in e.methods and hybrid_base is not None and hybrid_base.fusion_head is not None),
-        )
-        if reads
-    ]
-    evidence = vectors = None
+    hybrid = HYBRID in e.methods and hybrid_base is not None and hybrid_base.fusion_head is not None
+    readers = [m.name for m in methods if m.reads_evidence] + ([HYBRID] if hybrid else [])
+    run_evidence = vectors = None
     if readers:
         needed_by = f"the {' and '.join(readers)} method{'s' if len(readers) > 1 else ''}"
-        if sasrec_stored:
+        if "sasrec" in readers:
             needed_by += " (evaluate.sasrec_source=train makes the sasrec row train its own model)"
-        evidence = read_run_evidence(spark, cfg, prompts_run, needed_by, candidates)
-    if "blend" in e.methods:
-        vectors = read_run_vectors(spark, cfg, prompts_run, "the blend method")
-
-    def blend() -> DataFrame:
-        lists = blend_lists(interactions, items, holdout, cfg)  # evaluated users or not
-        source = evidence_interactions(interactions, holdout)
-        return blend_scores(candidates, evidence, lists, source, items, cfg.evidence, vectors)
-
-    baselines = {
-        "random": lambda: random_scores(candidates, e.seed),
-        "popularity": lambda: popularity_scores(candidates, train),
-        "itemknn": lambda: itemknn_scores(candidates, train),
-        "blend": blend,
-        "sasrec": (
-            (lambda: stored_sasrec_scores(evidence))
-            if sasrec_stored
-            else (lambda: sasrec_scores(spark, candidates, train, cfg.sasrec, e.seed))
-        ),
-    }
-    dataset = e.dataset or resolve(cfg, "candidates").location
+        run_evidence = read_run_evidence(spark, tables, prompts_run, needed_by, candidates)
+    trained_blend = None
+    if hybrid_base is not None and hybrid_base.blend is not None and hybrid_base.trained_run == prompts_run:
+        trained_blend = hybrid_base.blend  # the training of this very run fitted it on these validation lists
+    if "blend" in e.methods and trained_blend is None:
+        vectors = read_run_vectors(spark, tables, evidence.sequential, prompts_run, "the blend method")
+    lists = Lists(
+        spark,
+        candidates,
+        training_interactions(interactions, holdout),
+        interactions,
+        items,
+        holdout,
+        e.seed,
+        sasrec,
+        evidence,
+        data,
+        run_evidence,
+        vectors,
+        trained_blend,
+    )
+    dataset = e.dataset or resolve(tables, "candidates").location
     model_gain: AddedValue | None = None
-    with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
+    with ctx.recorded(STAGE) as (run, staging):
         mode = "overwrite"
 
         def stage(frame: DataFrame, name: str) -> None:
             nonlocal mode
             write_table(
                 frame.select(C.USER_ID, C.ITEM_ID, SCORE).withColumn(METHOD, F.lit(name)),
-                cfg,
+                tables,
                 staging.ref("scores"),
                 mode=mode,
             )
             mode = "append"
 
-        for name, build in baselines.items():
-            if name in e.methods:
-                stage(build(), name)
-                how = " (the evidence job's SASRec: ev_sequence)" if name == "sasrec" and sasrec_stored else ""
-                log.info("evaluate: %s scored%s", name, how)
+        for method in methods:
+            stage(method.scores(lists), method.name)
+            fitted = " (the training run's blend)" if method.name == "blend" and trained_blend is not None else ""
+            log.info("evaluate: %s scored%s%s", method.name, method.how, fitted)
         for name, scoring in scorings.items():
-            scored = _stored_scores(spark, cfg, identity.run_id, scoring, prompts, n_users)
+            scored = _stored_scores(spark, tables, ctx.run_id, scoring, prompts, n_users)
             stored = scored is not None
             how = "read from candidate_scores" if stored else "scored"
             if not stored:
-                scored = score_candidates(prompts, scoring, cfg.score.partitions).select(
+                scored = score_candidates(prompts, scoring, score.partitions).select(
                     C.USER_ID, C.ITEM_ID, SCORE, "ranked_by"
                 )
-            with reporting(f"evaluate {name}", 0 if stored else n_users, cfg.score.progress_secs):
-                write_table(scored, cfg, staging.ref(f"model-{name.replace('/', '-')}"))
+            with reporting(f"evaluate {name}", 0 if stored else n_users, score.progress_secs):
+                write_table(scored, tables, staging.ref(f"model-{name.replace('/', '-')}"))
             scored = staging.read(spark, f"model-{name.replace('/', '-')}")
             stage(scored, name)
             log.info("evaluate: %s %s (%s)", name, how, scoring.lineage())
-            if name == HYBRID_BASE and evidence is not None:
-                model_gain = _model_gain(scored, evidence, targets, e.seed)
+            if name == HYBRID_BASE and run_evidence is not None:
+                model_gain = _model_gain(scored, run_evidence, targets, e.seed)
                 log.info("evaluate: %s: %s", GAIN_LABEL, model_gain or "too few lists")
             if name == HYBRID_BASE and HYBRID in e.methods:
                 if scoring.fusion_head is None:
                     log.warning("evaluate: the adapter has no fusion head (train.fusion_users=0?): hybrid skipped")
                     continue
-                fused = fuse(scored.withColumn(C.LM_SCORE, F.col(SCORE)), evidence, scoring.fusion_head, SCORE)
+                fused = fuse(scored.withColumn(C.LM_SCORE, F.col(SCORE)), run_evidence, scoring.fusion_head, SCORE)
                 stage(fused, HYBRID_NAME)
                 log.info("evaluate: %s scored", HYBRID_NAME)
         scores = staging.read(spark, "scores")
@@ -268,38 +336,37 @@ def evaluate_job(spark: SparkSession, cfg: Config) -> EvaluationResult:
         table = with_intervals(values, ranks, e.bootstrap, e.seed, llm_methods=LLM_METHODS)
         write_run_scoped(
             spark.createDataFrame(
-                table.assign(run_id=identity.run_id, dataset=dataset)[
-                    [f.split()[0] for f in METRICS_SCHEMA.split(", ")]
-                ],
+                table.assign(run_id=ctx.run_id, dataset=dataset)[[f.split()[0] for f in METRICS_SCHEMA.split(", ")]],
                 METRICS_SCHEMA,
             ),
-            cfg,
-            resolve(cfg, "metrics"),
-            {C.RUN_ID: identity.run_id},
+            tables,
+            resolve(tables, "metrics"),
+            {C.RUN_ID: ctx.run_id},
         )
         users = int(table["n_users"].max()) if len(table) else 0
         run.model_id = ", ".join(sorted({s.lineage() for s in scorings.values()})) or None
         run.add({"users": users, "methods": table[METHOD].nunique(), "prompts_users": n_users})
         context = {
-            "run_id": identity.run_id,
+            "run_id": ctx.run_id,
             "dataset": dataset,
             "users evaluated": str(users),
             "models": run.model_id or "none",
         }
         if model_gain is not None:
             context[GAIN_LABEL] = str(model_gain)
-        report = write_report(table, Path(e.report_dir or Path(cfg.workdir) / "report"), context)
+        report = write_report(table, Path(e.report_dir or Path(workdir) / "report"), context)
         tuned = next((s for name, s in scorings.items() if name.startswith("lora/")), None)
         tracked = (
             log_evaluation(
-                cfg,
+                mlflow,
+                workdir,
                 tuned.adapter if tuned else None,
                 tuned.adapter_sha256 if tuned else None,
                 table,
                 report.markdown.parent,
             )
-            if cfg.mlflow.enabled
+            if mlflow.enabled
             else None
         )
     log.info("evaluate: report at %s", report.markdown)
-    return EvaluationResult(identity.run_id, table, report, tracked, model_gain)
+    return EvaluationResult(ctx.run_id, table, report, tracked, model_gain)

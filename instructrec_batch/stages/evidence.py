@@ -20,19 +20,16 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import Config
+from instructrec_batch.config import DataConfig, EvidenceConfig, PromptConfig, SasrecConfig, TableCatalog
+from instructrec_batch.context import JobContext
 from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.errors import ContractError
 from instructrec_batch.evidence.features import evidence_interactions
 from instructrec_batch.evidence.sequential import sequence_vectors
 from instructrec_batch.evidence.staged import staged_evidence
-from instructrec_batch.spark.input_errors import explains_undecodable_inputs
 from instructrec_batch.spark.rejects import null_keys
-from instructrec_batch.spark.runs import recorded_run, run_identity
 from instructrec_batch.spark.tables import (
-    Staging,
     check_key_types,
-    check_output_format,
     existing_columns,
     read_input,
     read_optional,
@@ -54,12 +51,12 @@ class EvidenceCounts:
     seconds: float
 
 
-def _check_existing_columns(spark: SparkSession, cfg: Config) -> None:
+def _check_existing_columns(spark: SparkSession, tables: TableCatalog) -> None:
     """Refuse, before writing anything, a candidate_evidence table written with fewer evidence columns
     (an older version): a Delta table's columns must match on every write and the embedded engine cannot
     add any, while the table holds only derived rows that the next run recomputes."""
-    ref = resolve(cfg, C.CANDIDATE_EVIDENCE.name)
-    present = existing_columns(spark, cfg, ref)
+    ref = resolve(tables, C.CANDIDATE_EVIDENCE.name)
+    present = existing_columns(spark, tables, ref)
     if present is None:
         return
     missing = [c for c in (*C.EVIDENCE_COLUMNS, *C.EVIDENCE_NOTE_COLUMNS) if c not in present]
@@ -71,50 +68,51 @@ def _check_existing_columns(spark: SparkSession, cfg: Config) -> None:
         )
 
 
-@explains_undecodable_inputs
-def evidence_job(spark: SparkSession, cfg: Config) -> EvidenceCounts:
+def evidence_job(
+    ctx: JobContext, evidence: EvidenceConfig, sasrec: SasrecConfig, data: DataConfig, prompt: PromptConfig
+) -> EvidenceCounts:
     """Write the run's `candidate_evidence`: one row per distinct (user, candidate item) with a key.
 
     Candidates with a null key are left to the prompts job, which rejects them with a reason; every
     other candidate gets a row, shown or not, so a reader joins on (user_id, item_id) and never misses.
     """
-    check_output_format(spark, cfg)
-    interactions = read_input(spark, cfg, C.INTERACTIONS)
-    items = read_input(spark, cfg, C.ITEMS)
-    every = read_input(spark, cfg, C.CANDIDATES, nonempty=True)
-    candidates = sample_users(every, cfg.prompt.sample_users, cfg.data.seed)  # the users prompts are built for
-    holdout = read_optional(spark, cfg, C.HOLDOUT) if cfg.prompt.exclude_holdout else None
+    spark, tables = ctx.spark, ctx.tables
+    interactions = read_input(spark, tables, C.INTERACTIONS)
+    items = read_input(spark, tables, C.ITEMS)
+    every = read_input(spark, tables, C.CANDIDATES, nonempty=True)
+    candidates = sample_users(every, prompt.sample_users, data.seed)  # the users prompts are built for
+    holdout = read_optional(spark, tables, C.HOLDOUT) if prompt.exclude_holdout else None
     inputs = {"interactions": interactions, "items": items, "candidates": candidates, "holdout": holdout}
     check_key_types(inputs, (C.USER_ID, C.ITEM_ID))
-    _check_existing_columns(spark, cfg)
-    identity = run_identity(cfg)
-    with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
+    _check_existing_columns(spark, tables)
+    with ctx.recorded(STAGE) as (run, staging):
         started = time.perf_counter()
         ranks = [C.RETRIEVAL_RANK] if C.RETRIEVAL_RANK in candidates.columns else []
         listed = candidates.where(~null_keys([C.USER_ID, C.ITEM_ID])).select(C.USER_ID, C.ITEM_ID, *ranks)
         train = evidence_interactions(interactions, holdout)
         vectors = None
-        if cfg.evidence.sequential:  # staged, published after the evidence computed with them
-            model = sequence_vectors(spark, train, cfg.sasrec, cfg.data.seed)
-            write_table(model, cfg, staging.ref("sequence_vectors"))
+        if evidence.sequential:  # staged, published after the evidence computed with them
+            model = sequence_vectors(spark, train, sasrec, data.seed)
+            write_table(model, tables, staging.ref("sequence_vectors"))
             vectors = staging.read(spark, "sequence_vectors")
-        evidence = staged_evidence(spark, cfg, train, listed, items, staging, "evidence", vectors)
+        rows = staged_evidence(spark, evidence, train, listed, items, staging, "evidence", vectors)
+        run_id = {C.RUN_ID: ctx.run_id}
         write_run_scoped(
-            evidence.select(F.lit(identity.run_id).alias(C.RUN_ID), "*"),
-            cfg,
-            resolve(cfg, C.CANDIDATE_EVIDENCE.name),
-            {C.RUN_ID: identity.run_id},
+            rows.select(F.lit(ctx.run_id).alias(C.RUN_ID), "*"),
+            tables,
+            resolve(tables, C.CANDIDATE_EVIDENCE.name),
+            run_id,
         )
         if vectors is not None:
             write_run_scoped(
-                vectors.select(F.lit(identity.run_id).alias(C.RUN_ID), "*"),
-                cfg,
-                resolve(cfg, C.SEQUENCE_VECTORS.name),
-                {C.RUN_ID: identity.run_id},
+                vectors.select(F.lit(ctx.run_id).alias(C.RUN_ID), "*"),
+                tables,
+                resolve(tables, C.SEQUENCE_VECTORS.name),
+                run_id,
             )
-        written = read_input(spark, cfg, C.CANDIDATE_EVIDENCE).where(F.col(C.RUN_ID) == identity.run_id)
+        written = ctx.written(C.CANDIDATE_EVIDENCE)
         stats = written.agg(F.countDistinct(C.USER_ID).alias("users"), F.count(F.lit(1)).alias("rows")).first()
-        counts = EvidenceCounts(identity.run_id, stats["users"], stats["rows"], round(time.perf_counter() - started, 2))
+        counts = EvidenceCounts(ctx.run_id, stats["users"], stats["rows"], round(time.perf_counter() - started, 2))
         run.add({"users": counts.users, "candidates": counts.candidates})
     log.info("evidence: %s", counts)
     return counts

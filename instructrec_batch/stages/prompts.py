@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import Config
+from instructrec_batch.config import DataConfig, EvidenceConfig, ModelConfig, PromptConfig, TableCatalog
+from instructrec_batch.context import JobContext
 from instructrec_batch.data.protocol import history_cut, sample_users
 from instructrec_batch.errors import ConfigError, ContractError
 from instructrec_batch.evidence.stored import read_run_evidence
@@ -48,13 +50,9 @@ from instructrec_batch.prompts.text_udfs import (
     render_prompts_fn,
     token_counter,
 )
-from instructrec_batch.spark.input_errors import explains_undecodable_inputs
 from instructrec_batch.spark.rejects import INVALID_UTF8, item_reason, null_keys, reject_rows, utf8_text
-from instructrec_batch.spark.runs import recorded_run, run_identity
 from instructrec_batch.spark.tables import (
-    Staging,
     check_key_types,
-    check_output_format,
     existing_columns,
     read_input,
     read_optional,
@@ -84,9 +82,11 @@ def _type(df: DataFrame, column: str) -> str:
     return df.schema[column].dataType.simpleString()
 
 
-def check_budget(template: Template, tokenizer: object, cfg: Config, max_candidates: int) -> None:
-    """Fail before any work when the worst-case prompt without history cannot fit prompt.max_tokens."""
-    p = cfg.prompt
+def check_budget(
+    template: Template, tokenizer: object, p: PromptConfig, evidence_history: int, max_candidates: int
+) -> None:
+    """Fail before any work when the worst-case prompt without history cannot fit prompt.max_tokens
+    (`evidence_history`: evidence.history, the largest count an evidence note names)."""
     filler = "recommendation " * 400
     title, text = cap_tokens(tokenizer, [filler[: p.title_max_chars], filler[: p.text_max_chars]], 10**6)
     attribute = cap_tokens(tokenizer, [title], p.attribute_max_tokens)[0]
@@ -96,7 +96,7 @@ def check_budget(template: Template, tokenizer: object, cfg: Config, max_candida
     text = cap_tokens(tokenizer, [text], p.text_max_tokens)[0]
     worst = UserContext(history=(), preference=text, intent=text)  # no history: no taste line either
     count = token_counter(tokenizer)
-    shown = [candidate_text(template, title, top, cfg.evidence.history) for top, _ in template.popularity_words]
+    shown = [candidate_text(template, title, top, evidence_history) for top, _ in template.popularity_words]
     longest = max(shown or [title], key=lambda t: count([t])[0])
     need = prompt_tokens(template, worst, [longest] * max_candidates, count)
     if need > p.max_tokens:
@@ -107,21 +107,21 @@ def check_budget(template: Template, tokenizer: object, cfg: Config, max_candida
         )
 
 
-def _prompt_columns(spark: SparkSession, cfg: Config) -> list[str]:
+def _prompt_columns(spark: SparkSession, tables: TableCatalog, p: PromptConfig) -> list[str]:
     """PROMPT_COLUMNS as this run writes them: taste_text only when the taste line is on or the prompts
     table already has the column. A Delta table's schema must match on every write (the embedded
     engine cannot evolve it), so a table from before the taste line keeps its columns while it is off,
     and turning it on there fails before anything is written, naming what to do."""
-    ref = resolve(cfg, "prompts")
-    existing = existing_columns(spark, cfg, ref)
+    ref = resolve(tables, "prompts")
+    existing = existing_columns(spark, tables, ref)
     has_taste = existing is not None and C.TASTE_TEXT in existing
-    if cfg.prompt.taste_categories and existing is not None and not has_taste:
+    if p.taste_categories and existing is not None and not has_taste:
         raise ContractError(
             f"{ref} has no {C.TASTE_TEXT} column (written without prompt.taste_categories), and a Delta table's "
             "columns cannot be changed by a run: point tables.prompts at a new table, or move the old one aside, "
-            f"to build prompts with prompt.taste_categories={cfg.prompt.taste_categories}"
+            f"to build prompts with prompt.taste_categories={p.taste_categories}"
         )
-    keep = bool(cfg.prompt.taste_categories) or has_taste
+    keep = bool(p.taste_categories) or has_taste
     return [c for c in PROMPT_COLUMNS if c != C.TASTE_TEXT or keep]
 
 
@@ -171,14 +171,14 @@ def _prepare_history(
     interactions: DataFrame,
     titles: DataFrame,
     holdout: DataFrame | None,
-    cfg: Config,
+    p: PromptConfig,
     run_id: str,
     scale: float | None,
     items: DataFrame,
 ) -> tuple[DataFrame, DataFrame | None, DataFrame | None, list[DataFrame]]:
     """Per-user newest prompt.max_history titled items (+ count of all usable ones), latest review,
     taste profile over all usable history rows (None when off), rejects."""
-    max_history = cfg.prompt.max_history
+    max_history = p.max_history
     keys = [C.USER_ID, C.ITEM_ID, C.EVENT_TS]
     rejects = [_reject(interactions.where(null_keys(keys)), run_id, "interactions", "null_key")]
     rows = history_cut(interactions.where(~null_keys(keys)), holdout)
@@ -205,7 +205,7 @@ def _prepare_history(
             .where(F.col("_n") == 1)
             .select(C.USER_ID, F.col(C.REVIEW).alias("review"))
         )
-    taste = taste_profile(usable.select(C.USER_ID, C.ITEM_ID), items, [C.USER_ID], cfg.prompt.taste_categories)
+    taste = taste_profile(usable.select(C.USER_ID, C.ITEM_ID), items, [C.USER_ID], p.taste_categories)
     return hist, review, taste, rejects
 
 
@@ -250,7 +250,7 @@ def _build(
     inputs: _Inputs,
     titles: DataFrame,
     evidence: DataFrame | None,
-    cfg: Config,
+    p: PromptConfig,
     template: Template,
     tokenizer_path: str,
     run_id: str,
@@ -259,10 +259,9 @@ def _build(
     columns: list[str],
 ) -> tuple[DataFrame, DataFrame]:
     """The prompts and rejects of one slice of users (lazy DataFrames); `scale` is the whole table's."""
-    p = cfg.prompt
     cand_lists, rejects = _prepare_candidates(inputs.candidates, titles, evidence, run_id)
     hist, review, taste, hist_rejects = _prepare_history(
-        inputs.interactions, titles, inputs.holdout, cfg, run_id, scale, items
+        inputs.interactions, titles, inputs.holdout, p, run_id, scale, items
     )
     rejects += hist_rejects
     users = cand_lists.join(hist, C.USER_ID, "left")
@@ -298,27 +297,32 @@ def _build(
     return prompts, all_rejects
 
 
-@explains_undecodable_inputs
-def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
+def prompts_job(
+    ctx: JobContext,
+    prompt: PromptConfig,
+    evidence: EvidenceConfig,
+    data: DataConfig,
+    model: ModelConfig,
+    cache_path: Path,
+) -> PromptCounts:
     """Build and write the `prompts` table (and this stage's `rejects`) for the configured run.
 
     Users are processed in hash slices of at most prompt.users_per_slice, each appended to a staging
     table; the outputs are then written from staging in one commit each. Slicing bounds memory
     on engines without backpressure into Python UDFs (Sail buffers a UDF's whole input otherwise).
     """
-    check_output_format(spark, cfg)
-    p = cfg.prompt
+    spark, tables, p = ctx.spark, ctx.tables, prompt
     template = load_templates(p.template_version).get(p.inference_template_id)
     if template.task != p.task:
         raise ConfigError(f"prompt.template_id '{template.template_id}' is {template.task} but prompt.task={p.task}")
-    require_taste_line(template, cfg)
-    base = resolve_base(cfg)
+    require_taste_line(template, p)
+    base = resolve_base(model, cache_path)
     tokenizer_path = str(base.path)
-    interactions = read_input(spark, cfg, C.INTERACTIONS)
-    items = read_input(spark, cfg, C.ITEMS, nonempty=True)
-    candidates = sample_users(read_input(spark, cfg, C.CANDIDATES, nonempty=True), p.sample_users, cfg.data.seed)
-    intents = read_optional(spark, cfg, C.INTENTS)
-    holdout = read_optional(spark, cfg, C.HOLDOUT) if p.exclude_holdout else None
+    interactions = read_input(spark, tables, C.INTERACTIONS)
+    items = read_input(spark, tables, C.ITEMS, nonempty=True)
+    candidates = sample_users(read_input(spark, tables, C.CANDIDATES, nonempty=True), p.sample_users, data.seed)
+    intents = read_optional(spark, tables, C.INTENTS)
+    holdout = read_optional(spark, tables, C.HOLDOUT) if p.exclude_holdout else None
     inputs = {
         "interactions": interactions,
         "items": items,
@@ -328,30 +332,29 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
     }
     check_key_types(inputs, (C.USER_ID, C.ITEM_ID))
 
-    identity = run_identity(cfg)
-    evidence = None
+    notes = None
     if template.shows_evidence:  # rendered into every candidate: the evidence job's rows of this run
         needed_by = f"template {template.template_id} ({p.template_version}, evidence in words)"
         keyed = candidates.where(~null_keys([C.USER_ID, C.ITEM_ID]))  # null keys become rejects
-        evidence = read_run_evidence(spark, cfg, identity.run_id, needed_by, keyed)
-    columns = _prompt_columns(spark, cfg)
-    with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
-        run_id = identity.run_id
-        write_table(titled_items(items, cfg, tokenizer_path), cfg, staging.ref("titles"))
+        notes = read_run_evidence(spark, tables, ctx.run_id, needed_by, keyed)
+    columns = _prompt_columns(spark, tables, p)
+    with ctx.recorded(STAGE) as (run, staging):
+        run_id = ctx.run_id
+        write_table(titled_items(items, p, tokenizer_path), tables, staging.ref("titles"))
         titles = staging.read(spark, "titles")
         per_user = candidates.where(F.col(C.USER_ID).isNotNull()).groupBy(C.USER_ID).count()
         stats = per_user.agg(F.count(F.lit(1)).alias("users"), F.max("count").alias("longest")).first()
         max_cands = (stats["longest"] or 1) if template.task == "listwise" else 1
-        check_budget(template, load_tokenizer(tokenizer_path), cfg, max_cands)
+        check_budget(template, load_tokenizer(tokenizer_path), p, evidence.history, max_cands)
         slices = max(1, math.ceil((stats["users"] or 0) / p.users_per_slice))
         everything = _Inputs(interactions, candidates, intents, holdout)
-        scale = rating_scale(interactions, cfg)  # of the whole table, as training reads it: never per slice
+        scale = rating_scale(interactions, p)  # of the whole table, as training reads it: never per slice
         for index in range(slices):
             prompts, rejects = _build(
                 everything.slice(index, slices),
                 titles,
-                evidence,
-                cfg,
+                notes,
+                p,
                 template,
                 tokenizer_path,
                 run_id,
@@ -360,18 +363,21 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
                 columns,
             )
             mode = "overwrite" if index == 0 else "append"
-            write_table(prompts, cfg, staging.ref("prompts"), mode=mode)
-            write_table(rejects, cfg, staging.ref("rejects"), mode=mode)
+            write_table(prompts, tables, staging.ref("prompts"), mode=mode)
+            write_table(rejects, tables, staging.ref("rejects"), mode=mode)
             log.info("prompts: slice %d/%d staged", index + 1, slices)
         unreadable = items.where(F.col(C.TITLE).isNotNull() & ~utf8_text(C.TITLE))
         write_table(
-            _reject(unreadable, run_id, "items", INVALID_UTF8, user=False), cfg, staging.ref("rejects"), mode="append"
+            _reject(unreadable, run_id, "items", INVALID_UTF8, user=False),
+            tables,
+            staging.ref("rejects"),
+            mode="append",
         )
-        write_run_scoped(staging.read(spark, "prompts"), cfg, resolve(cfg, "prompts"), {"run_id": run_id})
+        write_run_scoped(staging.read(spark, "prompts"), tables, resolve(tables, "prompts"), {"run_id": run_id})
         write_run_scoped(
-            staging.read(spark, "rejects"), cfg, resolve(cfg, "rejects"), {"run_id": run_id, "stage": STAGE}
+            staging.read(spark, "rejects"), tables, resolve(tables, "rejects"), {"run_id": run_id, "stage": STAGE}
         )
-        counts = _count(spark, cfg, run_id, candidates)
+        counts = _count(spark, tables, run_id, candidates)
         run.model_id = base.name
         run.add(
             {
@@ -387,22 +393,22 @@ def prompts_job(spark: SparkSession, cfg: Config) -> PromptCounts:
     return counts
 
 
-def _count(spark: SparkSession, cfg: Config, run_id: str, candidates: DataFrame) -> PromptCounts:
+def _count(spark: SparkSession, tables: TableCatalog, run_id: str, candidates: DataFrame) -> PromptCounts:
     """Counts read back from what was written (so they reconcile with the tables, not with a plan)."""
-    written = read_input(spark, cfg, C.PROMPTS).where(F.col("run_id") == run_id)
+    written = read_input(spark, tables, C.PROMPTS).where(F.col("run_id") == run_id)
     stats = written.agg(
         F.count(F.lit(1)).alias("users"),
         F.sum(F.col("cold_start").cast("int")).alias("cold"),
         F.sum(F.size("candidate_ids")).alias("cands"),
     ).first()
     try:
-        rejects = read_input(spark, cfg, C.REJECTS).where((F.col("run_id") == run_id) & (F.col("stage") == STAGE))
+        rejects = read_input(spark, tables, C.REJECTS).where((F.col("run_id") == run_id) & (F.col("stage") == STAGE))
         by_reason = {
             f"{r['source_table']}.{r['reason']}": r["n"]
             for r in rejects.groupBy("source_table", "reason").agg(F.count(F.lit(1)).alias("n")).collect()
         }
     except ContractError:
-        if cfg.tables.format != "parquet":
+        if tables.format != "parquet":
             raise
         by_reason = {}  # Parquet keeps no schema for a write without rows: a night with no rejects
     in_stats = candidates.agg(F.countDistinct(C.USER_ID).alias("users"), F.count(F.lit(1)).alias("rows")).first()

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import Config
+from instructrec_batch.config import ModelConfig, PromptConfig, ScoreConfig
+from instructrec_batch.context import JobContext
 from instructrec_batch.evidence.stored import read_run_evidence
+from instructrec_batch.models.base import resolve_base
 from instructrec_batch.scoring.model import (
     fuse,
     prepare_model_scoring,
@@ -21,16 +24,7 @@ from instructrec_batch.scoring.model import (
 )
 from instructrec_batch.scoring.progress import reporting
 from instructrec_batch.spark import faults
-from instructrec_batch.spark.input_errors import explains_undecodable_inputs
-from instructrec_batch.spark.runs import recorded_run, run_identity
-from instructrec_batch.spark.tables import (
-    Staging,
-    check_output_format,
-    read_input,
-    resolve,
-    write_run_scoped,
-    write_table,
-)
+from instructrec_batch.spark.tables import resolve, write_run_scoped, write_table
 
 log = logging.getLogger(__name__)
 
@@ -52,27 +46,26 @@ def top_k(scored: DataFrame, k: int) -> DataFrame:
     return scored.withColumn("rank", F.row_number().over(order).cast("int")).where(F.col("rank") <= k)
 
 
-@explains_undecodable_inputs
-def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
+def score_job(
+    ctx: JobContext, score: ScoreConfig, prompt: PromptConfig, model: ModelConfig, cache_path: Path
+) -> ScoreCounts:
     """Score the run's prompts and write top-k recommendations; reruns replace the run exactly.
 
     Everything that can be checked is checked on the driver before any task runs: the output format,
     the base model folder, the adapter's files, sha256 and base model, that prompts exist, and that
     the run's evidence covers every candidate when the adapter's fusion head ranks.
     """
-    check_output_format(spark, cfg)
-    s = cfg.score
-    identity = run_identity(cfg)
-    scoring = prepare_model_scoring(spark, cfg, s.adapter)
+    spark, tables, s = ctx.spark, ctx.tables, score
+    scoring = prepare_model_scoring(spark, s, prompt, resolve_base(model, cache_path), ctx.adapter)
     model_id = scoring.lineage()
-    prompts_run = s.prompts_run_id or identity.run_id
-    prompts, n_users = read_run_prompts(spark, cfg, prompts_run)
+    prompts_run = s.prompts_run_id or ctx.run_id
+    prompts, n_users = read_run_prompts(spark, tables, prompt, prompts_run)
     evidence = None
     model_pass = True
     if scoring.fusion_head is not None and s.fusion:
         head = "the adapter's fusion head (score.fusion=false ranks by the model alone)"
         listed = prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
-        evidence = read_run_evidence(spark, cfg, prompts_run, head, listed)
+        evidence = read_run_evidence(spark, tables, prompts_run, head, listed)
         if scoring.fusion_head.weight(C.LM_SCORE) == 0.0:
             model_pass = not s.skip_unused_model
             log.info(
@@ -82,7 +75,7 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
             )
     slices = max(1, math.ceil(n_users / s.users_per_slice))
     fault_in_write = faults.armed().during_write
-    with recorded_run(spark, cfg, STAGE, identity) as run, Staging(cfg, f"{STAGE}-{identity.run_id}") as staging:
+    with ctx.recorded(STAGE) as (run, staging):
         run.model_id = model_id
         with reporting(STAGE, n_users if model_pass else 0, s.progress_secs):
             for index in range(slices):
@@ -92,7 +85,7 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
                     else prompts.where(F.pmod(F.xxhash64(F.col(C.USER_ID)), F.lit(slices)) == index)
                 )
                 scored = score_candidates(part, scoring, s.partitions) if model_pass else unscored_candidates(part)
-                write_table(scored, cfg, staging.ref("scored"), mode="overwrite" if index == 0 else "append")
+                write_table(scored, tables, staging.ref("scored"), mode="overwrite" if index == 0 else "append")
                 log.info("score: slice %d/%d staged", index + 1, slices)
         scored = staging.read(spark, "scored").withColumn(C.LM_SCORE, F.col("score"))
         if evidence is not None and scoring.fusion_head is not None:
@@ -101,8 +94,8 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
         # Recommendations first, candidate scores second, the runs row last: the run counts as
         # complete only when that row says 'succeeded' (see spark/runs.py).
         recs = top_k(scored, s.k).select(
-            F.lit(identity.run_id).alias(C.RUN_ID),
-            F.to_date(F.lit(identity.run_date)).alias("run_date"),
+            F.lit(ctx.run_id).alias(C.RUN_ID),
+            F.to_date(F.lit(ctx.identity.run_date)).alias("run_date"),
             C.USER_ID,
             "rank",
             C.ITEM_ID,
@@ -115,14 +108,14 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
         )
         write_run_scoped(
             faults.failing_write(recs, "score", fault_in_write and not s.write_scores),
-            cfg,
-            resolve(cfg, "recommendations"),
-            {C.RUN_ID: identity.run_id},
+            tables,
+            resolve(tables, "recommendations"),
+            {C.RUN_ID: ctx.run_id},
             partition_by=["run_date"],
         )
         if s.write_scores:
             all_scores = scored.select(
-                F.lit(identity.run_id).alias(C.RUN_ID),
+                F.lit(ctx.run_id).alias(C.RUN_ID),
                 C.USER_ID,
                 C.ITEM_ID,
                 "score",
@@ -133,17 +126,17 @@ def score_job(spark: SparkSession, cfg: Config) -> ScoreCounts:
             )
             write_run_scoped(
                 faults.failing_write(all_scores, "score", fault_in_write),
-                cfg,
-                resolve(cfg, "candidate_scores"),
-                {C.RUN_ID: identity.run_id},
+                tables,
+                resolve(tables, "candidate_scores"),
+                {C.RUN_ID: ctx.run_id},
             )
-        written = read_input(spark, cfg, C.RECOMMENDATIONS).where(F.col(C.RUN_ID) == identity.run_id)
+        written = ctx.written(C.RECOMMENDATIONS)
         stats = written.agg(
             F.countDistinct(C.USER_ID).alias("users"),
             F.count(F.lit(1)).alias("rows"),
             F.countDistinct(F.when(F.col("ranked_by") == "retrieval_order", F.col(C.USER_ID))).alias("cold"),
         ).first()
-        counts = ScoreCounts(identity.run_id, stats["users"], stats["rows"], stats["cold"], model_id)
+        counts = ScoreCounts(ctx.run_id, stats["users"], stats["rows"], stats["cold"], model_id)
         run.add(
             {
                 "users": counts.users,

@@ -12,7 +12,18 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import Config
+from instructrec_batch.config import (
+    DataConfig,
+    EvidenceConfig,
+    MlflowConfig,
+    ModelConfig,
+    PromptConfig,
+    SasrecConfig,
+    ScoreConfig,
+    TableCatalog,
+    TrainConfig,
+)
+from instructrec_batch.context import JobContext
 from instructrec_batch.errors import ContractError
 from instructrec_batch.evidence.features import evidence_interactions
 from instructrec_batch.evidence.sequential import sequence_vectors
@@ -21,8 +32,6 @@ from instructrec_batch.models.adapter import save_adapter
 from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
 from instructrec_batch.models.forward import pad_id_of
 from instructrec_batch.prompts.templates import load_templates
-from instructrec_batch.spark.input_errors import explains_undecodable_inputs
-from instructrec_batch.spark.runs import recorded_run, run_identity
 from instructrec_batch.spark.tables import delta_version, read_input, resolve, table_exists
 from instructrec_batch.tracking import TrainingRecord, log_training
 from instructrec_batch.training.examples import TRAIN, VALID, build_examples, collect_examples
@@ -31,6 +40,8 @@ from instructrec_batch.training.sequences import sequences
 from instructrec_batch.training.trainer import train_lora
 
 log = logging.getLogger(__name__)
+
+STAGE = "train"
 
 
 @dataclass(frozen=True)
@@ -48,47 +59,63 @@ class TrainSummary:
 
 
 def _fusion_vectors(
-    spark: SparkSession, cfg: Config, run_id: str, interactions: DataFrame, holdout: DataFrame
+    spark: SparkSession,
+    tables: TableCatalog,
+    sasrec: SasrecConfig,
+    seed: int,
+    run_id: str,
+    interactions: DataFrame,
+    holdout: DataFrame,
 ) -> DataFrame | None:
     """The sequential model the fusion lists' evidence is computed with: the run's stored vectors when
     the evidence job wrote them, else one trained here on the same training interactions (a training
-    run of its own, e.g. a weekly retrain, needs no evidence run); None with evidence.sequential off."""
-    if not cfg.evidence.sequential:
-        return None
-    vectors = stored_vectors(spark, cfg, run_id)
+    run of its own, e.g. a weekly retrain, needs no evidence run)."""
+    vectors = stored_vectors(spark, tables, run_id)
     if vectors is None:
         log.info("no sequence_vectors for run %s: training the sequential model for the fusion lists", run_id)
         source = evidence_interactions(interactions, holdout)
-        vectors = sequence_vectors(spark, source, cfg.sasrec, cfg.data.seed)
+        vectors = sequence_vectors(spark, source, sasrec, seed)
     return vectors
 
 
-@explains_undecodable_inputs
-def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
-    """Build examples from the tables, tune a LoRA adapter, save it with its manifest."""
-    base = resolve_base(cfg)
-    if not table_exists(spark, resolve(cfg, "holdout")):
+def train_job(
+    ctx: JobContext,
+    train: TrainConfig,
+    prompt: PromptConfig,
+    evidence: EvidenceConfig,
+    sasrec: SasrecConfig,
+    data: DataConfig,
+    score: ScoreConfig,
+    model: ModelConfig,
+    cache_path: Path,
+    mlflow: MlflowConfig,
+    workdir: str,
+) -> TrainSummary:
+    """Build examples from the tables, tune a LoRA adapter, save it with its manifest (and register it)."""
+    spark, tables, t = ctx.spark, ctx.tables, train
+    base = resolve_base(model, cache_path)
+    if not table_exists(spark, resolve(tables, "holdout")):
         raise ContractError(
             "table 'holdout' does not exist: training needs the held-out split so validation and test items stay "
             "out of training data; run `instructrec-batch data protocol` (or `data movielens`) first"
         )
-    interactions = read_input(spark, cfg, C.INTERACTIONS, nonempty=True)
-    items = read_input(spark, cfg, C.ITEMS, nonempty=True)
-    holdout = read_input(spark, cfg, C.HOLDOUT)
+    interactions = read_input(spark, tables, C.INTERACTIONS, nonempty=True)
+    items = read_input(spark, tables, C.ITEMS, nonempty=True)
+    holdout = read_input(spark, tables, C.HOLDOUT)
     torch_threads = os.cpu_count() or 1
-    identity = run_identity(cfg)
-    fusion = bool(cfg.train.fusion_users) and "pointwise" in cfg.train.tasks
-    with recorded_run(spark, cfg, "train", identity) as run:
+    fusion = bool(t.fusion_users) and "pointwise" in t.tasks
+    with ctx.recorded(STAGE) as (run, _):
         # the run's stored sequential model, or one trained here (inside the run, so a failure is recorded)
-        vectors = _fusion_vectors(spark, cfg, identity.run_id, interactions, holdout) if fusion else None
-        examples = build_examples(interactions, items, holdout, cfg, str(base.path))
+        vectors = None
+        if fusion and evidence.sequential:
+            vectors = _fusion_vectors(spark, tables, sasrec, data.seed, ctx.run_id, interactions, holdout)
+        examples = build_examples(interactions, items, holdout, t, prompt, evidence, str(base.path))
         frame = collect_examples(examples)
         prior_blend = None
-        if cfg.train.residual and "pointwise" in cfg.train.tasks:
-            frame, prior_blend = evidence_priors(examples, frame, interactions, items, holdout, cfg)
+        if t.residual and "pointwise" in t.tasks:
+            frame, prior_blend = evidence_priors(examples, frame, interactions, items, holdout, evidence)
         tokenizer = load_tokenizer(base.path)
-        templates = load_templates(cfg.prompt.template_version)
-        t = cfg.train
+        templates = load_templates(prompt.template_version)
         train_seqs = sequences(frame[frame.kind == TRAIN], tokenizer, templates, t.max_length)
         val_seqs = sequences(frame[frame.kind == VALID], tokenizer, templates, t.max_length)
         log.info(
@@ -101,12 +128,12 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
 
         torch.set_num_threads(torch_threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = load_causal_lm(base.path, "float32", device)
-        result = train_lora(model, train_seqs, val_seqs, t, pad_id_of(tokenizer))
-        head, fusion_figures = None, {}
+        lm = load_causal_lm(base.path, "float32", device)
+        result = train_lora(lm, train_seqs, val_seqs, t, pad_id_of(tokenizer))
+        head, blend, fusion_figures = None, None, {}
         if fusion:
-            lists = build_examples(interactions, items, holdout, cfg, str(base.path), fusion=True)
-            head, fusion_figures = fit_fusion_head(
+            lists = build_examples(interactions, items, holdout, t, prompt, evidence, str(base.path), fusion=True)
+            head, blend, fusion_figures = fit_fusion_head(
                 lists,
                 result.model,
                 tokenizer,
@@ -116,9 +143,12 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
                 items,
                 holdout,
                 vectors,
-                cfg,
+                evidence,
+                data,
+                score,
+                t.seed,
             )
-        out = Path(t.output or Path(cfg.workdir) / "adapters" / run.identity.run_id)
+        out = Path(t.output or Path(workdir) / "adapters" / ctx.run_id)
         base_sha = base.sha256()
         info = save_adapter(
             result.model,
@@ -127,13 +157,13 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
                 "base_model": base.name,
                 "base_model_sha256": base_sha,
                 "template_version": templates.version,
-                "item_text": cfg.prompt.item_text(),
+                "item_text": prompt.item_text(),
                 "tasks": list(t.tasks),
                 "data_versions": {
-                    name: delta_version(resolve(cfg, name)) for name in ("interactions", "items", "holdout")
+                    name: delta_version(resolve(tables, name)) for name in ("interactions", "items", "holdout")
                 },
                 "hyperparameters": t.model_dump(mode="json"),
-                "evidence": cfg.evidence.model_dump(mode="json"),
+                "evidence": evidence.model_dump(mode="json"),
                 "fusion": {**fusion_figures, "head": head.to_dict() if head else None},
                 "residual_prior": prior_blend.to_dict() if prior_blend else None,
                 "loss_history": result.history,
@@ -143,14 +173,15 @@ def train_job(spark: SparkSession, cfg: Config) -> TrainSummary:
                 "stopped": result.stopped,
                 "train_sequences": len(train_seqs),
                 "val_sequences": len(val_seqs),
-                "run_id": run.identity.run_id,
-                "config_hash": cfg.fingerprint(),
+                "run_id": ctx.run_id,
+                "config_hash": ctx.config_hash,
                 "device": device,
                 "created_at": datetime.now(timezone.utc).isoformat(),
             },
             fusion_head=head,
+            blend=blend,
         )
-        record = log_training(cfg, out, info.manifest) if cfg.mlflow.enabled else None
+        record = log_training(mlflow, workdir, out, info.manifest) if mlflow.enabled else None
         run.model_id = f"{base.name}@{base_sha[:12]}+lora@{info.sha256[:12]}" + (
             f" ({record.model_uri})" if record else ""
         )

@@ -19,7 +19,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import Config
+from instructrec_batch.config import EvidenceConfig, PromptConfig, TrainConfig
 from instructrec_batch.data.protocol import history_cut
 from instructrec_batch.evidence.features import (
     AS_OF,
@@ -62,7 +62,9 @@ def build_examples(
     interactions: DataFrame,
     items: DataFrame,
     holdout: DataFrame,
-    cfg: Config,
+    train: TrainConfig,
+    prompt: PromptConfig,
+    evidence: EvidenceConfig,
     tokenizer_path: str,
     *,
     fusion: bool = False,
@@ -73,13 +75,13 @@ def build_examples(
     train.fusion_negatives negatives, pointwise with the pinned inference template, the lists the
     fusion head is fitted on after tuning.
     """
-    t = cfg.train
+    t = train
     keys = [C.USER_ID, C.ITEM_ID, C.EVENT_TS]
     rows = interactions.where(
         F.col(C.USER_ID).isNotNull() & F.col(C.ITEM_ID).isNotNull() & F.col(C.EVENT_TS).isNotNull()
     )
-    titles = titled_items(items, cfg, tokenizer_path).where(F.col(C.TITLE).isNotNull())
-    scale = rating_scale(interactions, cfg)
+    titles = titled_items(items, prompt, tokenizer_path).where(F.col(C.TITLE).isNotNull())
+    scale = rating_scale(interactions, prompt)
     rating = [C.RATING] if scale is not None else []
     train_seq = history_cut(rows.select(*keys, *rating), holdout).join(titles, C.ITEM_ID)
     if t.max_users is not None:
@@ -91,7 +93,7 @@ def build_examples(
         "_len", F.count(F.lit(1)).over(Window.partitionBy(C.USER_ID))
     )
     # Only the newest rows can be targets or their histories: bound the self-join below.
-    recent = ranked.where(F.col("_n") <= t.examples_per_user + cfg.prompt.max_history)
+    recent = ranked.where(F.col("_n") <= t.examples_per_user + prompt.max_history)
 
     is_train_target = (F.col("_n") <= t.examples_per_user) & (F.col("_n") < F.col("_len"))
     train_targets = ranked.where(is_train_target).select(
@@ -100,9 +102,7 @@ def build_examples(
     neighbours = None
     if t.negative_sampling == "neighbours" and not fusion:  # fusion lists have no training targets
         # Each training target's anchor is the user's item just before it (the newest of its history).
-        near = nearest_items(
-            user_sequences(train_seq.select(*keys), cfg.evidence.max_items), cfg.evidence.window, NEAR_ITEMS
-        )
+        near = nearest_items(user_sequences(train_seq.select(*keys), evidence.max_items), evidence.window, NEAR_ITEMS)
         anchors = ranked.withColumn("_anchor", F.lead(C.ITEM_ID).over(newest)).where(is_train_target)
         neighbours = anchors.join(near.withColumnRenamed(C.ITEM_ID, "_anchor"), "_anchor").select(
             C.USER_ID, F.col(C.ITEM_ID).alias("target_item_id"), NEAR
@@ -139,7 +139,7 @@ def build_examples(
     hist = collect_ordered(
         rows_before_target(recent)
         .withColumn("_k", F.row_number().over(by_example))
-        .where(F.col("_k") <= cfg.prompt.max_history)
+        .where(F.col("_k") <= prompt.max_history)
         .withColumn(SHOWN, history_text(scale)),
         example_keys,
         [ts, item],  # oldest first
@@ -149,21 +149,21 @@ def build_examples(
     # The taste line counts every training row before the target (not only the shown history), as the
     # scoring prompt counts every row before the holdout.
     before = rows_before_target(train_seq.select(C.USER_ID, C.ITEM_ID, C.EVENT_TS))
-    taste = taste_profile(before.select(*example_keys, C.ITEM_ID), items, example_keys, cfg.prompt.taste_categories)
+    taste = taste_profile(before.select(*example_keys, C.ITEM_ID), items, example_keys, prompt.taste_categories)
     if taste is not None:
         hist = hist.join(taste, example_keys, "left")
     else:
         hist = hist.withColumn(TASTE, F.lit(None).cast("string"))
 
     examples = []
-    templates = load_templates(cfg.prompt.template_version)
-    require_taste_line(templates.get(f"{tasks[0]}-0"), cfg)
+    templates = load_templates(prompt.template_version)
+    require_taste_line(templates.get(f"{tasks[0]}-0"), prompt)
     for task in tasks:
         wanted = t.fusion_negatives if fusion else t.negatives if task == "pointwise" else t.list_size - 1
         by_popularity = train_seq.select(C.ITEM_ID) if t.negative_sampling != "uniform" else None
         negatives = _sample_negatives(targets, titles, rows, wanted, t.seed, by_popularity, neighbours)
         source = evidence_interactions(interactions, holdout) if templates.get(f"{task}-0").shows_evidence else None
-        cands = _candidate_lists(targets, negatives, titles, t.seed, source, cfg)
+        cands = _candidate_lists(targets, negatives, titles, t.seed, source, evidence)
         n_templates = len(templates.ids(task))
         template_id = F.when(F.col("kind") != TRAIN, F.lit(f"{task}-0")).otherwise(
             F.concat(
@@ -188,11 +188,11 @@ def build_examples(
         rendered = frame.mapInPandas(
             render_prompts_fn(
                 tokenizer_path,
-                cfg.prompt.template_version,
+                prompt.template_version,
                 f"{task}-0",
-                cfg.prompt.max_tokens,
-                cfg.prompt.text_max_chars,
-                cfg.prompt.text_max_tokens,
+                prompt.max_tokens,
+                prompt.text_max_chars,
+                prompt.text_max_tokens,
                 passthrough=("kind", "task_form", "target_item_id"),
             ),
             prompt_schema(user_type, item_type) + f", kind STRING, task_form STRING, target_item_id {item_type}",
@@ -306,7 +306,7 @@ def _candidate_lists(
     titles: DataFrame,
     seed: int,
     evidence_source: DataFrame | None,
-    cfg: Config,
+    ev: EvidenceConfig,
 ) -> DataFrame:
     """Target + negatives per example, with titles, shuffled by hash into positions 1..n.
 
@@ -320,7 +320,7 @@ def _candidate_lists(
     if evidence_source is not None:
         notes = list(C.EVIDENCE_NOTE_COLUMNS)
         rows = pool.select(C.USER_ID, F.col("target_item_id").alias(AS_OF), C.ITEM_ID)
-        evidence = candidate_evidence(evidence_source, rows, cfg.evidence, None).select(
+        evidence = candidate_evidence(evidence_source, rows, ev, None).select(
             C.USER_ID, F.col(AS_OF).alias("target_item_id"), C.ITEM_ID, *notes
         )
         pool = pool.join(evidence, [C.USER_ID, "target_item_id", C.ITEM_ID], "left")

@@ -21,34 +21,36 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import Config
+from instructrec_batch.config import DataConfig, EvidenceConfig, ScoreConfig
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
 from instructrec_batch.evidence.lists import blend_lists, list_evidence
 from instructrec_batch.prompts.render import context_of
 from instructrec_batch.prompts.templates import TemplateSet
-from instructrec_batch.ranking.blend import BLEND_TERMS, fill_missing_evidence, fit_blend
+from instructrec_batch.ranking.blend import fill_missing_evidence, fit_blend
 from instructrec_batch.ranking.fusion import mrr, stack_head
-from instructrec_batch.ranking.ranker import LinearRanker, fit_ranker
+from instructrec_batch.ranking.ranker import LinearRanker
 
 log = logging.getLogger(__name__)
 
 
-def model_scores(model: Any, tokenizer: Any, pad_id: int, lists: pd.DataFrame, templates: TemplateSet, cfg: Config):
+def model_scores(
+    model: Any, tokenizer: Any, pad_id: int, lists: pd.DataFrame, templates: TemplateSet, score: ScoreConfig
+) -> pd.DataFrame:
     """lm_score per (user_id, item_id) of the fusion lists, by the scoring job's own one-pass scorer."""
     import torch
 
-    from instructrec_batch.hardware import cpu_has_amx_bf16
+    from instructrec_batch.hardware import fast_bf16
     from instructrec_batch.scoring.scorers import ModelHandle, ScoringPrompt, make_scorer
 
     handle = ModelHandle(model, tokenizer, pad_id)
-    scorer = make_scorer("pointwise", "onepass", handle, cfg.score.batch_size, cfg.score.max_batch_tokens)
+    scorer = make_scorer("pointwise", "onepass", handle, score.batch_size, score.max_batch_tokens)
     prompts = [
         ScoringPrompt(templates.get(row.template_id), context_of(row), tuple(row.candidate_titles))
         for row in lists.itertuples(index=False)
     ]
     device = handle.device
-    use_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_amx_bf16()
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    bf16 = fast_bf16(device.type)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     model.eval()
     with autocast:
         scores = scorer.score(prompts)
@@ -71,9 +73,13 @@ def fit_fusion_head(
     items: DataFrame,
     holdout: DataFrame,
     vectors: DataFrame | None,
-    cfg: Config,
-) -> tuple[LinearRanker, dict[str, Any]]:
-    """Fit the head; return it and what it achieves on the fusion lists (mean reciprocal rank).
+    evidence: EvidenceConfig,
+    data: DataConfig,
+    score: ScoreConfig,
+    seed: int,
+) -> tuple[LinearRanker, LinearRanker, dict[str, Any]]:
+    """Fit the head; return it, the evidence blend it is built on (the run's blend, which the evaluation's
+    blend baseline reuses), and what the head achieves on the fusion lists (mean reciprocal rank).
 
     The lists' evidence comes from the training interactions, items and the run's sequence `vectors`
     (None without sequential evidence), as the evidence job computes the candidates'.
@@ -86,22 +92,22 @@ def fit_fusion_head(
     blend fitted on every user, the blend the evaluation's baseline is.
     """
     source = evidence_interactions(interactions, holdout)
-    fitted = list_evidence(source, blend_lists(interactions, items, holdout, cfg), cfg.evidence, items, vectors)
+    fitted = list_evidence(source, blend_lists(interactions, items, holdout, data), evidence, items, vectors)
     local = lists.toPandas()
     others = fitted[~fitted[C.USER_ID].isin(local[C.USER_ID])]
     blend = fit_blend(fitted)
     # With every user a fusion user (a small table) no list is left out of sample: the blend is reused.
     held_out = fit_blend(others) if others["positive"].any() else blend
 
-    scored = model_scores(model, tokenizer, pad_id, local, templates, cfg)
+    scored = model_scores(model, tokenizer, pad_id, local, templates, score)
     rows = lists.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
-    evidence = candidate_evidence(source, rows, cfg.evidence, items, vectors).toPandas()
-    frame = fill_missing_evidence(scored.merge(evidence, on=[C.USER_ID, C.ITEM_ID], how="left"))
+    listed = candidate_evidence(source, rows, evidence, items, vectors).toPandas()
+    frame = fill_missing_evidence(scored.merge(listed, on=[C.USER_ID, C.ITEM_ID], how="left"))
     frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
-    head, figures = stack_head(frame, held_out, blend, cfg.train.seed)
+    head, figures = stack_head(frame, held_out, blend, seed)
     figures = {"fusion_lists": len(local), "blend_lists": int(fitted[C.USER_ID].nunique()), **figures}
     log.info("fusion head fitted: %s", figures)
-    return head, figures
+    return head, blend, figures
 
 
 def evidence_priors(
@@ -110,7 +116,7 @@ def evidence_priors(
     interactions: DataFrame,
     items: DataFrame,
     holdout: DataFrame,
-    cfg: Config,
+    ev: EvidenceConfig,
 ) -> tuple[pd.DataFrame, LinearRanker]:
     """`frame` (the collected `examples`) with a `candidate_priors` column for its pointwise rows.
 
@@ -127,7 +133,7 @@ def evidence_priors(
         C.USER_ID, F.col("target_item_id").alias(AS_OF), F.explode("candidate_ids").alias(C.ITEM_ID)
     )
     source = evidence_interactions(interactions, holdout)
-    evidence = candidate_evidence(source, rows, cfg.evidence, items).toPandas()
+    evidence = candidate_evidence(source, rows, ev, items).toPandas()
     keys = [C.USER_ID, AS_OF, C.ITEM_ID]
     long = frame.loc[frame.task_form == "pointwise", [C.USER_ID, "target_item_id", "kind", "candidate_ids"]]
     long = (
@@ -140,7 +146,7 @@ def evidence_priors(
     long = long.sort_values(keys, ignore_index=True)  # row order from Spark varies
     train = long[long.kind == TRAIN]
     groups = train[C.USER_ID].astype(str) + "\0" + train[AS_OF].astype(str)
-    blend = fit_ranker(train, BLEND_TERMS, groups.to_numpy(), (train[C.ITEM_ID] == train[AS_OF]).to_numpy())
+    blend = fit_blend(train, groups.to_numpy(), (train[C.ITEM_ID] == train[AS_OF]).to_numpy())
     long["_prior"] = blend.apply(long)
     where = zip(long[C.USER_ID], long[AS_OF], long["kind"], long[C.ITEM_ID], strict=True)
     prior_of = dict(zip(where, long["_prior"], strict=True))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from instructrec_batch.config import TrainConfig
 from instructrec_batch.errors import TrainingError
-from instructrec_batch.hardware import cpu_has_amx_bf16
+from instructrec_batch.hardware import fast_bf16
 from instructrec_batch.models.adapter import peft_wrapping
 from instructrec_batch.models.forward import decoder_of, last_logits
 from instructrec_batch.models.packing import PackedRow, attention_kind, pack_pointwise, packed_inputs
@@ -282,7 +282,7 @@ def train_lora(
     device = next(base_model.parameters()).device
     # bf16 autocast where the hardware multiplies bf16 (CUDA with bf16, Intel AMX CPUs); weights,
     # optimizer state and the loss stay in fp32.
-    autocast = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_amx_bf16()
+    autocast = fast_bf16(device.type)
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
