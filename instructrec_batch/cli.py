@@ -78,6 +78,10 @@ def _config_from(args: argparse.Namespace) -> Config:
         overrides.append(f"run.run_date={args.run_date}")
     if getattr(args, "max_users", None):
         overrides.append(f"evaluate.max_users={args.max_users}")
+    if getattr(args, "source", None):
+        overrides.append(f"redial.source={args.source}")
+    if getattr(args, "names_removed", False):
+        overrides.append("redial.names_removed=true")
     if getattr(args, "full", False):
         overrides += ["prompt.sample_users=null", "evaluate.max_users=null"]
     return load_config(args.config, overrides)
@@ -105,6 +109,13 @@ def _demo(args: argparse.Namespace) -> int:
     from instructrec_batch.pipeline import run_demo
 
     print(run_demo(_config_from(args)))
+    return 0
+
+
+def _redial(args: argparse.Namespace) -> int:
+    from instructrec_batch.pipeline import run_redial
+
+    print(run_redial(_config_from(args)))
     return 0
 
 
@@ -207,6 +218,17 @@ STAGE_COMMANDS = (
         "protocol_job",
     ),
     StageCommand(
+        ("data", "redial"),
+        "ReDial dialogues (a folder of He et al.'s data/redial/ files) → interactions, items, intents, holdout, "
+        "candidates",
+        "data",
+        "redial_job",
+        options=(
+            (("--source",), {"required": True, "help": "folder holding test.jsonl, item_ids.json, entity2id.json"}),
+            (("--names-removed",), {"action": "store_true", "help": "the seeker's words with film names removed"}),
+        ),
+    ),
+    StageCommand(
         ("evidence",),
         "collaborative evidence of every candidate (co-occurrence, popularity) → candidate_evidence",
         "evidence",
@@ -278,6 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--full", action="store_true", help="all 943 users instead of the configured sample")
     demo.set_defaults(func=_demo)
+
+    redial = commands.add_parser(
+        "redial",
+        parents=[common],
+        help="the whole pipeline on ReDial dialogues (a folder of He et al.'s data/redial/ files): data, evidence, "
+        "prompts, train, score, evaluate on ReDial's own split",
+    )
+    redial.add_argument("--source", required=True, help="folder holding test.jsonl, item_ids.json, entity2id.json")
+    redial.add_argument("--names-removed", action="store_true", help="the seeker's words with film names removed")
+    redial.set_defaults(func=_redial)
 
     pipeline = commands.add_parser(
         "pipeline",

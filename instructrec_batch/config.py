@@ -128,11 +128,29 @@ class DataConfig(_Section):
 
     seed: int = Field(42, description="seed of the negative sampling and candidate shuffling")
     negatives: int = Field(19, ge=1, description="sampled negatives per user next to the held-out target")
+    genre_intents: bool = Field(
+        False,
+        description="`data movielens`: also write intents stating each interacted film's genres at its time "
+        "(InstructRec's specific intention: leaks the target's category by construction)",
+    )
+
+
+class RedialConfig(_Section):
+    """`data redial`: the ReDial dialogues (He et al.'s data/redial/ files) as the project's tables."""
+
+    source: str | None = Field(None, description="folder holding test.jsonl, item_ids.json, entity2id.json")
+    names_removed: bool = Field(
+        False, description="read the seeker's words from test_p3.jsonl (film names removed from the text)"
+    )
+    shares: tuple[float, float, float] = Field(
+        (0.6, 0.1, 0.3), description="train / valid / test shares of the dialogues (split by a seeded hash)"
+    )
 
 
 TaskFormName = Literal["pointwise", "listwise"]
 ItemAttribute = Literal["category", "brand"]
 TextColumn = Literal["title", "category", "brand", "description"]
+InstructionForm = Literal["preference", "intention", "both"]
 
 
 class SasrecConfig(_Section):
@@ -192,6 +210,11 @@ class EvidenceConfig(_Section):
         description="windowed item pairs counted per step (bounds memory; each pair is aggregated in both "
         "orders): evidence is computed in item-hash slices of about this many pairs, each staged, then "
         "published in one commit",
+    )
+    request_encoder: str | None = Field(
+        "all-minilm-l6-v2",
+        description="sentence encoder of ev_request_meaning (request vs candidate text, when an intents table "
+        "exists): a known alias (pulled into the cache once) or a Hugging Face encoder folder; null = none",
     )
     sequential: bool = Field(
         True,
@@ -285,6 +308,11 @@ class TrainConfig(_Section):
         "Validation and fusion lists stay uniform, like the evaluation's",
     )
     list_size: int = Field(20, ge=2, le=26, description="listwise: candidates per example (target + negatives)")
+    forms: dict[InstructionForm, float] = Field(
+        default_factory=lambda: {"preference": 0.25, "intention": 0.25, "both": 0.5},
+        description="shares of InstructRec's instruction forms among training examples whose user had stated "
+        "an intent by the target's time: preference only (history), intention only (the intent), both",
+    )
     max_users: int | None = Field(None, ge=1, description="train on a seeded sample of this many users")
     val_users: int = Field(100, ge=1, description="validation examples (one per user, their valid item)")
     pairwise_weight: float = Field(
@@ -330,6 +358,15 @@ class TrainConfig(_Section):
         description="users whose validation lists fit the fusion head (model score + evidence); 0 = no head",
     )
     fusion_negatives: int = Field(19, ge=1, description="sampled negatives per fusion list, next to the valid item")
+
+    @field_validator("forms")
+    @classmethod
+    def _forms_are_shares(cls, forms: dict[str, float]) -> dict[str, float]:
+        if set(forms) != {"preference", "intention", "both"} or any(v < 0 for v in forms.values()):
+            raise ValueError("expected a share for each of preference, intention and both, none negative")
+        if abs(sum(forms.values()) - 1.0) > 1e-6:
+            raise ValueError(f"the shares sum to {sum(forms.values()):.4g}, not 1")
+        return forms
 
 
 class ScoreConfig(_Section):
@@ -380,7 +417,9 @@ class ScoreConfig(_Section):
     )
 
 
-EvalMethod = Literal["random", "popularity", "itemknn", "blend", "sasrec", "zero_shot", "lora", "hybrid"]
+EvalMethod = Literal[
+    "random", "popularity", "itemknn", "bm25", "minilm", "blend", "sasrec", "zero_shot", "lora", "hybrid"
+]
 
 
 class EvaluateConfig(_Section):
@@ -398,6 +437,11 @@ class EvaluateConfig(_Section):
     dataset: str | None = Field(None, description="label in the metrics table; None = the candidates table location")
     report_dir: str | None = Field(None, description="markdown report and PNG charts; None = <workdir>/report")
     bootstrap: int = Field(1000, ge=10, description="bootstrap resamples of users for the 95% intervals")
+    control: bool = Field(
+        True,
+        description="with an intents table, also rank by the blend and the hybrid with every user's request "
+        "swapped for another user's (rows '<method>/shuffled-intents'): how much of their gain reads the request",
+    )
     sasrec_source: Literal["evidence", "train"] = Field(
         "evidence",
         description="evidence: the sasrec row ranks by the run's ev_sequence, the SASRec the evidence job "
@@ -448,6 +492,7 @@ class Config(_Section):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     tables: TablesConfig = Field(default_factory=TablesConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    redial: RedialConfig = Field(default_factory=RedialConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     sasrec: SasrecConfig = Field(default_factory=SasrecConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -480,7 +525,7 @@ class Config(_Section):
 
     def path_settings(self) -> dict[str, str]:
         """Every location this configuration reads or writes through a path, keyed by its setting."""
-        found = {"workdir": self.workdir}
+        found = {"workdir": self.workdir, **({"redial.source": self.redial.source} if self.redial.source else {})}
         if not is_catalog_schema(self.tables.root):
             found["tables.root"] = self.tables_root
         found.update(self.tables.locations(self.tables_root))

@@ -26,6 +26,7 @@ INTENT_TS = "intent_ts"
 SPLIT = "split"
 
 SPLIT_TEST = "test"
+SPLIT_TRAIN = "train"  # ReDial: dialogues of the training side (no held-out row)
 SPLIT_VALID = "valid"
 
 # Spark simpleString type names accepted for each kind of column.
@@ -149,6 +150,8 @@ EV_CATEGORY_MAX = "ev_category_max"
 EV_TEXT_MEAN = "ev_text_mean"
 EV_TEXT_RECENT = "ev_text_recent"
 EV_SEQUENCE = "ev_sequence"
+EV_REQUEST_WORDS = "ev_request_words"  # BM25 of the user's request against the candidate's text
+EV_REQUEST_MEANING = "ev_request_meaning"  # cosine of the request's and the candidate text's sentence embeddings
 EVIDENCE_COLUMNS = (
     EV_POPULARITY,
     EV_COOC_SUM,
@@ -161,6 +164,8 @@ EVIDENCE_COLUMNS = (
     EV_TEXT_MEAN,
     EV_TEXT_RECENT,
     EV_SEQUENCE,
+    EV_REQUEST_WORDS,
+    EV_REQUEST_MEANING,
 )
 # Evidence the v3 instructions put into words (never weighed by a ranker; the blend's columns carry the same
 # information): the candidate's popularity bucket (top 1/5/20/50/100 percent of items by interactions)

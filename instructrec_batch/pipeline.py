@@ -152,3 +152,12 @@ def run_demo(cfg: Config, say: Callable[[str], None] = print) -> PipelineResult:
     from instructrec_batch.stages.data import movielens_job
 
     return run_pipeline(cfg, say, data=("MovieLens-100K tables and evaluation protocol", movielens_job), name="demo")
+
+
+def run_redial(cfg: Config, say: Callable[[str], None] = print, session: SparkSession | None = None) -> PipelineResult:
+    """The pipeline on ReDial (redial.source): its first stage reads the dialogues and writes the tables with
+    ReDial's own split and lists, which the later stages keep (no protocol stage)."""
+    from instructrec_batch.stages.data import redial_job
+
+    stage = ("ReDial tables, split and candidate lists", redial_job)
+    return run_pipeline(cfg, say, data=stage, name="redial", session=session)

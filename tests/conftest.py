@@ -34,6 +34,7 @@ def spark() -> Iterator[SparkSession]:
 @pytest.fixture
 def cfg(tmp_path: Path) -> Config:
     """MLflow off: tests/test_tracking.py switches it on and checks the store (CLI runs use the default).
+    No sentence encoder for the request evidence (BM25 only): the default one is pulled from the registry.
     SASRec min_steps 0: on the tests' few users an epoch is one step, and 1,500 of them in every job
     test would cost minutes (tests/test_sasrec.py covers min_steps)."""
     return build_config(
@@ -43,6 +44,7 @@ def cfg(tmp_path: Path) -> Config:
                 "cache_dir": str(tmp_path / "cache"),
                 "mlflow": {"enabled": False},
                 "sasrec": {"min_steps": 0},
+                "evidence": {"request_encoder": None},  # no download: tests/test_requests.py builds an encoder
             }
         ]
     )

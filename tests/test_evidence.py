@@ -294,6 +294,8 @@ def _reference(
                 C.EV_TEXT_MEAN: float(np.mean(cosines)) if cosines else 0.0,
                 C.EV_TEXT_RECENT: sum(cos / age for cos, (_, age) in zip(cosines, hist, strict=True)),
                 C.EV_SEQUENCE: SEQUENCE_FLOOR,  # no sequential model given (tests/test_sequential_evidence.py)
+                C.EV_REQUEST_WORDS: 0.0,  # no requests given (tests/test_requests.py)
+                C.EV_REQUEST_MEANING: 0.0,
                 C.EV_POPULARITY_TOP: top,
                 C.EV_LINKED: linked,
             }

@@ -129,3 +129,14 @@ def parse_items(path: Path) -> pd.DataFrame:
             C.CATEGORY: genres.where(~raw["class"].str.strip().str.lower().isin(_PLACEHOLDERS), None),
         }
     )
+
+
+def genre_intents(interactions: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """user_id, intent, intent_ts: at every interaction, the interacted film's genres as a request ("I am
+    looking for a Comedy or Romance movie"), stated at that moment. InstructRec's *specific intention*:
+    the request names the target's own category, so it leaks the target's category by construction; a
+    measurement of how well a method follows a stated need, not a realistic night."""
+    genres = items.set_index(C.ITEM_ID)[C.CATEGORY].dropna()
+    asked = interactions[interactions[C.ITEM_ID].isin(genres.index)]
+    text = asked[C.ITEM_ID].map(lambda item: "I am looking for a " + " or ".join(genres[item].split(", ")) + " movie")
+    return pd.DataFrame({C.USER_ID: asked[C.USER_ID], C.INTENT: text, C.INTENT_TS: asked[C.EVENT_TS]})

@@ -6,6 +6,8 @@ interactions (held-out rows removed), so none sees anything the model cannot:
 - blend is a linear listwise ranker over the same collaborative evidence the fusion head gets,
   fitted on validation lists (each user's `valid` item plus sampled negatives): what the evidence
   achieves without the language model;
+- bm25 and minilm read the user's request (their intent): BM25 and sentence-embedding similarity of the
+  request to each candidate's text (the request evidence columns);
 - sasrec is a self-attentive sequential recommender: by default the one the evidence job trained for
   the night (its `ev_sequence`), else one trained here on the driver.
 """
@@ -89,6 +91,12 @@ def blend_scores(candidates: DataFrame, evidence: DataFrame, blend: LinearRanker
     """The evidence blend (a ranker over BLEND_TERMS, fitted on validation lists by `ranking.blend.fit_blend`)
     applied to the candidates' evidence rows (`evidence`, from the evidence job)."""
     return with_evidence(candidates, evidence).select(C.USER_ID, C.ITEM_ID, blend.column().alias(SCORE))
+
+
+def evidence_column_scores(evidence: DataFrame, column: str) -> DataFrame:
+    """One evidence column as a ranker (bm25: ev_request_words; minilm: ev_request_meaning): the text
+    baselines that read the user's request, 0 for users who stated nothing."""
+    return evidence.select(C.USER_ID, C.ITEM_ID, F.col(column).cast("double").alias(SCORE))
 
 
 def stored_sasrec_scores(evidence: DataFrame) -> DataFrame:

@@ -25,6 +25,13 @@ METRICS_SCHEMA = (
 )
 SELECTION = Metric("NDCG", 10)  # the figure that picks "best" on each side
 NOT_A_CONTENDER = ("random",)
+# The suffix of a control row: the method with every user's request swapped for another user's (how much of
+# its gain comes from reading the request). Never a contender; paired like its method when both sides have one.
+CONTROL = "shuffled-intents"
+
+
+def control_of(method: str) -> str:
+    return f"{method}/{CONTROL}"
 
 
 def _is_llm(method: str, llm_methods: Sequence[str]) -> bool:
@@ -34,7 +41,7 @@ def _is_llm(method: str, llm_methods: Sequence[str]) -> bool:
 def best_pair(values: pd.DataFrame, llm_methods: Sequence[str]) -> tuple[str, str] | None:
     """(best LLM method, best non-LLM method) by NDCG@10, or None when either side is missing."""
     chosen = values[(values["metric"] == SELECTION.name) & (values["k"] == SELECTION.k)]
-    chosen = chosen[~chosen[METHOD].isin(NOT_A_CONTENDER)]
+    chosen = chosen[~chosen[METHOD].isin(NOT_A_CONTENDER) & ~chosen[METHOD].str.endswith(CONTROL)]
     llm = chosen[chosen[METHOD].map(lambda m: _is_llm(m, llm_methods))]
     other = chosen[~chosen[METHOD].map(lambda m: _is_llm(m, llm_methods))]
     if llm.empty or other.empty:
@@ -61,8 +68,10 @@ def with_intervals(
             low, high = interval.low, interval.high
         rows.append((record.method, record.metric, metric.k, float(record.value), low, high, int(record.n_users), None))
     pair = best_pair(values, llm_methods)
-    if pair is not None:
-        model, baseline = pair
+    pairs = [] if pair is None else [pair]
+    if pair is not None and control_of(pair[0]) in per_method and control_of(pair[1]) in per_method:
+        pairs.append((control_of(pair[0]), control_of(pair[1])))  # does the gain survive swapped requests?
+    for model, baseline in pairs:
         both = pd.concat([per_method[model].rename("a"), per_method[baseline].rename("b")], axis=1, join="inner")
         both = both.sort_index()
         for metric in METRICS:

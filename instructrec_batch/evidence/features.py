@@ -50,6 +50,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
 from instructrec_batch.data.protocol import history_cut
+from instructrec_batch.evidence.requests import REQUEST_COLUMNS, Requests, request_scores
 from instructrec_batch.evidence.sequential import SEQUENCE_FLOOR, sequence_scores
 from instructrec_batch.spark.rejects import null_keys
 from instructrec_batch.text.items import CATEGORY, WEIGHT, WORD, item_categories, item_words
@@ -140,6 +141,7 @@ def candidate_evidence(
     cfg: EvidenceConfig,
     items: DataFrame | None,
     vectors: DataFrame | None = None,
+    requests: Requests | None = None,
 ) -> DataFrame:
     """user_id, item_id (and as_of_item_id) with EVIDENCE_COLUMNS for every distinct candidate row.
 
@@ -152,13 +154,22 @@ def candidate_evidence(
     user holds it).
     `vectors` (sequence_vectors rows of a model trained on `train`) feed ev_sequence; without them, and
     for rows with an as_of item (the model learned from that interaction), it is SEQUENCE_FLOOR.
+    `requests` (evidence.requests) feed the request columns; without them they are 0.
     """
     sequences = user_sequences(train, cfg.max_items)
     counts = item_counts(sequences)
     compared = compared_candidates(sequences, counts, candidates, cfg.history, item_categories(items))
     words = item_words(items, cfg.text_columns)
     text = None if words is None else text_similarity(compared, sequences, words, cfg.history)
-    return part_evidence(compared, sequences, counts, cfg, text, sequential_evidence(candidates, vectors))
+    asked = request_evidence(candidates, requests)
+    return part_evidence(compared, sequences, counts, cfg, text, sequential_evidence(candidates, vectors), asked)
+
+
+def request_evidence(candidates: DataFrame, requests: Requests | None) -> DataFrame | None:
+    """keys and the request columns of the candidates whose user has a request; None without requests."""
+    if requests is None:
+        return None
+    return request_scores(candidates, requests.frame, _keys(candidates), requests.texts, requests.encoder)
 
 
 def sequential_evidence(candidates: DataFrame, vectors: DataFrame | None) -> DataFrame | None:
@@ -296,10 +307,12 @@ def part_evidence(
     cfg: EvidenceConfig,
     text: DataFrame | None,
     sequential: DataFrame | None = None,
+    asked: DataFrame | None = None,
     part: tuple[int, int] = (0, 1),
 ) -> DataFrame:
     """candidate_evidence of the `compared_candidates` rows whose item falls in item-hash slice `part`,
-    with their `text_similarity` values from `text` (None: 0) and their `sequential_evidence` from
+    with their `text_similarity` values from `text` (None: 0), their `request_evidence` from `asked`
+    (None: 0) and their `sequential_evidence` from
     `sequential` (None: SEQUENCE_FLOOR).
 
     Every value of a (user, candidate) depends only on pairs whose first item is the candidate, so
@@ -327,6 +340,7 @@ def part_evidence(
     )
     similarity = similarity.withColumn(COOC_SHARE, F.col(LINKED).cast("double") / F.col("_compared"))
     rows = _joined(_joined(rows, text, keys, TEXT_COLUMNS), sequential, keys, (SEQUENCE_LOG_P,))
+    rows = _joined(rows, asked, keys, REQUEST_COLUMNS)
     out = rows.join(similarity, keys, "left").crossJoin(_popularity_cuts(counts))
     return out.select(
         *keys,
@@ -335,6 +349,7 @@ def part_evidence(
         _zero(1.0 / F.col("_rank").cast("double")).alias(RETRIEVAL),
         *[_zero(F.col(c)).alias(c) for c in (*CATEGORY_COLUMNS, *TEXT_COLUMNS)],
         _zero(F.coalesce(F.col(SEQUENCE_LOG_P), F.lit(SEQUENCE_FLOOR))).alias(SEQUENCE_LOG_P),
+        *[_zero(F.col(c)).alias(c) for c in REQUEST_COLUMNS],
         _top_percent(F.col("_nc")).alias(POPULARITY_TOP),
         F.coalesce(F.col(LINKED), F.lit(0)).cast("int").alias(LINKED),
     )

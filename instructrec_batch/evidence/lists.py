@@ -16,6 +16,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import DataConfig, EvidenceConfig
 from instructrec_batch.data.protocol import sample_candidates, sample_users, shown_items, usable_interactions
 from instructrec_batch.evidence.features import candidate_evidence
+from instructrec_batch.evidence.requests import Requests
 
 VALIDATION_SALT = 1000  # validation lists draw negatives with data.seed + this, apart from the test lists
 
@@ -53,12 +54,18 @@ def blend_lists(interactions: DataFrame, items: DataFrame, holdout: DataFrame, d
 
 
 def list_evidence(
-    source: DataFrame, lists: DataFrame, cfg: EvidenceConfig, items: DataFrame, vectors: DataFrame | None
+    source: DataFrame,
+    lists: DataFrame,
+    cfg: EvidenceConfig,
+    items: DataFrame,
+    vectors: DataFrame | None,
+    requests: Requests | None = None,
 ) -> pd.DataFrame:
     """The evidence of labelled `lists` (user_id, item_id, positive) from training interactions `source`
-    (and the run's sequence `vectors`, None without sequential evidence), collected to the driver in
+    (and the run's sequence `vectors`, None without sequential evidence, and the users' `requests`, None
+    without intents), collected to the driver in
     (user_id, item_id) order, so that a fit does not follow Spark's row order."""
-    fitted = candidate_evidence(source, lists.select(C.USER_ID, C.ITEM_ID), cfg, items, vectors).join(
+    fitted = candidate_evidence(source, lists.select(C.USER_ID, C.ITEM_ID), cfg, items, vectors, requests).join(
         lists, [C.USER_ID, C.ITEM_ID]
     )
     return fitted.toPandas().sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)

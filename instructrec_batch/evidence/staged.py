@@ -31,10 +31,12 @@ from instructrec_batch.evidence.features import (
     compared_candidates,
     item_counts,
     part_evidence,
+    request_evidence,
     sequential_evidence,
     text_similarity,
     user_sequences,
 )
+from instructrec_batch.evidence.requests import Requests
 from instructrec_batch.spark.tables import Staging, write_table
 from instructrec_batch.text.items import item_categories, item_words
 
@@ -50,9 +52,10 @@ def staged_evidence(
     staging: Staging,
     name: str,
     vectors: DataFrame | None = None,
+    requests: Requests | None = None,
 ) -> DataFrame:
-    """candidate_evidence(train, candidates, items, vectors) written to staging table `name` slice by slice,
-    read back."""
+    """candidate_evidence(train, candidates, items, vectors, requests) written to staging table `name` slice
+    by slice, read back."""
 
     def stage(suffix: str, frame: DataFrame) -> DataFrame:
         write_table(frame, staging.tables, staging.ref(f"{name}_{suffix}"))
@@ -81,6 +84,8 @@ def staged_evidence(
         )
     scored = sequential_evidence(candidates, vectors)
     sequential = None if scored is None else stage("sequential", scored)
+    answered = request_evidence(candidates, requests)
+    asked = None if answered is None else stage("requests", answered)
     return stage_slices(
-        name, lambda part: part_evidence(compared, sequences, counts, ev, text, sequential, part), "pairs"
+        name, lambda part: part_evidence(compared, sequences, counts, ev, text, sequential, asked, part), "pairs"
     )

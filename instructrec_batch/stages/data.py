@@ -1,4 +1,4 @@
-"""Data jobs: load MovieLens-100K into Delta tables, and derive the evaluation protocol tables."""
+"""Data jobs: load MovieLens-100K or ReDial into Delta tables, and derive the evaluation protocol tables."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
-from instructrec_batch.config import DataConfig
+from instructrec_batch.config import DataConfig, RedialConfig
 from instructrec_batch.context import JobContext
 from instructrec_batch.data import movielens
 from instructrec_batch.data.protocol import holdout_split, sample_candidates, shown_items, usable_interactions
+from instructrec_batch.data.redial import read_redial
+from instructrec_batch.errors import ConfigError
 from instructrec_batch.spark.rejects import reject_rows
 from instructrec_batch.spark.tables import read_input, resolve, write_run_scoped, write_table
 
@@ -84,4 +86,57 @@ def movielens_job(ctx: JobContext, data: DataConfig, cache_path: Path) -> Protoc
     )
     write_table(spark.createDataFrame(interactions, _INTERACTIONS_SCHEMA), tables, resolve(tables, "interactions"))
     write_table(spark.createDataFrame(items, _ITEMS_SCHEMA), tables, resolve(tables, "items"))
+    if data.genre_intents:
+        intents = movielens.genre_intents(interactions, items)
+        schema = f"{C.USER_ID} BIGINT, {C.INTENT} STRING, {C.INTENT_TS} TIMESTAMP"
+        write_table(spark.createDataFrame(intents, schema), tables, resolve(tables, "intents"))
+        log.info("MovieLens-100K: %d genre intents (the target's genres: a specific intention)", len(intents))
     return protocol_job(ctx, data)
+
+
+_INTENTS_SCHEMA = f"{C.USER_ID} STRING, {C.INTENT} STRING, {C.INTENT_TS} BIGINT"
+
+
+def redial_job(ctx: JobContext, data: DataConfig, redial: RedialConfig) -> ProtocolCounts:
+    """ReDial's dialogues as tables (`data.redial` says how): interactions, items, intents, a holdout of each
+    held-out dialogue's target turn (valid and test dialogues, split by data.seed) and `candidates`, each
+    test dialogue's target among data.negatives seeded negatives the dialogue never named."""
+    if not redial.source:
+        raise ConfigError("data redial needs the folder of the ReDial files: --source DIR (redial.source)")
+    read = read_redial(redial.source, seed=data.seed, shares=redial.shares, names_removed=redial.names_removed)
+    log.info(
+        "ReDial: %d dialogues (%s), %d film mentions, %d intents, %d films",
+        len(read.splits),
+        read.splits[C.SPLIT].value_counts().to_dict(),
+        len(read.interactions),
+        len(read.intents),
+        len(read.items),
+    )
+    spark, tables = ctx.spark, ctx.tables
+    frames = {
+        "interactions": spark.createDataFrame(
+            read.interactions, f"{C.USER_ID} STRING, {C.ITEM_ID} BIGINT, {C.EVENT_TS} BIGINT"
+        ),
+        "items": spark.createDataFrame(read.items, f"{C.ITEM_ID} BIGINT, {C.TITLE} STRING"),
+        "intents": spark.createDataFrame(read.intents, _INTENTS_SCHEMA),
+        "holdout": spark.createDataFrame(
+            read.holdout, f"{C.USER_ID} STRING, {C.ITEM_ID} BIGINT, {C.EVENT_TS} BIGINT, {C.SPLIT} STRING"
+        ),
+    }
+    with ctx.recorded("redial") as (run, _):
+        for name, frame in frames.items():
+            write_table(frame, tables, resolve(tables, name))
+        interactions = read_input(spark, tables, C.INTERACTIONS)
+        items = read_input(spark, tables, C.ITEMS)
+        holdout = read_input(spark, tables, C.HOLDOUT)
+        candidates = sample_candidates(interactions, items, holdout, seed=data.seed, negatives=data.negatives)
+        write_table(candidates, tables, resolve(tables, "candidates"))
+        counts = ProtocolCounts(
+            users=holdout.where(F.col(C.SPLIT) == C.SPLIT_TEST).count(),
+            holdout_rows=holdout.count(),
+            candidate_rows=read_input(spark, tables, C.CANDIDATES).count(),
+            rejected_interactions=0,
+        )
+        run.add({"users": counts.users, "candidates": counts.candidate_rows, "holdout_rows": counts.holdout_rows})
+    log.info("redial: %s", counts)
+    return counts

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
@@ -35,6 +35,7 @@ from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.evaluation.baselines import (
     blend_scores,
+    evidence_column_scores,
     itemknn_scores,
     popularity_scores,
     random_scores,
@@ -42,11 +43,12 @@ from instructrec_batch.evaluation.baselines import (
     stored_sasrec_scores,
     training_interactions,
 )
-from instructrec_batch.evaluation.intervals import METRICS_SCHEMA, with_intervals
+from instructrec_batch.evaluation.intervals import METRICS_SCHEMA, control_of, with_intervals
 from instructrec_batch.evaluation.report import ReportPaths, interval_table, markdown_table, wide_table, write_report
 from instructrec_batch.evaluation.spark_metrics import metrics_frame, target_ranks
 from instructrec_batch.evidence.features import evidence_interactions
 from instructrec_batch.evidence.lists import blend_lists, list_evidence
+from instructrec_batch.evidence.requests import REQUEST_COLUMNS, Requests, request_scores, requests_of
 from instructrec_batch.evidence.stored import read_run_evidence, read_run_vectors
 from instructrec_batch.models.base import resolve_base
 from instructrec_batch.ranking.added import AddedValue, cross_validated_gain
@@ -64,7 +66,14 @@ from instructrec_batch.scoring.model import (
     score_candidates,
 )
 from instructrec_batch.scoring.progress import reporting
-from instructrec_batch.spark.tables import read_input, resolve, table_exists, write_run_scoped, write_table
+from instructrec_batch.spark.tables import (
+    read_input,
+    read_optional,
+    resolve,
+    table_exists,
+    write_run_scoped,
+    write_table,
+)
 from instructrec_batch.tracking import log_evaluation
 
 log = logging.getLogger(__name__)
@@ -169,7 +178,7 @@ def _candidate_rows(prompts: DataFrame) -> DataFrame:
     return prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
 
 
-@dataclass(frozen=True)
+@dataclass
 class Lists:
     """What the baselines may read, built once: the evaluated candidate rows, the training interactions
     (held-out rows removed), the inputs the evidence came from, and the run's evidence when a method
@@ -187,7 +196,8 @@ class Lists:
     data: DataConfig
     evidence: DataFrame | None = None  # the run's candidate_evidence rows of the candidates
     vectors: DataFrame | None = None  # the run's sequence_vectors (the blend's validation lists need them)
-    blend: LinearRanker | None = None  # the evidence blend, when the training of this run fitted it already
+    blend: LinearRanker | None = None  # the evidence blend: the training run's, or fitted here once
+    requests: Callable[[], Requests | None] = lambda: None  # the validation users' requests (intents)
 
 
 @dataclass(frozen=True)
@@ -200,15 +210,41 @@ class Method:
     how: str = ""  # said in the log next to its name
 
 
-def _blend(lists: Lists) -> DataFrame:
+def _blend_ranker(lists: Lists) -> LinearRanker:
     """The evidence blend: the one the training run fitted on this run's validation lists when the adapter
-    carries it, else fitted here on the same lists."""
-    ranker = lists.blend
-    if ranker is None:
+    carries it, else fitted here on the same lists (once)."""
+    if lists.blend is None:
         source = evidence_interactions(lists.interactions, lists.holdout)
         labelled = blend_lists(lists.interactions, lists.items, lists.holdout, lists.data)  # evaluated users or not
-        ranker = fit_blend(list_evidence(source, labelled, lists.evidence_settings, lists.items, lists.vectors))
-    return blend_scores(lists.candidates, lists.evidence, ranker)
+        fitted = list_evidence(source, labelled, lists.evidence_settings, lists.items, lists.vectors, lists.requests())
+        lists.blend = fit_blend(fitted)
+    return lists.blend
+
+
+def _blend(lists: Lists) -> DataFrame:
+    return blend_scores(lists.candidates, lists.evidence, _blend_ranker(lists))
+
+
+def swapped_requests(prompts: DataFrame, seed: int) -> DataFrame:
+    """user_id, intent: every user with a request gets another user's (the users in a seeded order, each
+    taking the next one's, the last the first's), so nobody keeps their own when two or more asked."""
+    asked = prompts.where(F.col("intention_text").isNotNull()).select(
+        C.USER_ID, F.col("intention_text").alias(C.INTENT)
+    )
+    order = Window.orderBy(F.xxhash64(F.lit(seed), F.col(C.USER_ID)), F.col(C.USER_ID))
+    ranked = asked.withColumn("_r", F.row_number().over(order)).withColumn(
+        "_n", F.count(F.lit(1)).over(Window.partitionBy())
+    )
+    partner = ranked.select(((F.col("_r") % F.col("_n")) + 1).alias("_r"), F.col(C.INTENT))
+    return ranked.select(C.USER_ID, "_r").join(partner, "_r").select(C.USER_ID, C.INTENT)
+
+
+def _with_requests(evidence: DataFrame, candidates: DataFrame, requests: DataFrame, source: Requests) -> DataFrame:
+    """`evidence` with its request columns recomputed from `requests` (another user's, for the control)."""
+    keys = [C.USER_ID, C.ITEM_ID]
+    scored = request_scores(candidates, requests, keys, source.texts, source.encoder)
+    rest = evidence.drop(*REQUEST_COLUMNS)
+    return with_evidence(rest, scored).select(*evidence.columns)
 
 
 def baselines(e: EvaluateConfig, sequential: bool) -> list[Method]:
@@ -224,6 +260,10 @@ def baselines(e: EvaluateConfig, sequential: bool) -> list[Method]:
         Method("random", lambda x: random_scores(x.candidates, x.seed)),
         Method("popularity", lambda x: popularity_scores(x.candidates, x.train)),
         Method("itemknn", lambda x: itemknn_scores(x.candidates, x.train)),
+        Method("bm25", lambda x: evidence_column_scores(x.evidence, C.EV_REQUEST_WORDS), True, " (request vs text)"),
+        Method(
+            "minilm", lambda x: evidence_column_scores(x.evidence, C.EV_REQUEST_MEANING), True, " (request vs text)"
+        ),
         Method("blend", _blend, reads_evidence=True),
         sasrec,
     ]
@@ -253,6 +293,7 @@ def evaluate_job(
     interactions = read_input(spark, tables, C.INTERACTIONS)
     items = read_input(spark, tables, C.ITEMS)
     holdout = read_input(spark, tables, C.HOLDOUT)
+    intents = read_optional(spark, tables, C.INTENTS)
     targets = (
         holdout.where(F.col(C.SPLIT) == C.SPLIT_TEST)
         .select(C.USER_ID, C.ITEM_ID)
@@ -287,6 +328,7 @@ def evaluate_job(
         run_evidence,
         vectors,
         trained_blend,
+        lambda: requests_of(intents, holdout, holdout, items, evidence, cache_path, C.SPLIT_VALID),
     )
     dataset = e.dataset or resolve(tables, "candidates").location
     model_gain: AddedValue | None = None
@@ -330,6 +372,25 @@ def evaluate_job(
                 fused = fuse(scored.withColumn(C.LM_SCORE, F.col(SCORE)), run_evidence, scoring.fusion_head, SCORE)
                 stage(fused, HYBRID_NAME)
                 log.info("evaluate: %s scored", HYBRID_NAME)
+        source = lists.requests() if e.control and run_evidence is not None else None
+        if source is not None:  # the control: every request swapped for another user's
+            swapped = swapped_requests(prompts, e.seed)
+            evidence_sw = _with_requests(run_evidence, candidates, swapped, source)
+            if "blend" in e.methods:
+                stage(blend_scores(candidates, evidence_sw, _blend_ranker(lists)), control_of("blend"))
+                log.info("evaluate: %s scored", control_of("blend"))
+            if hybrid and hybrid_base is not None and hybrid_base.fusion_head is not None:
+                prompts_sw = prompts.drop("intention_text").join(
+                    swapped.withColumnRenamed(C.INTENT, "intention_text"), C.USER_ID, "left"
+                )
+                name = control_of(HYBRID_NAME)
+                with reporting(f"evaluate {name}", n_users, score.progress_secs):
+                    write_table(
+                        score_candidates(prompts_sw, hybrid_base, score.partitions), tables, staging.ref("control")
+                    )
+                model_sw = staging.read(spark, "control").withColumn(C.LM_SCORE, F.col(SCORE))
+                stage(fuse(model_sw, evidence_sw, hybrid_base.fusion_head, SCORE), name)
+                log.info("evaluate: %s scored", name)
         scores = staging.read(spark, "scores")
         ranks = target_ranks(scores, targets).toPandas()
         values = metrics_frame(scores, targets).toPandas()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -25,6 +26,7 @@ from instructrec_batch.context import JobContext
 from instructrec_batch.data.protocol import sample_users
 from instructrec_batch.errors import ContractError
 from instructrec_batch.evidence.features import evidence_interactions
+from instructrec_batch.evidence.requests import requests_of
 from instructrec_batch.evidence.sequential import sequence_vectors
 from instructrec_batch.evidence.staged import staged_evidence
 from instructrec_batch.spark.rejects import null_keys
@@ -69,7 +71,12 @@ def _check_existing_columns(spark: SparkSession, tables: TableCatalog) -> None:
 
 
 def evidence_job(
-    ctx: JobContext, evidence: EvidenceConfig, sasrec: SasrecConfig, data: DataConfig, prompt: PromptConfig
+    ctx: JobContext,
+    evidence: EvidenceConfig,
+    sasrec: SasrecConfig,
+    data: DataConfig,
+    prompt: PromptConfig,
+    cache_path: Path,
 ) -> EvidenceCounts:
     """Write the run's `candidate_evidence`: one row per distinct (user, candidate item) with a key.
 
@@ -82,7 +89,14 @@ def evidence_job(
     every = read_input(spark, tables, C.CANDIDATES, nonempty=True)
     candidates = sample_users(every, prompt.sample_users, data.seed)  # the users prompts are built for
     holdout = read_optional(spark, tables, C.HOLDOUT) if prompt.exclude_holdout else None
-    inputs = {"interactions": interactions, "items": items, "candidates": candidates, "holdout": holdout}
+    intents = read_optional(spark, tables, C.INTENTS)
+    inputs = {
+        "interactions": interactions,
+        "items": items,
+        "candidates": candidates,
+        "holdout": holdout,
+        "intents": intents,
+    }
     check_key_types(inputs, (C.USER_ID, C.ITEM_ID))
     _check_existing_columns(spark, tables)
     with ctx.recorded(STAGE) as (run, staging):
@@ -95,7 +109,8 @@ def evidence_job(
             model = sequence_vectors(spark, train, sasrec, data.seed)
             write_table(model, tables, staging.ref("sequence_vectors"))
             vectors = staging.read(spark, "sequence_vectors")
-        rows = staged_evidence(spark, evidence, train, listed, items, staging, "evidence", vectors)
+        requests = requests_of(intents, listed, holdout, items, evidence, cache_path)  # as the prompts show them
+        rows = staged_evidence(spark, evidence, train, listed, items, staging, "evidence", vectors, requests)
         run_id = {C.RUN_ID: ctx.run_id}
         write_run_scoped(
             rows.select(F.lit(ctx.run_id).alias(C.RUN_ID), "*"),

@@ -60,6 +60,7 @@ from instructrec_batch.spark.tables import (
     write_run_scoped,
     write_table,
 )
+from instructrec_batch.text.intents import intent_problem, latest_by_holdout
 
 log = logging.getLogger(__name__)
 
@@ -209,21 +210,18 @@ def _prepare_history(
     return hist, review, taste, rejects
 
 
-def _latest_intent(intents: DataFrame, run_id: str) -> tuple[DataFrame, list[DataFrame]]:
+def _latest_intent(
+    intents: DataFrame, users: DataFrame, holdout: DataFrame | None, run_id: str
+) -> tuple[DataFrame, list[DataFrame]]:
+    """Each of `users`' latest intent, stated by the time of their test row when a holdout exists (the target
+    their list is ranked for, as a training example's is stated by its target), and the intents rows that
+    cannot be shown."""
     keyed = intents.where(F.col(C.USER_ID).isNotNull())
-    empty = F.col(C.INTENT).isNull() | (F.length(F.trim(F.col(C.INTENT))) == 0)
-    reason = F.when(empty, "empty_intent").when(~utf8_text(C.INTENT), INVALID_UTF8)
     rejects = [
         _reject(intents.where(F.col(C.USER_ID).isNull()), run_id, "intents", "null_key", item=False),
-        _reject(keyed.where(reason.isNotNull()), run_id, "intents", reason, item=False),
+        _reject(keyed.where(intent_problem().isNotNull()), run_id, "intents", intent_problem(), item=False),
     ]
-    usable = keyed.where(reason.isNull())
-    order = [F.col(C.INTENT_TS).desc_nulls_last()] if C.INTENT_TS in intents.columns else []
-    latest = Window.partitionBy(C.USER_ID).orderBy(*order, F.col(C.INTENT).desc())
-    return (
-        usable.withColumn("_n", F.row_number().over(latest)).where(F.col("_n") == 1).select(C.USER_ID, C.INTENT),
-        rejects,
-    )
+    return latest_by_holdout(intents, users, holdout), rejects
 
 
 @dataclass(frozen=True)
@@ -266,7 +264,7 @@ def _build(
     rejects += hist_rejects
     users = cand_lists.join(hist, C.USER_ID, "left")
     if inputs.intents is not None:
-        intent, intent_rejects = _latest_intent(inputs.intents, run_id)
+        intent, intent_rejects = _latest_intent(inputs.intents, cand_lists, inputs.holdout, run_id)
         rejects += intent_rejects
         users = users.join(intent, C.USER_ID, "left")
     else:

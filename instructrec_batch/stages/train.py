@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from instructrec_batch import contracts as C
@@ -26,15 +27,16 @@ from instructrec_batch.config import (
 from instructrec_batch.context import JobContext
 from instructrec_batch.errors import ContractError
 from instructrec_batch.evidence.features import evidence_interactions
+from instructrec_batch.evidence.requests import requests_of
 from instructrec_batch.evidence.sequential import sequence_vectors
 from instructrec_batch.evidence.stored import stored_vectors
 from instructrec_batch.models.adapter import save_adapter
 from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
 from instructrec_batch.models.forward import pad_id_of
 from instructrec_batch.prompts.templates import load_templates
-from instructrec_batch.spark.tables import delta_version, read_input, resolve, table_exists
+from instructrec_batch.spark.tables import delta_version, read_input, read_optional, resolve, table_exists
 from instructrec_batch.tracking import TrainingRecord, log_training
-from instructrec_batch.training.examples import TRAIN, VALID, build_examples, collect_examples
+from instructrec_batch.training.examples import FORM, TRAIN, VALID, build_examples, collect_examples
 from instructrec_batch.training.fusion import evidence_priors, fit_fusion_head
 from instructrec_batch.training.sequences import sequences
 from instructrec_batch.training.trainer import train_lora
@@ -78,6 +80,11 @@ def _fusion_vectors(
     return vectors
 
 
+def _form_counts(examples: pd.DataFrame) -> dict[str, int]:
+    """Training examples per instruction form (preference, intention, both)."""
+    return {form: int((examples[FORM] == form).sum()) for form in ("preference", "intention", "both")}
+
+
 def train_job(
     ctx: JobContext,
     train: TrainConfig,
@@ -102,6 +109,13 @@ def train_job(
     interactions = read_input(spark, tables, C.INTERACTIONS, nonempty=True)
     items = read_input(spark, tables, C.ITEMS, nonempty=True)
     holdout = read_input(spark, tables, C.HOLDOUT)
+    intents = read_optional(spark, tables, C.INTENTS)
+    if intents is not None and C.INTENT_TS not in intents.columns:
+        log.warning(
+            "table 'intents' has no %s column: no intent can be placed before a training target, so training "
+            "examples carry none (scoring prompts still show each user's latest)",
+            C.INTENT_TS,
+        )
     torch_threads = os.cpu_count() or 1
     fusion = bool(t.fusion_users) and "pointwise" in t.tasks
     with ctx.recorded(STAGE) as (run, _):
@@ -109,7 +123,7 @@ def train_job(
         vectors = None
         if fusion and evidence.sequential:
             vectors = _fusion_vectors(spark, tables, sasrec, data.seed, ctx.run_id, interactions, holdout)
-        examples = build_examples(interactions, items, holdout, t, prompt, evidence, str(base.path))
+        examples = build_examples(interactions, items, holdout, t, prompt, evidence, str(base.path), intents=intents)
         frame = collect_examples(examples)
         prior_blend = None
         if t.residual and "pointwise" in t.tasks:
@@ -132,7 +146,9 @@ def train_job(
         result = train_lora(lm, train_seqs, val_seqs, t, pad_id_of(tokenizer))
         head, blend, fusion_figures = None, None, {}
         if fusion:
-            lists = build_examples(interactions, items, holdout, t, prompt, evidence, str(base.path), fusion=True)
+            lists = build_examples(
+                interactions, items, holdout, t, prompt, evidence, str(base.path), fusion=True, intents=intents
+            )
             head, blend, fusion_figures = fit_fusion_head(
                 lists,
                 result.model,
@@ -147,6 +163,7 @@ def train_job(
                 data,
                 score,
                 t.seed,
+                requests_of(intents, holdout, holdout, items, evidence, cache_path, C.SPLIT_VALID),
             )
         out = Path(t.output or Path(workdir) / "adapters" / ctx.run_id)
         base_sha = base.sha256()
@@ -159,6 +176,10 @@ def train_job(
                 "template_version": templates.version,
                 "item_text": prompt.item_text(),
                 "tasks": list(t.tasks),
+                "instruction_forms": {
+                    "shares": dict(t.forms),
+                    "train_examples": _form_counts(frame[frame.kind == TRAIN]),
+                },
                 "data_versions": {
                     name: delta_version(resolve(tables, name)) for name in ("interactions", "items", "holdout")
                 },

@@ -10,6 +10,13 @@ interacted with, drawn by hash (seeded, engine-independent). An example's taste 
 prompt.taste_categories is set) counts every training row before its target, as a scoring prompt's
 counts every row before the holdout. Rendering goes through `render_prompts_fn`, the function that
 builds scoring prompts.
+
+Intentions: with an intents table, each example carries the latest intent its user had stated by the
+time of its target (`prompts.frames.latest_intents`: never a later one; intents without intent_ts are
+not used, since they cannot be placed in time). A training example with an intent takes one of
+InstructRec's instruction forms, drawn by hash against train.forms: preference only (history, no
+intent), intention only (intent, no history) or both; validation and fusion examples take both, as a
+scoring prompt shows everything the user has.
 """
 
 from __future__ import annotations
@@ -50,8 +57,10 @@ from instructrec_batch.prompts.text_udfs import (
     prompt_schema,
     render_prompts_fn,
 )
+from instructrec_batch.text.intents import STATED_BY, latest_intents
 
 TRAIN, VALID, FUSION = "train", "valid", "fusion"
+FORM = "form"  # an example's instruction form: preference | intention | both (train.forms)
 
 
 def _hash_int(seed: int, *cols: Column | str) -> Column:
@@ -68,6 +77,7 @@ def build_examples(
     tokenizer_path: str,
     *,
     fusion: bool = False,
+    intents: DataFrame | None = None,
 ) -> DataFrame:
     """One row per (example, task form): prompt parts as in `prompts`, plus kind and target_item_id.
 
@@ -155,6 +165,14 @@ def build_examples(
     else:
         hist = hist.withColumn(TASTE, F.lit(None).cast("string"))
 
+    moments = targets.select(
+        C.USER_ID, F.col(C.ITEM_ID).alias("target_item_id"), "kind", F.col(C.EVENT_TS).alias(STATED_BY)
+    )
+    if intents is not None and C.INTENT_TS in intents.columns:
+        stated = latest_intents(intents, moments, example_keys)
+    else:  # without intent_ts no intent can be placed before a target: none is used
+        stated = moments.select(*example_keys, F.lit(None).cast("string").alias(C.INTENT))
+
     examples = []
     templates = load_templates(prompt.template_version)
     require_taste_line(templates.get(f"{tasks[0]}-0"), prompt)
@@ -171,18 +189,25 @@ def build_examples(
                 F.pmod(_hash_int(t.seed + 3, C.USER_ID, "target_item_id"), F.lit(n_templates)).cast("string"),
             )
         )
-        lists = [CAND_IDS, CAND_TITLES, *(CAND_NOTES if source is not None else ()), HIST_IDS, HIST_TITLES]
-        frame = cands.join(hist, [C.USER_ID, "target_item_id", "kind"], "left").select(
+        notes = [*(CAND_NOTES if source is not None else ())]
+        joined = cands.join(hist, example_keys, "left").join(stated, example_keys, "left")
+        form = _form(t, F.col(C.INTENT), F.col("kind"))
+        shows_history = form != "intention"
+        frame = joined.withColumn(FORM, form).select(
             C.USER_ID,
-            *lists,
-            "history_available",
-            F.lit(None).cast("string").alias(C.INTENT),
+            CAND_IDS,
+            CAND_TITLES,
+            *notes,
+            *[F.when(shows_history, F.col(c)).alias(c) for c in (HIST_IDS, HIST_TITLES)],
+            F.when(shows_history, F.col("history_available")).otherwise(F.lit(0)).alias("history_available"),
+            F.when(F.col(FORM) != "preference", F.col(C.INTENT)).alias(C.INTENT),
             F.lit(None).cast("string").alias("review"),
-            TASTE,
+            F.when(shows_history, F.col(TASTE)).alias(TASTE),
             template_id.alias("template_id"),
             "kind",
             F.lit(task).alias("task_form"),
             "target_item_id",
+            FORM,
         )
         user_type, item_type = (frame.schema[c].dataType.simpleString() for c in (C.USER_ID, "target_item_id"))
         rendered = frame.mapInPandas(
@@ -193,15 +218,30 @@ def build_examples(
                 prompt.max_tokens,
                 prompt.text_max_chars,
                 prompt.text_max_tokens,
-                passthrough=("kind", "task_form", "target_item_id"),
+                passthrough=("kind", "task_form", "target_item_id", FORM),
             ),
-            prompt_schema(user_type, item_type) + f", kind STRING, task_form STRING, target_item_id {item_type}",
+            prompt_schema(user_type, item_type)
+            + f", kind STRING, task_form STRING, target_item_id {item_type}, {FORM} STRING",
         )
         examples.append(rendered)
     result = examples[0]
     for frame in examples[1:]:
         result = result.unionByName(frame)
     return result
+
+
+def _form(t: TrainConfig, intent: Column, kind: Column) -> Column:
+    """The instruction form of an example: preference without an intent; both for validation and fusion
+    examples; for a training example with an intent, drawn by hash (seeded) against train.forms."""
+    draw = F.pmod(_hash_int(t.seed + 7, C.USER_ID, "target_item_id"), F.lit(1_000_000)) / F.lit(1_000_000.0)
+    preference, intention = t.forms["preference"], t.forms["intention"]
+    return (
+        F.when(intent.isNull(), F.lit("preference"))
+        .when(kind != TRAIN, F.lit("both"))
+        .when(draw < preference, F.lit("preference"))
+        .when(draw < preference + intention, F.lit("intention"))
+        .otherwise(F.lit("both"))
+    )
 
 
 def collect_examples(examples: DataFrame) -> pd.DataFrame:

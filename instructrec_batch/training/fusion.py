@@ -24,6 +24,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import DataConfig, EvidenceConfig, ScoreConfig
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
 from instructrec_batch.evidence.lists import blend_lists, list_evidence
+from instructrec_batch.evidence.requests import Requests
 from instructrec_batch.prompts.render import context_of
 from instructrec_batch.prompts.templates import TemplateSet
 from instructrec_batch.ranking.blend import fill_missing_evidence, fit_blend
@@ -77,12 +78,14 @@ def fit_fusion_head(
     data: DataConfig,
     score: ScoreConfig,
     seed: int,
+    requests: Requests | None = None,
 ) -> tuple[LinearRanker, LinearRanker, dict[str, Any]]:
     """Fit the head; return it, the evidence blend it is built on (the run's blend, which the evaluation's
     blend baseline reuses), and what the head achieves on the fusion lists (mean reciprocal rank).
 
-    The lists' evidence comes from the training interactions, items and the run's sequence `vectors`
-    (None without sequential evidence), as the evidence job computes the candidates'.
+    The lists' evidence comes from the training interactions, items, the run's sequence `vectors`
+    (None without sequential evidence) and the users' `requests` (None without intents), as the evidence
+    job computes the candidates'.
 
     Two stages keep the few model-scored lists for the one thing only they can tell: first an
     evidence blend is fitted on up to BLEND_USERS users' validation lists (cheap: no model), then
@@ -92,8 +95,10 @@ def fit_fusion_head(
     blend fitted on every user, the blend the evaluation's baseline is.
     """
     source = evidence_interactions(interactions, holdout)
-    fitted = list_evidence(source, blend_lists(interactions, items, holdout, data), evidence, items, vectors)
-    local = lists.toPandas()
+    fitted = list_evidence(source, blend_lists(interactions, items, holdout, data), evidence, items, vectors, requests)
+    # In one order whatever Spark's plan: the one-pass scorer packs lists into batches in this order, and
+    # batches of other shapes give scores that differ in the last bits.
+    local = lists.toPandas().sort_values([C.USER_ID, "target_item_id"], ignore_index=True)
     others = fitted[~fitted[C.USER_ID].isin(local[C.USER_ID])]
     blend = fit_blend(fitted)
     # With every user a fusion user (a small table) no list is left out of sample: the blend is reused.
@@ -101,7 +106,7 @@ def fit_fusion_head(
 
     scored = model_scores(model, tokenizer, pad_id, local, templates, score)
     rows = lists.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
-    listed = candidate_evidence(source, rows, evidence, items, vectors).toPandas()
+    listed = candidate_evidence(source, rows, evidence, items, vectors, requests).toPandas()
     frame = fill_missing_evidence(scored.merge(listed, on=[C.USER_ID, C.ITEM_ID], how="left"))
     frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
     head, figures = stack_head(frame, held_out, blend, seed)
