@@ -105,12 +105,25 @@ def test_the_data_job_writes_the_tables_and_test_lists_of_unnamed_negatives(spar
 
 
 def test_the_redial_pipeline_trains_on_intentions_and_reports_every_method_with_the_control(
-    spark, tiny_cfg: Config, tmp_path: Path
+    spark, tiny_cfg: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`instructrec-batch redial` end to end on the fixture: the text baselines, the blend, LoRA, the hybrid
-    and the shuffled-intention control rows, on the test dialogues' lists."""
+    and the shuffled-intention control rows, on the test dialogues' lists. With MLflow on, training registers
+    the adapter and score and evaluate both use that registered version, which the pipeline downloads from
+    the store once and hands to both jobs."""
+    import mlflow
+
     from instructrec_batch.config import load_config
     from instructrec_batch.pipeline import run_redial
+
+    downloads: list[str] = []
+    real = mlflow.artifacts.download_artifacts
+
+    def counted(*args: object, **kwargs: object) -> str:
+        downloads.append(str(kwargs.get("artifact_uri")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", counted)
 
     overlay = load_config([REPO / "conf" / "redial.yaml"]).model_dump(include={"prompt", "evidence", "evaluate"})
     cfg = tiny_cfg.model_copy(
@@ -124,9 +137,16 @@ def test_the_redial_pipeline_trains_on_intentions_and_reports_every_method_with_
                 update={"max_steps": 2, "eval_every": 2, "val_users": 4, "fusion_users": 4, "batch_size": 4}
             ),
             "evaluate": tiny_cfg.evaluate.model_copy(update={**overlay["evaluate"], "bootstrap": 20}),
+            "mlflow": tiny_cfg.mlflow.model_copy(update={"enabled": True}),
         }
     )
     result = run_redial(cfg, lambda _: None, session=spark)
+    assert downloads == ["models:/instructrec_adapter/1"]
+    runs = deltalake.DeltaTable(str(Path(cfg.tables_root) / "runs")).to_pandas()
+    assert set(runs.job) >= {"redial", "evidence", "prompts", "train", "score", "evaluate"}
+    assert set(runs.status) == {"succeeded"}
+    recs = deltalake.DeltaTable(str(Path(cfg.tables_root) / "recommendations")).to_pandas()
+    assert recs.model_id.str.endswith("(models:/instructrec_adapter/1)").all()
     metrics = deltalake.DeltaTable(str(Path(cfg.tables_root) / "metrics")).to_pandas()
     methods = set(metrics.method)
     expected = {"random", "popularity", "itemknn", "bm25", "minilm", "blend", "lora/pointwise", "hybrid/pointwise"}

@@ -106,28 +106,3 @@ def test_switched_off_nothing_is_logged_and_references_say_so(spark, tracked: Co
     assert not (Path(off.workdir) / "mlflow").exists()
     with pytest.raises(ConfigError, match=r"mlflow\.enabled is false"):
         run_stage(score_job, spark, _with(off, score={"adapter": "models:/instructrec_adapter@challenger"}))
-
-
-def test_the_pipeline_downloads_the_registered_adapter_once_for_score_and_evaluate(
-    spark, tracked: Config, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Training registers the adapter; score and evaluate then both use that registered version, which
-    the pipeline resolves (downloads from the store) once and hands to both jobs."""
-    from instructrec_batch.pipeline import run_pipeline
-
-    downloads: list[str] = []
-    real = mlflow.artifacts.download_artifacts
-
-    def counted(*args: object, **kwargs: object) -> str:
-        downloads.append(str(kwargs.get("artifact_uri")))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", counted)
-    result = run_pipeline(tracked, lambda _: None, session=spark)
-    assert downloads == ["models:/instructrec_adapter/1"]
-    runs = _read(tracked, "runs")
-    assert set(runs.query("run_id == 'mlflow-test'").job) >= {"train", "score", "evaluate"}
-    assert set(runs.query("run_id == 'mlflow-test'").status) == {"succeeded"}
-    recs = _read(tracked, "recommendations")
-    assert recs.model_id.str.endswith("(models:/instructrec_adapter/1)").all()
-    assert result.report is not None and result.report.is_file()

@@ -64,6 +64,7 @@ from instructrec_batch.scoring.model import (
     prepare_model_scoring,
     read_run_prompts,
     score_candidates,
+    unscored_candidates,
 )
 from instructrec_batch.scoring.progress import reporting
 from instructrec_batch.spark.tables import (
@@ -384,10 +385,15 @@ def evaluate_job(
                     swapped.withColumnRenamed(C.INTENT, "intention_text"), C.USER_ID, "left"
                 )
                 name = control_of(HYBRID_NAME)
-                with reporting(f"evaluate {name}", n_users, score.progress_secs):
-                    write_table(
-                        score_candidates(prompts_sw, hybrid_base, score.partitions), tables, staging.ref("control")
-                    )
+                # A head that gives the model no weight ranks by the evidence alone: no model pass, as scoring
+                model_pass = hybrid_base.fusion_head.weight(C.LM_SCORE) != 0.0
+                rows = (
+                    score_candidates(prompts_sw, hybrid_base, score.partitions)
+                    if model_pass
+                    else unscored_candidates(prompts_sw)
+                )
+                with reporting(f"evaluate {name}", n_users if model_pass else 0, score.progress_secs):
+                    write_table(rows, tables, staging.ref("control"))
                 model_sw = staging.read(spark, "control").withColumn(C.LM_SCORE, F.col(SCORE))
                 stage(fuse(model_sw, evidence_sw, hybrid_base.fusion_head, SCORE), name)
                 log.info("evaluate: %s scored", name)
