@@ -58,18 +58,21 @@ def protocol_cfg(spark, tiny_cfg: Config) -> Config:
     return _configure(tiny_cfg)
 
 
-def _examples(spark, cfg: Config) -> pd.DataFrame:
-    base = resolve_base(cfg.model, cfg.cache_path)
-    frame = build_examples(
+def _example_frame(spark, cfg: Config):
+    """build_examples on the tables `cfg` points at (a lazy DataFrame)."""
+    return build_examples(
         read_input(spark, cfg.catalog, C.INTERACTIONS),
         read_input(spark, cfg.catalog, C.ITEMS),
         read_input(spark, cfg.catalog, C.HOLDOUT),
         cfg.train,
         cfg.prompt,
         cfg.evidence,
-        str(base.path),
+        str(resolve_base(cfg.model, cfg.cache_path).path),
     )
-    return frame.toPandas()
+
+
+def _examples(spark, cfg: Config) -> pd.DataFrame:
+    return _example_frame(spark, cfg).toPandas()
 
 
 def test_no_validation_or_test_item_in_training_examples(spark, protocol_cfg: Config) -> None:
@@ -306,16 +309,7 @@ def test_taste_line_counts_only_rows_before_the_holdout_and_each_training_target
 def test_collected_examples_come_in_one_order_whatever_the_partitioning(spark, protocol_cfg: Config) -> None:
     """The trainer's seeded shuffle starts from the collected examples: their order must not follow
     Spark's plan, or the same data and seed would tune different adapters on different engines."""
-    cfg = protocol_cfg
-    examples = build_examples(
-        read_input(spark, cfg.catalog, C.INTERACTIONS),
-        read_input(spark, cfg.catalog, C.ITEMS),
-        read_input(spark, cfg.catalog, C.HOLDOUT),
-        cfg.train,
-        cfg.prompt,
-        cfg.evidence,
-        str(resolve_base(cfg.model, cfg.cache_path).path),
-    ).cache()
+    examples = _example_frame(spark, protocol_cfg).cache()
     one, many = examples.coalesce(1), examples.repartition(5, "target_item_id")
     key = ["user_id", "target_item_id", "kind"]
     assert not one.toPandas()[key].equals(many.toPandas()[key])  # Spark's own order differs
