@@ -496,12 +496,13 @@ def test_fusion_head_keeps_a_score_that_adds_and_drops_one_that_does_not() -> No
     from instructrec_batch.ranking.fusion import stack_head
 
     blend = LinearRanker((C.EV_COOC_SUM,), (0.0,), (1.0,), (1.0,))
-    useful, useful_figures = stack_head(_fusion_lists(3.0), blend, blend, seed=42)
+    lists = _fusion_lists(3.0)
+    useful, useful_figures = stack_head(lists, blend.apply(lists), blend, seed=42)
     assert useful_figures["model_kept"] and useful_figures["fusion_gain"] > 0.05
     assert useful.weights[0] > 0.5 and useful_figures["fusion_mrr_head"] > useful_figures["fusion_mrr_evidence"]
     noise = _fusion_lists(0.0)
     final = LinearRanker((C.EV_COOC_SUM, C.EV_POPULARITY), (0.0, 0.0), (1.0, 1.0), (1.0, 0.3))  # fitted on all users
-    head, figures = stack_head(noise, blend, final, seed=42)
+    head, figures = stack_head(noise, blend.apply(noise), final, seed=42)
     assert not figures["model_kept"] and figures["fusion_gain"] <= figures["fusion_gain_se"]
     assert figures["weight_model"] == 0.0
     assert head.weights[0] == 0.0
@@ -509,6 +510,23 @@ def test_fusion_head_keeps_a_score_that_adds_and_drops_one_that_does_not() -> No
     assert all(g.h.rank().eq(g.f.rank()).all() for _, g in lists)  # the order of the blend it is built on
     assert not all(g.h.rank().eq(g.b.rank()).all() for _, g in lists)  # not the held-out blend's
     assert figures["fusion_mrr_head"] == figures["fusion_mrr_evidence"]
+
+
+def test_cross_fitted_blend_scores_never_see_their_own_users_labels() -> None:
+    """Each user's rows are scored by a blend fitted without that user: moving the target of one user's
+    list leaves that user's scores as they were and changes the others' (their blends saw it), even
+    when the scored users are all the users there are."""
+    from instructrec_batch.ranking.blend import cross_fitted, fit_blend
+
+    lists = _fusion_lists(0.0, users=40)
+    before = cross_fitted(lists, lists, seed=3)
+    moved = lists.copy()
+    own = (moved[C.USER_ID] == 7).to_numpy()
+    moved.loc[own, "positive"] = moved.loc[own, "positive"].to_numpy()[::-1]  # another candidate is the target
+    after = cross_fitted(moved, moved, seed=3)
+    np.testing.assert_array_equal(after[own], before[own])
+    assert not np.allclose(after[~own], before[~own])
+    assert not np.allclose(before[own], fit_blend(lists).apply(lists[own]))  # not the blend fitted on everyone
 
 
 def test_an_evidence_table_from_an_older_version_is_refused_before_writing(spark, tiny_cfg) -> None:

@@ -52,3 +52,37 @@ def fit_blend(
     groups = lists[C.USER_ID].to_numpy() if groups is None else groups
     positive = lists[POSITIVE].to_numpy() if positive is None else positive
     return fit_ranker(lists, BLEND_TERMS, groups, positive)
+
+
+CROSS_FIT_FOLDS = 5  # folds of the scored users when each is ranked by a blend fitted without it
+
+
+def cross_fitted(lists: pd.DataFrame, rows: pd.DataFrame, seed: int, folds: int = CROSS_FIT_FOLDS) -> np.ndarray:
+    """An evidence blend's score for each of `rows`, from a blend fitted without that row's user.
+
+    `lists` are the labelled lists a blend is fitted on (as `fit_blend` takes them) and `rows` hold
+    the evidence columns of some users' candidates, which may be among those lists. The users of
+    `rows` are dealt into `folds` seeded folds; a fold's rows are scored by a blend fitted on every
+    list of `lists` outside the fold. So every row is scored out of sample (what a second stage
+    stacked on the blend must see) by a blend fitted on nearly all the lists, however many of their
+    users `rows` covers. A fold whose outside lists hold no target (a table of a few users) is scored
+    by the blend fitted on every list.
+    """
+    rows = fill_missing_evidence(rows)
+    users = np.sort(rows[C.USER_ID].unique())
+    fold_of = dict(zip(users, np.random.default_rng(seed).permutation(len(users)) % folds, strict=True))
+    row_fold = rows[C.USER_ID].map(fold_of).to_numpy()
+    list_fold = lists[C.USER_ID].map(fold_of).fillna(-1).to_numpy()
+    scores = np.zeros(len(rows))
+    everyone: LinearRanker | None = None
+    for fold in range(folds):
+        if not (row_fold == fold).any():
+            continue
+        outside = lists[list_fold != fold]
+        if outside[POSITIVE].any():
+            blend = fit_blend(outside)
+        else:
+            everyone = everyone or fit_blend(lists)
+            blend = everyone
+        scores[row_fold == fold] = blend.apply(rows[row_fold == fold])
+    return scores

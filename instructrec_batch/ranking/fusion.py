@@ -23,21 +23,22 @@ FUSION_HALVINGS = 20  # random halvings of the fusion lists that decide whether 
 
 
 def stack_head(
-    frame: pd.DataFrame, held_out: LinearRanker, blend: LinearRanker, seed: int
+    frame: pd.DataFrame, held_out: np.ndarray, blend: LinearRanker, seed: int
 ) -> tuple[LinearRanker, dict[str, Any]]:
     """The head over [model score, evidence] from the fusion lists' rows, and what it achieves there.
 
     `frame` holds one row per candidate: user_id, item_id, lm_score, the evidence columns and
-    `positive`; `held_out` is an evidence blend fitted without these lists' users, `blend` the one
-    the head is built on. The weights of [model score, held-out blend score] are fitted on these
-    lists only if the model's score adds to that blend when cross-validated over their users
-    (rankers fitted on random halves rank the other half) by more than one standard error over
-    users: on a few lists a weight fitted to noise reorders the blend's lists for nothing (a score
-    that is pure noise passes about one time in six), so a score without that evidence gets weight 0
-    and the head ranks exactly as `blend` does. The two linear stages collapse into one linear head
+    `positive`; `held_out` is each row's score by an evidence blend fitted without its user
+    (`blend.cross_fitted`), `blend` the one the head is built on. The weights of [model score,
+    held-out blend score] are fitted on these lists only if the model's score adds to that blend
+    when cross-validated over their users (rankers fitted on random halves rank the other half) by
+    more than one standard error over users: on a few lists a weight fitted to noise reorders the
+    blend's lists for nothing (a score that is pure noise passes about one time in six), so a score
+    without that evidence gets weight 0 and the head ranks exactly as `blend` does. The two linear
+    stages collapse into one linear head
     over [model score, evidence].
     """
-    frame = frame.assign(**{BLEND: held_out.apply(frame)})
+    frame = frame.assign(**{BLEND: held_out})
     groups, positive = frame[C.USER_ID].to_numpy(), frame[POSITIVE].to_numpy(dtype=bool)
     added = cross_validated_gain(frame, (BLEND,), C.LM_SCORE, FUSION_HALVINGS, seed)
     kept = added is None or added.gain > added.se  # too few lists to tell: keep the fitted weights

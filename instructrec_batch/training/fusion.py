@@ -27,7 +27,7 @@ from instructrec_batch.evidence.lists import blend_lists, list_evidence
 from instructrec_batch.evidence.requests import Requests
 from instructrec_batch.prompts.render import context_of
 from instructrec_batch.prompts.templates import TemplateSet
-from instructrec_batch.ranking.blend import fill_missing_evidence, fit_blend
+from instructrec_batch.ranking.blend import cross_fitted, fill_missing_evidence, fit_blend
 from instructrec_batch.ranking.fusion import mrr, stack_head
 from instructrec_batch.ranking.ranker import LinearRanker
 
@@ -91,25 +91,24 @@ def fit_fusion_head(
     evidence blend is fitted on up to BLEND_USERS users' validation lists (cheap: no model), then
     `stack_head` weighs [model score, blend score] on the fusion lists (a DataFrame from
     build_examples(fusion=True)). As in stacking, the second stage sees the blend's scores out of
-    sample (a blend fitted without the fusion users), and the head collapses its weights onto the
-    blend fitted on every user, the blend the evaluation's baseline is.
+    sample: cross-fitted, each fusion list scored by a blend fitted on the lists of the other folds of
+    users (a blend fitted only on the non-fusion users would be fitted on a handful of lists when the
+    fusion users are most of them: record 44's run 2). The head collapses its weights onto the blend
+    fitted on every user, the blend the evaluation's baseline is.
     """
     source = evidence_interactions(interactions, holdout)
     fitted = list_evidence(source, blend_lists(interactions, items, holdout, data), evidence, items, vectors, requests)
     # In one order whatever Spark's plan: the one-pass scorer packs lists into batches in this order, and
     # batches of other shapes give scores that differ in the last bits.
     local = lists.toPandas().sort_values([C.USER_ID, "target_item_id"], ignore_index=True)
-    others = fitted[~fitted[C.USER_ID].isin(local[C.USER_ID])]
     blend = fit_blend(fitted)
-    # With every user a fusion user (a small table) no list is left out of sample: the blend is reused.
-    held_out = fit_blend(others) if others["positive"].any() else blend
 
     scored = model_scores(model, tokenizer, pad_id, local, templates, score)
     rows = lists.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
     listed = candidate_evidence(source, rows, evidence, items, vectors, requests).toPandas()
     frame = fill_missing_evidence(scored.merge(listed, on=[C.USER_ID, C.ITEM_ID], how="left"))
     frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
-    head, figures = stack_head(frame, held_out, blend, seed)
+    head, figures = stack_head(frame, cross_fitted(fitted, frame, seed), blend, seed)
     figures = {"fusion_lists": len(local), "blend_lists": int(fitted[C.USER_ID].nunique()), **figures}
     log.info("fusion head fitted: %s", figures)
     return head, blend, figures
