@@ -151,6 +151,43 @@ def test_v2_asks_the_pointwise_question_once_in_the_prefix(tiny_model_dir) -> No
     assert all(not t.question for t in v1.templates.values())
 
 
+def test_v4_shows_the_request_next_to_each_candidate_and_budgets_for_it(tiny_model_dir) -> None:
+    """v4 = v2 with the user's request repeated in every pointwise suffix; users without one read v2."""
+    v2, v4 = load_templates("v2"), load_templates("v4")
+    count = token_counter(AutoTokenizer.from_pretrained(str(tiny_model_dir)))
+    asked = UserContext(("A", "B"), intent="a scary film like The Shining")
+    for template_id in v4.ids("pointwise"):
+        with_request = render_pointwise(v4.get(template_id), asked, ["X", "Y"])
+        plain = render_pointwise(v2.get(template_id), asked, ["X", "Y"])
+        assert with_request.prefix == plain.prefix  # the request is still stated once above the history
+        assert all(
+            s.count("a scary film like The Shining") == 1 and s.endswith(ANSWER_CUE) for s in with_request.suffixes
+        )
+        assert '"X"' in with_request.suffixes[0] and '"Y"' in with_request.suffixes[1]
+        silent = UserContext(("A", "B"))
+        assert render_pointwise(v4.get(template_id), silent, ["X"]) == render_pointwise(
+            v2.get(template_id), silent, ["X"]
+        )
+        # Every suffix carries the request: the budget counts it once per model input, not once per user.
+        extra = prompt_tokens(v4.get(template_id), asked, ["X"], count) - prompt_tokens(
+            v2.get(template_id), asked, ["X"], count
+        )
+        assert extra >= count(["a scary film like The Shining"])[0]
+        history = UserContext(tuple(f"movie {i}" for i in range(30)), intent=asked.intent)
+        fitted = fit_history(v4.get(template_id), history, ["X"], count, 120)
+        assert fitted is not None and fitted[1] == prompt_tokens(v4.get(template_id), fitted[0], ["X"], count) <= 120
+    assert render_listwise(v4.get("listwise-0"), asked, ["X"]) == render_listwise(v2.get("listwise-0"), asked, ["X"])
+
+
+def test_a_request_beside_each_candidate_must_name_both() -> None:
+    from instructrec_batch.prompts.templates import Template, _check
+
+    base = load_templates("v4").get("pointwise-0")
+    for broken in ('Request: "{intent}"\nAnswer:', 'Item: "{candidate}"\nAnswer:', '"{intent}" "{candidate}"'):
+        with pytest.raises(ConfigError, match="pointwise_candidate_with_intent"):
+            _check(Template(**{**base.__dict__, "intent_body": broken}))
+
+
 V3 = load_templates("v3")
 
 

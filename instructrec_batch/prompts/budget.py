@@ -41,11 +41,14 @@ def prompt_lengths(users: Sequence[tuple[Template, UserContext, Sequence[str]]],
     return [counts[start] + max(counts[start + 1 : end], default=0) for start, end in spans]
 
 
-def _length_fn(template: Template, candidates: Sequence[str], count: TokenCounter) -> Callable[[UserContext], int]:
-    """prompt_tokens for a fixed candidate list. Pointwise inputs are tokens(prefix) + tokens(suffix),
-    so the longest suffix is counted once and only the prefix is re-encoded per trial."""
+def _length_fn(
+    template: Template, intent: str | None, candidates: Sequence[str], count: TokenCounter
+) -> Callable[[UserContext], int]:
+    """prompt_tokens for a fixed candidate list and intent. Pointwise inputs are tokens(prefix) +
+    tokens(suffix), so the longest suffix is counted once and only the prefix is re-encoded per trial."""
     if template.task == "pointwise":
-        longest_suffix = max(count(list(render_pointwise(template, UserContext(), candidates).suffixes)), default=0)
+        suffixes = render_pointwise(template, UserContext(intent=intent), candidates).suffixes
+        longest_suffix = max(count(list(suffixes)), default=0)
         return lambda ctx: count([context_block(template, ctx)])[0] + longest_suffix
     return lambda ctx: count([render_listwise(template, ctx, candidates).text])[0]
 
@@ -58,7 +61,7 @@ def fit_history(
     Token count grows with every history item kept, so a binary search over how many to keep finds
     the exact cut in O(log n) tokenizations.
     """
-    length = _length_fn(template, candidates, count)
+    length = _length_fn(template, ctx.intent, candidates, count)
     full = length(ctx)
     if full <= budget:
         return ctx, full

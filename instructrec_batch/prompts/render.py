@@ -1,8 +1,9 @@
 """The one prompt renderer, shared by training and scoring so both see byte-identical text.
 
 Input is already-cleaned text (see sanitize.py). A pointwise prompt is a user prefix plus one
-suffix per candidate; the model input is tokens(prefix) + tokens(suffix), which is what lets the
-scorer encode the prefix once and reuse its KV cache. A listwise prompt is one text whose answer is
+suffix per candidate (with a v4 template a user's request is repeated in each suffix); the model
+input is tokens(prefix) + tokens(suffix), which is what lets the scorer encode the prefix once and
+reuse its KV cache. A listwise prompt is one text whose answer is
 one of the index labels.
 """
 
@@ -77,7 +78,8 @@ def context_block(template: Template, ctx: UserContext) -> str:
 def render_pointwise(template: Template, ctx: UserContext, candidates: Sequence[str]) -> PointwisePrompt:
     if template.task != "pointwise":
         raise ConfigError(f"template {template.template_id} is {template.task}, not pointwise")
-    suffixes = tuple(template.body.format(candidate=title) for title in candidates)
+    body = template.intent_body if template.intent_body and ctx.intent else template.body
+    suffixes = tuple(body.format(candidate=title, intent=ctx.intent) for title in candidates)
     return PointwisePrompt(prefix=context_block(template, ctx), suffixes=suffixes)
 
 

@@ -46,6 +46,9 @@ class Template:
     evidence_intro: str = ""
     evidence_candidate: str = "{title}"
     popularity_words: tuple[tuple[int, str], ...] = ()
+    # Pointwise (v4): the per-candidate suffix when the user stated an intention, with {intent} next to
+    # {candidate}; "" = the request is shown once, above the candidates (`body` for every user).
+    intent_body: str = ""
 
     @property
     def shows_evidence(self) -> bool:
@@ -74,6 +77,15 @@ def _check(template: Template) -> None:
     if placeholder not in template.body or not template.body.endswith(ANSWER_CUE):
         raise ConfigError(
             f"template {template.template_id}: body must contain {placeholder} and end with {ANSWER_CUE!r}"
+        )
+    if template.intent_body and not (
+        "{candidate}" in template.intent_body
+        and "{intent}" in template.intent_body
+        and template.intent_body.endswith(ANSWER_CUE)
+    ):
+        raise ConfigError(
+            f"template {template.template_id}: pointwise_candidate_with_intent must contain {{intent}} and "
+            f"{{candidate}} and end with {ANSWER_CUE!r}"
         )
     for name in (
         "preference_implicit",
@@ -107,6 +119,7 @@ def load_templates(version: str) -> TemplateSet:
         body = raw["pointwise_candidate"] if task == "pointwise" else raw["listwise_candidates"]
         questions = (raw.get("question") or {}).get(task) or []
         tastes = raw.get("taste") or []
+        with_intent = (raw.get("pointwise_candidate_with_intent") or []) if task == "pointwise" else []
         parts = [
             raw["header"][task],
             raw["preference_implicit"],
@@ -116,6 +129,7 @@ def load_templates(version: str) -> TemplateSet:
             body,
             *([questions] if questions else []),
             *([tastes] if tastes else []),
+            *([with_intent] if with_intent else []),
         ]
         for k in range(min(len(p) for p in parts)):
             template = Template(
@@ -138,6 +152,7 @@ def load_templates(version: str) -> TemplateSet:
                 evidence_intro=evidence.get("intro", ""),
                 evidence_candidate=evidence.get("candidate", "{title}"),
                 popularity_words=tuple(sorted((int(p), str(w)) for p, w in (evidence.get("popularity") or {}).items())),
+                intent_body=with_intent[k] if with_intent else "",
             )
             _check(template)
             templates[template.template_id] = template
