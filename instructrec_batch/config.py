@@ -358,6 +358,20 @@ class TrainConfig(_Section):
         description="users whose validation lists fit the fusion head (model score + evidence); 0 = no head",
     )
     fusion_negatives: int = Field(19, ge=1, description="sampled negatives per fusion list, next to the valid item")
+    split: Literal["holdout", "time"] = Field(
+        "holdout",
+        description="where validation (early stopping, the fusion head's lists) comes from: holdout = the "
+        "benchmark protocol's table (each user's valid row); time = train on what happened before train.cutoff "
+        "and validate on each user's first interaction after it (a production night: no holdout table)",
+    )
+    cutoff: str | None = Field(
+        None,
+        description="train.split=time: the cut-off, a timestamp, UTC unless it names its zone (or a number "
+        "when event_ts is BIGINT); None = the time before which all but train.valid_share of the interactions fall",
+    )
+    valid_share: float = Field(
+        0.1, gt=0, lt=1, description="train.split=time without a cutoff: the newest share of interactions, after it"
+    )
 
     @field_validator("forms")
     @classmethod

@@ -24,6 +24,9 @@ RETRIEVAL_RANK = "retrieval_rank"
 INTENT = "intent"
 INTENT_TS = "intent_ts"
 SPLIT = "split"
+# Which of this project's data jobs (a dataset loader, the benchmark protocol) wrote a table. A table that
+# exists without it is the user's own (their interactions, their retriever's candidates): no job replaces it.
+SOURCE_JOB = "source_job"
 
 SPLIT_TEST = "test"
 SPLIT_TRAIN = "train"  # ReDial: dialogues of the training side (no held-out row)

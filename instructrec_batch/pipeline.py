@@ -68,8 +68,10 @@ def run_pipeline(
     """Run every stage in order on one session, announcing each with its time and peak RSS.
 
     `data` replaces the protocol stage (the demo's MovieLens download writes the protocol tables
-    itself). Without `holdout` the protocol and evaluation stages are skipped: prompts are built for
-    the configured candidates table and scored, as on a production night. `session`: run on this Spark
+    itself). Without `holdout` the protocol and evaluation stages are skipped and no holdout table is
+    read: prompts are built for the configured candidates table from every interaction, training
+    validates on what came after a cut-off (train.split=time), and the lists are scored, as on a
+    production night. `session`: run on this Spark
     session instead of opening the configured engine's (a caller that already has one).
     """
     from instructrec_batch.stages.data import protocol_job
@@ -98,6 +100,13 @@ def run_pipeline(
         stage(f"base model {cfg.model.base}", lambda: pull(cfg.model.base, cfg.cache_path, cfg.model.dtype).path)
     else:
         say(f"[{next(counter)}/{stages}] base model: using the folder {cfg.model.base}")
+    if not holdout:  # a production night: no benchmark table cuts histories or feeds validation
+        cfg = cfg.model_copy(
+            update={
+                "prompt": cfg.prompt.model_copy(update={"exclude_holdout": False}),
+                "train": cfg.train.model_copy(update={"split": "time"}),
+            }
+        )
     cfg = pin_run(cfg)  # every stage writes under one run_id, even across UTC midnight
     with nullcontext(session) if session is not None else spark_session(cfg.engine) as spark:
         if first is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,11 +13,21 @@ import pandas as pd
 from tests.helpers import REPO, run_cli
 
 
-def _readme_snippet() -> str:
+def _readme_snippet(name: str = "own-data") -> str:
     readme = (REPO / "docs/own-data.md").read_text()
-    found = re.search(r"<!-- own-data[^>]*-->\s*```python\n(.*?)```", readme, re.S)
-    assert found, "docs/own-data.md lost its own-data snippet"
+    found = re.search(rf"<!-- {name}:[^>]*-->\s*```python\n(.*?)```", readme, re.S)
+    assert found, f"docs/own-data.md lost its {name} snippet"
     return found.group(1)
+
+
+def _documented_tables(tmp_path: Path, *snippets: str) -> None:
+    """Run docs/own-data.md's snippets, unchanged but for the paths, on the exports in `tmp_path`."""
+    namespace: dict[str, object] = {}
+    for name in snippets:
+        code = _readme_snippet(name).replace('"my_work/tables"', repr(str(tmp_path / "my_work" / "tables")))
+        for export in ("events.csv", "products.csv", "retrieved.csv"):
+            code = code.replace(f'"{export}"', repr(str(tmp_path / export)))
+        exec(compile(code, "docs/own-data.md", "exec"), namespace)
 
 
 def _exports(folder: Path, users: int = 12, products: int = 40, per_user: int = 9) -> None:
@@ -33,13 +44,7 @@ def _exports(folder: Path, users: int = 12, products: int = 40, per_user: int = 
 
 def test_pipeline_on_tables_written_from_csv(tmp_path: Path, tiny_model_dir: Path) -> None:
     _exports(tmp_path)
-    code = (
-        _readme_snippet()
-        .replace('"my_work/tables"', repr(str(tmp_path / "my_work" / "tables")))
-        .replace('"events.csv"', repr(str(tmp_path / "events.csv")))
-        .replace('"products.csv"', repr(str(tmp_path / "products.csv")))
-    )
-    exec(compile(code, "docs/own-data.md", "exec"), {})  # the documented code, unchanged but for the paths
+    _documented_tables(tmp_path, "own-data")
     config = tmp_path / "my.yaml"
     config.write_text(f"workdir: {tmp_path / 'my_work'}\ncache_dir: {tmp_path / 'cache'}\n")
     small = [
@@ -95,3 +100,54 @@ def test_pipeline_on_tables_written_from_csv(tmp_path: Path, tiny_model_dir: Pat
     recs = deltalake.DeltaTable(str(tables / "recommendations")).to_pandas()
     assert recs.groupby("user_id").size().eq(5).all()
     assert set(recs.model_id) == set(runs.loc[runs.job == "score", "model_id"])
+
+
+def test_a_production_night_on_your_retrievers_lists_without_a_holdout(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """docs/own-data.md's production path: interactions, items and the retriever's ordered lists, no
+    holdout. `data protocol` refuses to replace the user's candidates (nothing written); `pipeline
+    --no-holdout` trains before a cut-off, validates after it and recommends for every user."""
+    _exports(tmp_path)
+    start = datetime(2026, 3, 1)
+    retrieved = [(f"u{u}", f"SKU-{(u * 5 + j) % 40:03d}", 1.0 / (j + 1)) for u in range(12) for j in range(8)]
+    pd.DataFrame(retrieved, columns=["user", "product", "score"]).to_csv(tmp_path / "retrieved.csv", index=False)
+    _documented_tables(tmp_path, "own-data", "own-data-candidates")
+    tables = tmp_path / "my_work" / "tables"
+    config = tmp_path / "my.yaml"
+    config.write_text(f"workdir: {tmp_path / 'my_work'}\ncache_dir: {tmp_path / 'cache'}\n")
+
+    refused = run_cli(["data", "protocol", "--config", str(config)], timeout=300)
+    assert refused.returncode != 0
+    assert (
+        "table 'candidates' (path" in refused.stderr
+        and "was not written by `instructrec-batch data protocol`" in refused.stderr
+    )
+    assert "tables.candidates=benchmark_candidates" in refused.stderr
+    assert deltalake.DeltaTable(str(tables / "candidates")).version() == 0  # untouched
+    assert not (tables / "holdout").exists()  # and nothing else written
+
+    small = [
+        f"model.base={tiny_model_dir}",
+        "train.max_steps=2",
+        "train.eval_every=2",
+        "train.val_users=6",
+        "train.fusion_users=6",
+        "train.fusion_negatives=4",
+        "evidence.sequential=false",
+        "mlflow.enabled=false",
+    ]
+    proc = run_cli(
+        ["pipeline", "--config", str(config), "--no-holdout", *[a for s in small for a in ("--set", s)]], timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tables / "holdout").exists()
+    recs = deltalake.DeltaTable(str(tables / "recommendations")).to_pandas()
+    assert set(recs.user_id) == {f"u{u}" for u in range(12)}  # every user, from their retriever's list
+    shown = pd.DataFrame(retrieved, columns=["user_id", "item_id", "score"])
+    assert set(zip(recs.user_id, recs.item_id, strict=True)) <= set(zip(shown.user_id, shown.item_id, strict=True))
+    runs = deltalake.DeltaTable(str(tables / "runs")).to_pandas()
+    assert set(runs.job) == {"evidence", "prompts", "train", "score"} and (runs.status == "succeeded").all()
+    manifest = json.loads(next((tmp_path / "my_work" / "adapters").glob("*/manifest.json")).read_text())
+    assert manifest["split"]["kind"] == "time"
+    cutoff = datetime.fromisoformat(manifest["split"]["cutoff"]).replace(tzinfo=None)  # UTC, as the log
+    assert start < cutoff < start + timedelta(hours=12 * 10 + 9)  # inside the log: some history on each side
+    assert "holdout" not in manifest["data_versions"]

@@ -13,15 +13,16 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from instructrec_batch.config import TableCatalog
-from instructrec_batch.contracts import TableContract
+from instructrec_batch.contracts import SOURCE_JOB, TableContract
 from instructrec_batch.errors import ConcurrentWriteError, ConfigError, ContractError, EngineError
 from instructrec_batch.paths import is_catalog_schema, table_location
 from instructrec_batch.spark.conflicts import is_commit_race
@@ -103,6 +104,30 @@ def existing_columns(spark: SparkSession, tables: TableCatalog, ref: TableRef) -
     match on every write and the embedded engine cannot add any, so a job that writes a column an older
     table lacks checks this before writing anything."""
     return read_table(spark, tables, ref).columns if table_exists(spark, ref) else None
+
+
+def check_replaceable(spark: SparkSession, tables: TableCatalog, refs: Sequence[TableRef], job: str) -> None:
+    """Refuse, before anything is written, to replace a table this project's data jobs did not write.
+
+    A data job (a dataset loader, the benchmark protocol) replaces its tables on every run and stamps
+    them (`stamped`). The same table names may point at a team's own tables: its interactions, its
+    retriever's candidate lists. An existing table without the SOURCE_JOB column is one of those, and
+    replacing it would destroy data nobody can regenerate, so the job stops and names it.
+    """
+    for ref in refs:
+        columns = existing_columns(spark, tables, ref)
+        if columns is not None and SOURCE_JOB not in columns:
+            raise ContractError(
+                f"{ref} exists and was not written by `instructrec-batch {job}` (it has no {SOURCE_JOB} column): it "
+                f"is your own table, which this job would replace. Point tables.{ref.logical} at another table for "
+                f"the job's output (e.g. --set tables.{ref.logical}=benchmark_{ref.logical}) or move it aside; "
+                "nothing was written"
+            )
+
+
+def stamped(df: DataFrame, job: str) -> DataFrame:
+    """`df` with the SOURCE_JOB column that marks a table as written by data job `job` (`check_replaceable`)."""
+    return df.withColumn(SOURCE_JOB, F.lit(job))
 
 
 def check_contract(df: DataFrame, contract: TableContract, ref: TableRef) -> None:

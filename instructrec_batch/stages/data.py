@@ -16,7 +16,14 @@ from instructrec_batch.data.protocol import holdout_split, sample_candidates, sh
 from instructrec_batch.data.redial import read_redial
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.spark.rejects import reject_rows
-from instructrec_batch.spark.tables import read_input, resolve, write_run_scoped, write_table
+from instructrec_batch.spark.tables import (
+    check_replaceable,
+    read_input,
+    resolve,
+    stamped,
+    write_run_scoped,
+    write_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +53,12 @@ def protocol_job(ctx: JobContext, data: DataConfig) -> ProtocolCounts:
     items = read_input(spark, tables, C.ITEMS, nonempty=True)
     usable, rejected = usable_interactions(interactions, items)
     holdout_ref, candidates_ref = resolve(tables, "holdout"), resolve(tables, "candidates")
+    check_replaceable(spark, tables, [holdout_ref, candidates_ref], "data protocol")
     with ctx.recorded(STAGE) as (run, _):
-        write_table(holdout_split(usable), tables, holdout_ref)
+        write_table(stamped(holdout_split(usable), STAGE), tables, holdout_ref)
         holdout = read_input(spark, tables, C.HOLDOUT)
         candidates = sample_candidates(usable, shown_items(items), holdout, seed=data.seed, negatives=data.negatives)
-        write_table(candidates, tables, candidates_ref)
+        write_table(stamped(candidates, STAGE), tables, candidates_ref)
         rejects = reject_rows(rejected, ctx.run_id, STAGE, "interactions", F.col("reason"))
         write_run_scoped(rejects, tables, resolve(tables, "rejects"), {C.RUN_ID: ctx.run_id, "stage": STAGE})
         counts = ProtocolCounts(
@@ -72,9 +80,11 @@ def protocol_job(ctx: JobContext, data: DataConfig) -> ProtocolCounts:
 
 
 def movielens_job(ctx: JobContext, data: DataConfig, cache_path: Path) -> ProtocolCounts:
-    """Fetch MovieLens-100K (cached under `cache_path`), write `interactions` and `items`, then the protocol
-    tables."""
+    """Fetch MovieLens-100K (cached under `cache_path`), write `interactions` and `items` (and genre
+    `intents`), then the protocol tables."""
     spark, tables = ctx.spark, ctx.tables
+    written = ["interactions", "items", *(["intents"] if data.genre_intents else []), "holdout", "candidates"]
+    check_replaceable(spark, tables, [resolve(tables, name) for name in written], "data movielens")
     files = movielens.fetch(cache_path / "movielens")
     interactions = movielens.parse_interactions(files.inter)
     items = movielens.parse_items(files.item)
@@ -84,12 +94,12 @@ def movielens_job(ctx: JobContext, data: DataConfig, cache_path: Path) -> Protoc
         interactions[C.USER_ID].nunique(),
         len(items),
     )
-    write_table(spark.createDataFrame(interactions, _INTERACTIONS_SCHEMA), tables, resolve(tables, "interactions"))
-    write_table(spark.createDataFrame(items, _ITEMS_SCHEMA), tables, resolve(tables, "items"))
+    for name, frame, schema in (("interactions", interactions, _INTERACTIONS_SCHEMA), ("items", items, _ITEMS_SCHEMA)):
+        write_table(stamped(spark.createDataFrame(frame, schema), "movielens"), tables, resolve(tables, name))
     if data.genre_intents:
         intents = movielens.genre_intents(interactions, items)
         schema = f"{C.USER_ID} BIGINT, {C.INTENT} STRING, {C.INTENT_TS} TIMESTAMP"
-        write_table(spark.createDataFrame(intents, schema), tables, resolve(tables, "intents"))
+        write_table(stamped(spark.createDataFrame(intents, schema), "movielens"), tables, resolve(tables, "intents"))
         log.info("MovieLens-100K: %d genre intents (the target's genres: a specific intention)", len(intents))
     return protocol_job(ctx, data)
 
@@ -123,14 +133,15 @@ def redial_job(ctx: JobContext, data: DataConfig, redial: RedialConfig) -> Proto
             read.holdout, f"{C.USER_ID} STRING, {C.ITEM_ID} BIGINT, {C.EVENT_TS} BIGINT, {C.SPLIT} STRING"
         ),
     }
+    check_replaceable(spark, tables, [resolve(tables, name) for name in [*frames, "candidates"]], "data redial")
     with ctx.recorded("redial") as (run, _):
         for name, frame in frames.items():
-            write_table(frame, tables, resolve(tables, name))
+            write_table(stamped(frame, "redial"), tables, resolve(tables, name))
         interactions = read_input(spark, tables, C.INTERACTIONS)
         items = read_input(spark, tables, C.ITEMS)
         holdout = read_input(spark, tables, C.HOLDOUT)
         candidates = sample_candidates(interactions, items, holdout, seed=data.seed, negatives=data.negatives)
-        write_table(candidates, tables, resolve(tables, "candidates"))
+        write_table(stamped(candidates, "redial"), tables, resolve(tables, "candidates"))
         counts = ProtocolCounts(
             users=holdout.where(F.col(C.SPLIT) == C.SPLIT_TEST).count(),
             holdout_rows=holdout.count(),

@@ -39,6 +39,7 @@ from instructrec_batch.tracking import TrainingRecord, log_training
 from instructrec_batch.training.examples import FORM, TRAIN, VALID, build_examples, collect_examples
 from instructrec_batch.training.fusion import evidence_priors, fit_fusion_head
 from instructrec_batch.training.sequences import sequences
+from instructrec_batch.training.split import time_split
 from instructrec_batch.training.trainer import train_lora
 
 log = logging.getLogger(__name__)
@@ -68,11 +69,13 @@ def _fusion_vectors(
     run_id: str,
     interactions: DataFrame,
     holdout: DataFrame,
+    stored: bool,
 ) -> DataFrame | None:
     """The sequential model the fusion lists' evidence is computed with: the run's stored vectors when
-    the evidence job wrote them, else one trained here on the same training interactions (a training
-    run of its own, e.g. a weekly retrain, needs no evidence run)."""
-    vectors = stored_vectors(spark, tables, run_id)
+    the evidence job wrote them and they were cut at the same holdout (`stored`), else one trained here
+    on the same training interactions (a training run of its own, e.g. a weekly retrain, needs no
+    evidence run; a time split's cut-off is not the evidence job's, whose vectors saw what came after it)."""
+    vectors = stored_vectors(spark, tables, run_id) if stored else None
     if vectors is None:
         log.info("no sequence_vectors for run %s: training the sequential model for the fusion lists", run_id)
         source = evidence_interactions(interactions, holdout)
@@ -101,14 +104,21 @@ def train_job(
     """Build examples from the tables, tune a LoRA adapter, save it with its manifest (and register it)."""
     spark, tables, t = ctx.spark, ctx.tables, train
     base = resolve_base(model, cache_path)
-    if not table_exists(spark, resolve(tables, "holdout")):
-        raise ContractError(
-            "table 'holdout' does not exist: training needs the held-out split so validation and test items stay "
-            "out of training data; run `instructrec-batch data protocol` (or `data movielens`) first"
-        )
     interactions = read_input(spark, tables, C.INTERACTIONS, nonempty=True)
     items = read_input(spark, tables, C.ITEMS, nonempty=True)
-    holdout = read_input(spark, tables, C.HOLDOUT)
+    if t.split == "time":
+        split = time_split(interactions, t)
+        holdout, split_note = split.holdout, {"kind": "time", "cutoff": split.cutoff}
+        log.info("training on interactions before %s, validating on each user's first one after it", split.cutoff)
+    elif table_exists(spark, resolve(tables, "holdout")):
+        holdout, split_note = read_input(spark, tables, C.HOLDOUT), {"kind": "holdout"}
+    else:
+        raise ContractError(
+            f"{resolve(tables, 'holdout')} does not exist: with train.split=holdout training validates on the "
+            "benchmark protocol's held-out rows. On your own logs train with --set train.split=time (what "
+            "`pipeline --no-holdout` does: train before a cut-off, validate after it); for a benchmark run "
+            "`instructrec-batch data protocol` first"
+        )
     intents = read_optional(spark, tables, C.INTENTS)
     if intents is not None and C.INTENT_TS not in intents.columns:
         log.warning(
@@ -122,7 +132,9 @@ def train_job(
         # the run's stored sequential model, or one trained here (inside the run, so a failure is recorded)
         vectors = None
         if fusion and evidence.sequential:
-            vectors = _fusion_vectors(spark, tables, sasrec, data.seed, ctx.run_id, interactions, holdout)
+            vectors = _fusion_vectors(
+                spark, tables, sasrec, data.seed, ctx.run_id, interactions, holdout, stored=t.split == "holdout"
+            )
         examples = build_examples(interactions, items, holdout, t, prompt, evidence, str(base.path), intents=intents)
         frame = collect_examples(examples)
         prior_blend = None
@@ -180,8 +192,10 @@ def train_job(
                     "shares": dict(t.forms),
                     "train_examples": _form_counts(frame[frame.kind == TRAIN]),
                 },
+                "split": split_note,
                 "data_versions": {
-                    name: delta_version(resolve(tables, name)) for name in ("interactions", "items", "holdout")
+                    name: delta_version(resolve(tables, name))
+                    for name in ("interactions", "items", *(["holdout"] if t.split == "holdout" else []))
                 },
                 "hyperparameters": t.model_dump(mode="json"),
                 "evidence": evidence.model_dump(mode="json"),
