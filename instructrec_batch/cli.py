@@ -175,6 +175,12 @@ def _run_bench_evidence(spark: Any, cfg: Config, args: argparse.Namespace) -> An
     return bench_evidence(spark, cfg, **_tables_size(args), cands=args.candidates)
 
 
+def _run_bench_protocol(spark: Any, cfg: Config, args: argparse.Namespace) -> Any:
+    from instructrec_batch.bench.protocol import bench_protocol
+
+    return bench_protocol(spark, cfg, **_tables_size(args))
+
+
 def _run_bench_train(spark: Any, cfg: Config, args: argparse.Namespace) -> Any:
     from instructrec_batch.bench.train import bench_train
 
@@ -353,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
         "evidence",
         "the evidence job on synthetic tables: seconds, users/s, peak RSS",
         _run_bench_evidence,
+    )
+    synthetic_bench(
+        "protocol",
+        "the benchmark protocol (split and sampled candidate lists) on synthetic tables: seconds, peak RSS",
+        _run_bench_protocol,
     )
     bench_commands.choices["evidence"].add_argument(
         "--sequential",

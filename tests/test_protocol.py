@@ -118,3 +118,41 @@ def test_user_sample_is_seeded_and_keeps_whole_users(spark) -> None:
     assert picked["user_id"].nunique() == 7 and len(picked) == 7 * 6
     assert set(picked["user_id"]) == set(again["user_id"]) != set(other["user_id"])
     assert sample_users(frame, None, seed=5).count() == len(inter)
+
+
+def test_each_user_walks_to_exactly_the_wanted_unseen_items(spark) -> None:
+    """walk_items: distinct, never seen, exactly `wanted` (all unseen items when fewer exist), and every
+    item about equally likely over users (`bench protocol` measures that it scales)."""
+    import numpy as np
+
+    from instructrec_batch.data.protocol import next_prime, walk_items
+
+    n_items, n_users, wanted = 50, 400, 19
+    rng = np.random.default_rng(0)
+    seen = [
+        (u, int(i)) for u in range(n_users) for i in rng.choice(n_items, size=int(rng.integers(0, 30)), replace=False)
+    ]
+    seen += [(n_users, i) for i in range(n_items - 5)]  # a user who has seen all but 5 items
+    seen_frame = spark.createDataFrame(
+        pd.DataFrame(seen, columns=["user_id", "item_id"]), "user_id BIGINT, item_id BIGINT"
+    )
+    users = spark.createDataFrame(pd.DataFrame({"user_id": range(n_users + 1)}), "user_id BIGINT")
+    items = spark.createDataFrame(pd.DataFrame({"item_id": range(n_items)}), "item_id BIGINT")
+    drawn = walk_items(users, items, seen_frame, seed=3, wanted=wanted)
+    got = drawn.toPandas()
+    sizes = got.groupby("user_id").size()
+    assert (sizes.drop(n_users) == wanted).all() and sizes[n_users] == 5
+    assert not got.duplicated().any()
+    assert got.merge(pd.DataFrame(seen, columns=["user_id", "item_id"])).empty  # never an item the user saw
+    counts = got[got.user_id < n_users].item_id.value_counts().reindex(range(n_items), fill_value=0)
+    assert counts.min() > 0.5 * counts.mean() and counts.max() < 1.5 * counts.mean()  # no item favoured
+    assert next_prime(50) == 53 and next_prime(53) == 53 and next_prime(1) == 2
+
+
+def test_bench_protocol_reports_its_figures(spark, cfg) -> None:
+    from instructrec_batch.bench.protocol import bench_protocol, report
+
+    result = bench_protocol(spark, cfg, users=30, items=200, per_user=6)
+    assert result.candidate_rows == 30 * (cfg.data.negatives + 1)  # every user's full list, none short
+    assert result.seconds > 0 and result.peak_rss_mb > 0
+    assert "users_per_s" in report(result, as_json=False) and '"peak_rss_mb"' in report(result, as_json=True)

@@ -42,7 +42,7 @@ def synthetic_tables(
     spark: SparkSession, cfg: Config, users: int, items: int, per_user: int, cands: int, categories: bool = False
 ) -> None:
     """interactions (users × per_user), items (titled from a word list; with `categories`, also a
-    category column of two of 20 genres, "G3, G17"), candidates (users × cands)."""
+    category column of two of 20 genres, "G3, G17"), candidates (users × cands; none when cands is 0)."""
     words = F.array(*[F.lit(w) for w in _WORDS])
 
     def word(seed: int) -> F.Column:
@@ -69,7 +69,8 @@ def synthetic_tables(
     )
     write_table(item_df, cfg.catalog, resolve(cfg.catalog, "items"))
     write_table(inter_df, cfg.catalog, resolve(cfg.catalog, "interactions"))
-    write_table(cand_df, cfg.catalog, resolve(cfg.catalog, "candidates"))
+    if cands:
+        write_table(cand_df, cfg.catalog, resolve(cfg.catalog, "candidates"))
 
 
 def bench_prompts(

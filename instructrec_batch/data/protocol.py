@@ -69,22 +69,59 @@ def sample_candidates(
 
     `items` is the pool of negatives: pass `shown_items(...)` so every negative can be shown.
 
+    Each user's negatives are drawn without replacement and without a users × items product: the
+    pool is put in a seeded random order (indices 0..n-1) and each user walks that order from a
+    seeded start with a seeded stride modulo a prime p ≥ n (`walk_items`), which visits every index
+    once; the first `negatives` unseen items met are theirs. So every user gets exactly `negatives`
+    (or every unseen item when fewer exist), and the work is linear in users and interactions.
+
     The list is then shuffled (seeded) into `retrieval_rank` 1..n so that the target's position
     carries no signal for rankers that read the retrieval order.
     """
     targets = holdout.where(F.col(C.SPLIT) == C.SPLIT_TEST).select(C.USER_ID, C.ITEM_ID)
     seen = interactions.select(C.USER_ID, C.ITEM_ID).distinct()
-    pool = (
-        targets.select(C.USER_ID)
-        .crossJoin(items.select(C.ITEM_ID).distinct())
-        .join(seen, [C.USER_ID, C.ITEM_ID], "left_anti")
-    )
-    by_hash = Window.partitionBy(C.USER_ID).orderBy(*_seeded_order(seed))
-    sampled = (
-        pool.withColumn("_r", F.row_number().over(by_hash)).where(F.col("_r") <= negatives).select(C.USER_ID, C.ITEM_ID)
-    )
+    sampled = walk_items(targets.select(C.USER_ID).distinct(), items, seen, seed=seed, wanted=negatives)
     shuffle = Window.partitionBy(C.USER_ID).orderBy(*_seeded_order(seed + 1))
     return sampled.unionByName(targets).withColumn(C.RETRIEVAL_RANK, F.row_number().over(shuffle).cast("int"))
+
+
+def walk_items(users: DataFrame, items: DataFrame, seen: DataFrame, *, seed: int, wanted: int) -> DataFrame:
+    """(user_id, item_id): `wanted` distinct items of `items` per user of `users` that are not in their
+    `seen` rows (fewer only when fewer exist), drawn as `sample_candidates` describes.
+
+    A user whose walk starts at s with stride k ∈ [1, p) visits (s + j·k) mod p for j = 0, 1, …: all
+    p indices once each (p prime). Indices ≥ n name no item (at most p − n of them) and at most
+    |seen| items are the user's own, so the first wanted + |seen| + (p − n) steps hold enough.
+    """
+    pool = items.select(C.ITEM_ID).distinct()
+    in_order = Window.partitionBy(F.lit(0)).orderBy(F.xxhash64(F.lit(seed), F.col(C.ITEM_ID)), F.col(C.ITEM_ID))
+    indexed = pool.withColumn("_i", (F.row_number().over(in_order) - 1).cast("long"))
+    n = indexed.count()
+    if n == 0:  # nothing to draw: no rows (a product with the empty pool, computed on no rows)
+        return users.select(C.USER_ID).crossJoin(pool)
+    p = next_prime(n)
+    owned = seen.groupBy(C.USER_ID).agg(F.count(F.lit(1)).alias("_seen"))
+    steps = F.least(F.lit(wanted) + F.coalesce(F.col("_seen"), F.lit(0)) + F.lit(p - n), F.lit(p))
+    start = F.pmod(F.xxhash64(F.lit(seed), F.col(C.USER_ID)), F.lit(p))
+    stride = F.pmod(F.xxhash64(F.lit(seed + 1), F.col(C.USER_ID)), F.lit(p - 1)) + 1
+    walk = F.explode(F.sequence(F.lit(0).cast("long"), (steps - 1).cast("long"))).alias("_j")
+    walked = (
+        users.join(owned, C.USER_ID, "left")
+        .select(C.USER_ID, start.alias("_s"), stride.alias("_k"), walk)
+        .withColumn("_i", F.pmod(F.col("_s") + F.col("_j") * F.col("_k"), F.lit(p)))
+        .join(indexed, "_i")
+        .join(seen, [C.USER_ID, C.ITEM_ID], "left_anti")
+    )
+    first = Window.partitionBy(C.USER_ID).orderBy("_j")
+    return walked.withColumn("_r", F.row_number().over(first)).where(F.col("_r") <= wanted).select(C.USER_ID, C.ITEM_ID)
+
+
+def next_prime(n: int) -> int:
+    """The smallest prime ≥ max(n, 2)."""
+    candidate = max(n, 2)
+    while any(candidate % d == 0 for d in range(2, int(candidate**0.5) + 1)):
+        candidate += 1
+    return candidate
 
 
 def sample_users(frame: DataFrame, n: int | None, seed: int) -> DataFrame:
