@@ -432,7 +432,7 @@ class ScoreConfig(_Section):
 
 
 EvalMethod = Literal[
-    "random", "popularity", "itemknn", "bm25", "minilm", "blend", "sasrec", "zero_shot", "lora", "hybrid"
+    "retriever", "random", "popularity", "itemknn", "bm25", "minilm", "blend", "sasrec", "zero_shot", "lora", "hybrid"
 ]
 
 

@@ -84,6 +84,18 @@ def test_random_is_seeded_and_engine_stable(spark) -> None:
     assert first == again and first != other and len(set(first.values())) == len(first)
 
 
+def test_retriever_row_ranks_each_list_in_the_order_it_arrived(spark) -> None:
+    from instructrec_batch.evaluation.baselines import retriever_scores
+
+    prompts = spark.createDataFrame(
+        pd.DataFrame({"user_id": [1, 2], "candidate_ids": [[30, 10, 20], [5, 7]]}),
+        "user_id BIGINT, candidate_ids ARRAY<BIGINT>",
+    )
+    scores = retriever_scores(prompts).toPandas()
+    order = scores.sort_values(["user_id", "score"], ascending=[True, False]).groupby("user_id")["item_id"].apply(list)
+    assert order.to_dict() == {1: [30, 10, 20], 2: [5, 7]}
+
+
 @pytest.fixture
 def evaluated_inputs(spark, tiny_cfg: Config, adapter_dir: Path) -> Config:
     load_synthetic(spark, tiny_cfg, n_users=20, n_items=70, per_user=12)

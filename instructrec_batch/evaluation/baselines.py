@@ -2,6 +2,8 @@
 
 Each returns user_id, item_id, score for every candidate row. Every one learns only from training
 interactions (held-out rows removed), so none sees anything the model cannot:
+- retriever is the lists' own order, as they were handed over: the floor a re-ranker of a real
+  retriever's lists must beat (on the benchmark protocol's lists, a seeded shuffle: a second random);
 - random, popularity and item-kNN (co-occurrence) are the classic floors;
 - blend is a linear listwise ranker over the same collaborative evidence the fusion head gets,
   fitted on validation lists (each user's `valid` item plus sampled negatives): what the evidence
@@ -35,11 +37,18 @@ RANDOM_SALT = "random-baseline"
 def random_scores(candidates: DataFrame, seed: int) -> DataFrame:
     """A seeded random order that every engine computes identically (xxhash64, not rand()).
 
-    Salted: the protocol samples negatives by xxhash64(seed, user, item) (the smallest hashes win),
-    so an unsalted hash with the same seed would rank the target first almost always.
+    Salted: the protocol orders its lists by xxhash64(seed + 1, user, item), so an unsalted hash of a
+    nearby seed could follow the protocol's own order instead of being independent of it.
     """
     noise = F.xxhash64(F.lit(RANDOM_SALT), F.lit(seed), F.col(C.USER_ID), F.col(C.ITEM_ID))
     return candidates.select(C.USER_ID, C.ITEM_ID, noise.cast("double").alias(SCORE))
+
+
+def retriever_scores(prompts: DataFrame) -> DataFrame:
+    """The order the lists arrived in (the prompts' candidate_ids keep the candidates table's
+    retrieval_rank, else retrieval_score, order): first scores highest."""
+    ordered = prompts.select(C.USER_ID, F.posexplode("candidate_ids").alias("_pos", C.ITEM_ID))
+    return ordered.select(C.USER_ID, C.ITEM_ID, (-F.col("_pos")).cast("double").alias(SCORE))
 
 
 def popularity_scores(candidates: DataFrame, train: DataFrame) -> DataFrame:

@@ -39,6 +39,7 @@ from instructrec_batch.evaluation.baselines import (
     itemknn_scores,
     popularity_scores,
     random_scores,
+    retriever_scores,
     sasrec_scores,
     stored_sasrec_scores,
     training_interactions,
@@ -186,6 +187,7 @@ class Lists:
     reads it."""
 
     spark: SparkSession
+    prompts: DataFrame  # the evaluated prompts rows: candidate_ids in the order the lists arrived in
     candidates: DataFrame  # user_id, item_id of every evaluated list
     train: DataFrame  # interactions minus every held-out pair
     interactions: DataFrame
@@ -258,6 +260,7 @@ def baselines(e: EvaluateConfig, sequential: bool) -> list[Method]:
         else Method("sasrec", lambda x: sasrec_scores(x.spark, x.candidates, x.train, x.sasrec, x.seed))
     )
     return [
+        Method("retriever", lambda x: retriever_scores(x.prompts), how=" (the lists' own order)"),
         Method("random", lambda x: random_scores(x.candidates, x.seed)),
         Method("popularity", lambda x: popularity_scores(x.candidates, x.train)),
         Method("itemknn", lambda x: itemknn_scores(x.candidates, x.train)),
@@ -317,6 +320,7 @@ def evaluate_job(
         vectors = read_run_vectors(spark, tables, evidence.sequential, prompts_run, "the blend method")
     lists = Lists(
         spark,
+        prompts,
         candidates,
         training_interactions(interactions, holdout),
         interactions,
