@@ -449,6 +449,12 @@ class EvaluateConfig(_Section):
     max_users: int | None = Field(None, ge=1, description="evaluate a seeded sample of this many users; None = all")
     seed: int = Field(42, description="seed of the user sample and of the random baseline")
     dataset: str | None = Field(None, description="label in the metrics table; None = the candidates table location")
+    night: str | None = Field(
+        None,
+        description="judge this past night (a run_id with recommendations) by what users did after it, instead "
+        "of a benchmark split: its shipped order and the lists' own order, no holdout read",
+    )
+    horizon_days: int = Field(7, ge=1, description="evaluate.night: the days from the night's date that count")
     report_dir: str | None = Field(None, description="markdown report and PNG charts; None = <workdir>/report")
     bootstrap: int = Field(1000, ge=10, description="bootstrap resamples of users for the 95% intervals")
     control: bool = Field(

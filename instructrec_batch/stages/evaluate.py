@@ -32,7 +32,7 @@ from instructrec_batch.config import (
 )
 from instructrec_batch.context import JobContext
 from instructrec_batch.data.protocol import sample_users
-from instructrec_batch.errors import ConfigError
+from instructrec_batch.errors import ConfigError, ContractError
 from instructrec_batch.evaluation.baselines import (
     blend_scores,
     evidence_column_scores,
@@ -45,6 +45,7 @@ from instructrec_batch.evaluation.baselines import (
     training_interactions,
 )
 from instructrec_batch.evaluation.intervals import METRICS_SCHEMA, control_of, with_intervals
+from instructrec_batch.evaluation.night import SHIPPED, followed_targets, following, shipped_scores
 from instructrec_batch.evaluation.report import ReportPaths, interval_table, markdown_table, wide_table, write_report
 from instructrec_batch.evaluation.spark_metrics import metrics_frame, target_ranks
 from instructrec_batch.evidence.features import evidence_interactions
@@ -273,6 +274,59 @@ def baselines(e: EvaluateConfig, sequential: bool) -> list[Method]:
     ]
 
 
+def judge_night(ctx: JobContext, e: EvaluateConfig, prompt: PromptConfig, workdir: str) -> EvaluationResult:
+    """A past night (evaluate.night, its run_id) against what users did in the evaluate.horizon_days
+    from its date on (evaluation/night.py): the shipped order and the retriever's, the same users and
+    lists, with intervals and their paired difference. No holdout table is read. Its metrics rows go
+    under the night's run_id, labelled with the window."""
+    spark, tables, night = ctx.spark, ctx.tables, str(e.night)
+    recommendations = read_input(spark, tables, C.RECOMMENDATIONS).where(F.col(C.RUN_ID) == night)
+    lineage = [c for c in ("prompts_run_id",) if c in recommendations.columns]
+    first = recommendations.select("run_date", *lineage).first()
+    if first is None:
+        raise ContractError(
+            f"{resolve(tables, 'recommendations')} has no rows for run_id '{night}': evaluate.night names a night "
+            "whose score job wrote recommendations"
+        )
+    prompts_run = (first["prompts_run_id"] if lineage else None) or night
+    prompts, n_users = read_run_prompts(spark, tables, prompt, prompts_run)
+    window = following(first["run_date"], e.horizon_days)
+    targets = followed_targets(prompts, read_input(spark, tables, C.INTERACTIONS), window)
+    dataset = f"what followed night {night}: {window.start:%Y-%m-%d} to {window.end:%Y-%m-%d} (exclusive)"
+    with ctx.recorded(STAGE) as (run, staging):
+        shipped = shipped_scores(recommendations, prompts).withColumn(METHOD, F.lit(SHIPPED))
+        write_table(shipped, tables, staging.ref("scores"))
+        write_table(
+            retriever_scores(prompts).withColumn(METHOD, F.lit("retriever")),
+            tables,
+            staging.ref("scores"),
+            mode="append",
+        )
+        scores = staging.read(spark, "scores")
+        ranks = target_ranks(scores, targets).toPandas()
+        values = metrics_frame(scores, targets).toPandas()
+        table = with_intervals(values, ranks, e.bootstrap, e.seed, llm_methods=(SHIPPED,))
+        write_run_scoped(
+            spark.createDataFrame(
+                table.assign(run_id=night, dataset=dataset)[[f.split()[0] for f in METRICS_SCHEMA.split(", ")]],
+                METRICS_SCHEMA,
+            ),
+            tables,
+            resolve(tables, "metrics"),
+            {C.RUN_ID: night},
+        )
+        judged = int(table["n_users"].max()) if len(table) else 0
+        run.add({"users": judged, "prompts_users": n_users})
+        context = {
+            "night": night,
+            "what followed": dataset,
+            "users with a chosen item in their list (judged)": f"{judged} of {n_users}",
+        }
+        report = write_report(table, Path(e.report_dir or Path(workdir) / "report"), context)
+    log.info("evaluate: night %s judged on %d of its %d users; report at %s", night, judged, n_users, report.markdown)
+    return EvaluationResult(night, table, report)
+
+
 def evaluate_job(
     ctx: JobContext,
     evaluate: EvaluateConfig,
@@ -286,8 +340,11 @@ def evaluate_job(
     mlflow: MlflowConfig,
     workdir: str,
 ) -> EvaluationResult:
-    """Rank the run's candidate lists with every configured method; write `metrics` and the report."""
+    """Rank the run's candidate lists with every configured method; write `metrics` and the report.
+    With evaluate.night, judge that past night by what followed it instead (`judge_night`)."""
     spark, tables, e = ctx.spark, ctx.tables, evaluate
+    if e.night is not None:
+        return judge_night(ctx, e, prompt, workdir)
     scorings = _model_methods(ctx, e, score, prompt, model, cache_path)
     prompts_run = score.prompts_run_id or ctx.run_id
     run_prompts, n_run_users = read_run_prompts(spark, tables, prompt, prompts_run)

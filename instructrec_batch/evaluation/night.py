@@ -1,0 +1,64 @@
+"""Judge a past night by what users did next: no benchmark split, only the interactions that followed.
+
+A production night scores a retriever's lists and ships the top-k of each (`recommendations`). Whether
+it did better than the lists it was given is answered by the days after it: each user's target is the
+first item of their night's list that they interacted with from the night's date on (within the
+horizon); users who chose nothing from their list have no target and are counted in the coverage,
+not in the ranking metrics, which every method then shares (the same users, the same lists). Two
+orders of each list are compared: `shipped` (the night's recommendations, their rank; the list's
+other candidates below the top-k in their arrival order) and `retriever` (the arrival order itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from instructrec_batch import contracts as C
+from instructrec_batch.ranking.metrics import SCORE
+
+SHIPPED = "shipped"  # the method name of the night's recommendations
+
+
+@dataclass(frozen=True)
+class FollowingDays:
+    """[start, end): the interactions that count as what followed the night."""
+
+    start: datetime
+    end: datetime
+
+
+def following(run_date: date, horizon_days: int) -> FollowingDays:
+    """From the night's date (00:00 UTC) for `horizon_days` days."""
+    start = datetime.combine(run_date, time(0), tzinfo=timezone.utc)
+    return FollowingDays(start, start + timedelta(days=horizon_days))
+
+
+def _in_window(interactions: DataFrame, window: FollowingDays) -> DataFrame:
+    ts = interactions.schema[C.EVENT_TS].dataType.simpleString()
+    at = F.col(C.EVENT_TS) if ts in ("bigint", "int") else F.col(C.EVENT_TS).cast("long")
+    start, end = int(window.start.timestamp()), int(window.end.timestamp())
+    return interactions.where((at >= F.lit(start)) & (at < F.lit(end)))
+
+
+def followed_targets(prompts: DataFrame, interactions: DataFrame, window: FollowingDays) -> DataFrame:
+    """user_id, item_id: per user of the night, the first candidate of their list they interacted with
+    in `window` (by event_ts, then item_id); users who chose none of them have no row."""
+    listed = prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
+    chosen = _in_window(interactions, window).join(listed, [C.USER_ID, C.ITEM_ID], "left_semi")
+    first = Window.partitionBy(C.USER_ID).orderBy(F.col(C.EVENT_TS), F.col(C.ITEM_ID))
+    return chosen.withColumn("_n", F.row_number().over(first)).where(F.col("_n") == 1).select(C.USER_ID, C.ITEM_ID)
+
+
+def shipped_scores(recommendations: DataFrame, prompts: DataFrame) -> DataFrame:
+    """user_id, item_id, score of the night's order: its top-k by rank first, then the rest of each list
+    in arrival order (so ranks within the top-k are exact and later ranks read as the list below it)."""
+    arrived = prompts.select(C.USER_ID, F.posexplode("candidate_ids").alias("_pos", C.ITEM_ID))
+    top = recommendations.select(C.USER_ID, C.ITEM_ID, F.col("rank").alias("_rank"))
+    joined = arrived.join(top, [C.USER_ID, C.ITEM_ID], "left")
+    # Shipped items outrank every other candidate: a big offset keeps the two groups apart.
+    score = F.when(F.col("_rank").isNotNull(), F.lit(1e9) - F.col("_rank")).otherwise(-F.col("_pos").cast("double"))
+    return joined.select(C.USER_ID, C.ITEM_ID, score.cast("double").alias(SCORE))
