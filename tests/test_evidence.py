@@ -420,6 +420,8 @@ def test_ranker_column_equals_numpy(spark) -> None:
 
 @pytest.mark.classic
 def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, tmp_path: Path) -> None:
+    """The protocol and the evidence jobs on the embedded Sail engine (Delta) and on classic local Spark
+    (Parquet): the same split, lists and evidence."""
     from instructrec_batch.stages.evidence import evidence_job
 
     inter, items = load_synthetic(spark, tiny_cfg, n_users=20, n_items=80, per_user=10)
@@ -443,6 +445,16 @@ def test_evidence_identical_on_local_engine_and_classic_spark(spark, tiny_cfg, t
     for command in (["data", "protocol"], ["evidence"]):
         proc = run_cli([*command, *classic, *options], timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
+    # The protocol's tables first: the same split and the same lists, in the same order, on both engines.
+    for table, order in {"holdout": ["user_id", "split"], "candidates": ["user_id", "retrieval_rank"]}.items():
+        here = deltalake.DeltaTable(str(Path(tiny_cfg.tables_root) / table)).to_pandas()
+        there = pq.read_table(classic_root / table).to_pandas()
+        here, there = (f.sort_values(order).reset_index(drop=True) for f in (here, there[here.columns]))
+        if "event_ts" in here:
+            for frame in (here, there):
+                frame["event_ts"] = frame["event_ts"].dt.tz_localize(None).astype("datetime64[us]")
+        assert len(here) > 0
+        pd.testing.assert_frame_equal(here, there, check_dtype=False)
     keys = ["user_id", "item_id"]
     local = deltalake.DeltaTable(str(Path(tiny_cfg.tables_root) / "candidate_evidence")).to_pandas()
     other = pq.read_table(classic_root / "candidate_evidence").to_pandas()

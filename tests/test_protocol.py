@@ -4,20 +4,14 @@ from pathlib import Path
 
 import deltalake
 import pandas as pd
-import pyarrow.parquet as pq
-import pytest
 
 from instructrec_batch.context import run_stage
 from instructrec_batch.stages.data import protocol_job
 from tests.helpers import (
     INTERACTIONS_SCHEMA,
     ITEMS_SCHEMA,
-    REPO,
-    load_synthetic,
-    run_cli,
     synthetic,
     write_input,
-    write_parquet_inputs,
 )
 
 
@@ -71,40 +65,6 @@ def test_protocol_is_deterministic_and_seeded(spark, cfg, tmp_path) -> None:
     pd.testing.assert_frame_equal(first, second)
     other_seed = run(cfg.model_copy(update={"data": cfg.data.model_copy(update={"seed": 7})}))
     assert not first.equals(other_seed)
-
-
-@pytest.mark.classic
-def test_same_pipeline_on_local_delta_and_classic_parquet(spark, cfg, tmp_path) -> None:
-    """The same protocol job on the embedded Sail engine (Delta) and on classic local Spark (Parquet)."""
-    inter, items = load_synthetic(spark, cfg, n_users=20, n_items=80, per_user=10)
-
-    classic_root = tmp_path / "classic" / "tables"
-    write_parquet_inputs(classic_root, {"interactions": inter, "items": items})
-    proc = run_cli(
-        [
-            "data",
-            "protocol",
-            "--config",
-            str(REPO / "conf" / "local-classic.yaml"),
-            "--workdir",
-            str(tmp_path / "classic"),
-            "--set",
-            "engine.master=local[1]",
-        ],
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-    for table, keys in {"holdout": ["user_id", "split"], "candidates": ["user_id", "retrieval_rank"]}.items():
-        local = deltalake.DeltaTable(str(Path(cfg.tables_root) / table)).to_pandas()
-        classic = pq.read_table(classic_root / table).to_pandas()
-        local = local.sort_values(keys).reset_index(drop=True)
-        classic = classic[local.columns].sort_values(keys).reset_index(drop=True)
-        if "event_ts" in local:
-            local["event_ts"] = local["event_ts"].dt.tz_localize(None).astype("datetime64[us]")
-            classic["event_ts"] = classic["event_ts"].dt.tz_localize(None).astype("datetime64[us]")
-        pd.testing.assert_frame_equal(local, classic, check_dtype=False)
-        assert len(local) > 0
 
 
 def test_user_sample_is_seeded_and_keeps_whole_users(spark) -> None:
