@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One night of the pipeline with spark-submit: evidence -> prompts -> score -> evaluate, for cron or an Airflow
 # BashOperator. Every job derives the same run_id from RUN_DATE and the config, so rerunning a night
-# replaces its rows instead of adding a second copy.
+# replaces its rows instead of adding a second copy. The evaluate step judges an earlier night by what
+# users did after it (evaluate.night=previous: the latest night whose evaluate.horizon_days have passed),
+# not a benchmark split, which a production schema does not have.
 #
 #   jobs/nightly.sh 2026-11-22 conf/prod.yaml /mnt/models/adapter
 #
@@ -18,4 +20,4 @@ COMMON=(--engine spark --config "$CONFIG" --run-date "$RUN_DATE")
 "${SUBMIT[@]}" "$HERE/build_evidence.py" "${COMMON[@]}"
 "${SUBMIT[@]}" "$HERE/build_prompts.py" "${COMMON[@]}"
 "${SUBMIT[@]}" "$HERE/score.py" "${COMMON[@]}" --adapter "$ADAPTER"
-"${SUBMIT[@]}" "$HERE/evaluate.py" "${COMMON[@]}" --adapter "$ADAPTER"
+"${SUBMIT[@]}" "$HERE/evaluate.py" "${COMMON[@]}" --set evaluate.night=previous

@@ -100,3 +100,23 @@ def test_a_night_without_recommendations_is_named(spark, tiny_cfg: Config) -> No
     judged = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"night": "no-such-night"})})
     with pytest.raises(ContractError, match="no rows for run_id 'no-such-night'"):
         run_stage(evaluate_job, spark, judged)
+
+
+def test_the_previous_night_is_the_latest_whose_following_days_have_passed(spark, tiny_cfg: Config) -> None:
+    """evaluate.night=previous (the nightly workflow's setting) finds the night; before its window has
+    closed there is nothing to judge, and the job says so instead of failing the night."""
+    cfg, _, chosen, _ = _night(spark, tiny_cfg)
+
+    def judge(today: str):
+        tonight = cfg.model_copy(
+            update={
+                "evaluate": cfg.evaluate.model_copy(update={"night": "previous", "bootstrap": 20}),
+                "run": cfg.run.model_copy(update={"run_id": f"night-{today}", "run_date": today}),
+            }
+        )
+        return run_stage(evaluate_job, spark, tonight)
+
+    early = judge("2026-03-15")  # five days after the night: its seven days have not passed
+    assert early.report is None and "nothing to judge" in str(early) and early.metrics.empty
+    judged = judge("2026-03-17")
+    assert judged.run_id == NIGHT and (judged.metrics.n_users == len(chosen)).all()

@@ -21,6 +21,15 @@ from instructrec_batch import contracts as C
 from instructrec_batch.ranking.metrics import SCORE
 
 SHIPPED = "shipped"  # the method name of the night's recommendations
+PREVIOUS = "previous"  # evaluate.night: the latest night whose following days have all passed
+
+
+def previous_night(recommendations: DataFrame, today: date, horizon_days: int) -> str | None:
+    """The run_id of the latest night (by run_date, then run_id) dated `horizon_days` or more before
+    `today`, whose window of what followed has closed; None when there is none yet."""
+    closed = recommendations.where(F.col("run_date") <= F.lit(today - timedelta(days=horizon_days)))
+    row = closed.select("run_date", C.RUN_ID).distinct().orderBy(F.desc("run_date"), F.desc(C.RUN_ID)).first()
+    return None if row is None else str(row[C.RUN_ID])
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -45,7 +46,14 @@ from instructrec_batch.evaluation.baselines import (
     training_interactions,
 )
 from instructrec_batch.evaluation.intervals import METRICS_SCHEMA, control_of, with_intervals
-from instructrec_batch.evaluation.night import SHIPPED, followed_targets, following, shipped_scores
+from instructrec_batch.evaluation.night import (
+    PREVIOUS,
+    SHIPPED,
+    followed_targets,
+    following,
+    previous_night,
+    shipped_scores,
+)
 from instructrec_batch.evaluation.report import ReportPaths, interval_table, markdown_table, wide_table, write_report
 from instructrec_batch.evaluation.spark_metrics import metrics_frame, target_ranks
 from instructrec_batch.evidence.features import evidence_interactions
@@ -94,9 +102,10 @@ GAIN_USERS, GAIN_SPLITS = 5000, 20  # the model-gain diagnostic: a seeded sample
 class EvaluationResult:
     run_id: str
     metrics: pd.DataFrame  # method, metric, k, value, n_users
-    report: ReportPaths
+    report: ReportPaths | None  # None: nothing was evaluated (`note` says why)
     mlflow_run_id: str | None = None  # the (training) run the figures and report were logged to
     model_gain: AddedValue | None = None  # what the tuned model's score adds to the evidence (added.py)
+    note: str = ""
 
     def table(self) -> str:
         table = markdown_table(wide_table(self.metrics)) + "\n\n" + interval_table(self.metrics)
@@ -105,6 +114,8 @@ class EvaluationResult:
         return f"{table}\n\n{GAIN_LABEL}: {self.model_gain}"
 
     def __str__(self) -> str:
+        if self.report is None:
+            return self.note
         return f"{self.table()}\n\nreport: {self.report.markdown}\nchart:  {self.report.chart}"
 
 
@@ -280,7 +291,19 @@ def judge_night(ctx: JobContext, e: EvaluateConfig, prompt: PromptConfig, workdi
     lists, with intervals and their paired difference. No holdout table is read. Its metrics rows go
     under the night's run_id, labelled with the window."""
     spark, tables, night = ctx.spark, ctx.tables, str(e.night)
-    recommendations = read_input(spark, tables, C.RECOMMENDATIONS).where(F.col(C.RUN_ID) == night)
+    shipped_nights = read_input(spark, tables, C.RECOMMENDATIONS)
+    if night == PREVIOUS:
+        today = date.fromisoformat(ctx.identity.run_date)
+        found = previous_night(shipped_nights, today, e.horizon_days)
+        if found is None:
+            note = (
+                f"evaluate: no night dated {e.horizon_days} or more days before {today} in recommendations yet "
+                "(its following days have not all passed): nothing to judge tonight"
+            )
+            log.warning(note)
+            return EvaluationResult(ctx.run_id, pd.DataFrame(), None, note=note)
+        night = found
+    recommendations = shipped_nights.where(F.col(C.RUN_ID) == night)
     lineage = [c for c in ("prompts_run_id",) if c in recommendations.columns]
     first = recommendations.select("run_date", *lineage).first()
     if first is None:
