@@ -1,7 +1,7 @@
 """spark-submit entry point: the evaluate job (metrics table + markdown/PNG report).
 
-    spark-submit jobs/evaluate.py --engine spark --config conf/base.yaml \
-        --adapter /mnt/models/adapter --run-date 2026-11-22
+    spark-submit jobs/evaluate.py --engine spark --config conf/prod.yaml \
+        --run-date 2026-11-22 --set evaluate.night=previous   # an earlier night, by what users did after it
 """
 
 import sys

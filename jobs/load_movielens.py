@@ -1,6 +1,6 @@
 """spark-submit entry point: MovieLens-100K demo data into interactions, items, holdout, candidates.
 
-spark-submit jobs/load_movielens.py --engine spark --workdir /dbfs/tmp/instructrec
+spark-submit jobs/load_movielens.py --engine spark --workdir /Volumes/main/instructrec/work
 """
 
 import sys

@@ -5,7 +5,7 @@
 # users did after it (evaluate.night=previous: the latest night whose evaluate.horizon_days have passed),
 # not a benchmark split, which a production schema does not have.
 #
-#   jobs/nightly.sh 2026-11-22 conf/prod.yaml /mnt/models/adapter
+#   jobs/nightly.sh 2026-11-22 conf/prod.yaml /Volumes/main/instructrec/models/adapter
 #
 # Environment: SPARK_SUBMIT (default spark-submit), SUBMIT_ARGS (e.g. "--master yarn
 # --properties-file conf/spark-gpu.conf --py-files dist/instructrec_batch-0.1.0-py3-none-any.whl").

@@ -1,7 +1,7 @@
 """spark-submit entry point: the score job (top-k per user into `recommendations`).
 
     spark-submit --conf spark.executor.resource.gpu.amount=1 ... jobs/score.py \
-        --engine spark --config conf/base.yaml --adapter /mnt/models/adapter --run-date 2026-11-22
+        --engine spark --config conf/base.yaml --adapter /Volumes/main/instructrec/models/adapter --run-date 2026-11-22
 """
 
 import sys

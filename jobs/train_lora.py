@@ -1,6 +1,8 @@
 """spark-submit entry point: LoRA instruction tuning (examples in Spark, training on the driver).
 
-spark-submit jobs/train_lora.py --engine spark --config conf/base.yaml --base /mnt/models/base --output /mnt/adapters/a1
+spark-submit jobs/train_lora.py --engine spark --config conf/prod.yaml --set train.split=time \
+    --base /Volumes/main/instructrec/models/base \
+    --output /Volumes/main/instructrec/models/adapters/a1
 """
 
 import sys

@@ -1,10 +1,12 @@
-"""The Databricks Asset Bundle: every task points at an entry point whose parameters parse."""
+"""The Databricks Asset Bundle: paths resolved as the Databricks CLI resolves them, resources valid for
+Databricks' own typed definitions, targets as a platform team expects, and every task's parameters parse."""
 
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from instructrec_batch.cli import build_parser
@@ -13,13 +15,92 @@ from tests.helpers import REPO
 BUNDLE = REPO / "conf" / "databricks"
 
 
-def _jobs() -> dict:
+def _files() -> list[tuple[Path, dict]]:
+    """Every file the bundle's `include` patterns name, with its path: the CLI resolves a relative path
+    against the directory of the file that defines it, not the bundle root."""
     root = yaml.safe_load((BUNDLE / "databricks.yml").read_text())
-    jobs: dict = {}
-    for pattern in root["include"]:
-        for path in sorted(BUNDLE.glob(pattern)):
-            jobs.update(yaml.safe_load(path.read_text())["resources"]["jobs"])
-    return jobs
+    return [
+        (path, yaml.safe_load(path.read_text())) for pattern in root["include"] for path in sorted(BUNDLE.glob(pattern))
+    ]
+
+
+def _jobs() -> dict:
+    return {name: job for _, doc in _files() for name, job in doc["resources"].get("jobs", {}).items()}
+
+
+def _tasks() -> list[tuple[Path, dict]]:
+    """(defining file, task) of every job task."""
+    return [
+        (path, task)
+        for path, doc in _files()
+        for job in doc["resources"].get("jobs", {}).values()
+        for task in job["tasks"]
+    ]
+
+
+def test_paths_resolve_against_the_file_that_defines_them() -> None:
+    """Each task's entry point exists where the CLI looks for it (relative to its resources/ file), lies
+    in a synced folder, and its wheel is the one the bundle's artifact builds."""
+    root = yaml.safe_load((BUNDLE / "databricks.yml").read_text())
+    synced = [(BUNDLE / p).resolve() for p in root["sync"]["paths"]]
+    assert all(folder.is_dir() for folder in synced) and REPO / "jobs" in synced
+    artifact = root["artifacts"]["wheel"]
+    project = (BUNDLE / artifact["path"]).resolve()
+    assert project == REPO and (project / "pyproject.toml").is_file() and "--wheel-dir dist" in artifact["build"]
+    tasks = _tasks()
+    assert tasks
+    for path, task in tasks:
+        script = (path.parent / task["spark_python_task"]["python_file"]).resolve()
+        assert script.is_file() and script.parent == REPO / "jobs", f"{path.name}: {task['task_key']} -> {script}"
+        assert any(script.is_relative_to(folder) for folder in synced)
+        wheels = [library["whl"] for library in task["libraries"]]
+        assert wheels and all((path.parent / w).parent.resolve() == project / "dist" for w in wheels), wheels
+
+
+def test_job_and_volume_resources_are_valid_for_databricks_own_definitions() -> None:
+    """databricks-bundles' typed resources refuse an unknown field or a wrong type: each job and volume
+    loads (a misspelt key is refused, as shown)."""
+    from databricks.bundles.jobs import Job
+    from databricks.bundles.volumes import Volume
+
+    jobs = _jobs()
+    volumes = {name: v for _, doc in _files() for name, v in doc["resources"].get("volumes", {}).items()}
+    for job in jobs.values():
+        Job.from_dict(job)
+    for volume in volumes.values():
+        Volume.from_dict(volume)
+    misspelt = {**jobs["nightly"], "tasks": [{**jobs["nightly"]["tasks"][0], "max_retry": 2}]}
+    with pytest.raises(ValueError, match="max_retry"):
+        Job.from_dict(misspelt)
+
+
+def test_targets_dev_is_paused_prod_runs_as_a_service_principal_with_retries_and_alerts() -> None:
+    root = yaml.safe_load((BUNDLE / "databricks.yml").read_text())
+    dev, prod = root["targets"]["dev"], root["targets"]["prod"]
+    assert dev["mode"] == "development" and dev["presets"]["trigger_pause_status"] == "PAUSED"
+    assert prod["mode"] == "production" and prod["workspace"]["root_path"].startswith("/Workspace/")
+    assert prod["run_as"] == {"service_principal_name": "${var.service_principal}"}
+    assert {p["level"] for p in prod["permissions"]} >= {"CAN_MANAGE", "CAN_VIEW"}
+    job = _jobs()["nightly"]
+    assert job["schedule"]["quartz_cron_expression"] and job["email_notifications"]["on_failure"]
+    assert job["tags"] and job["timeout_seconds"] > 0 and job["max_concurrent_runs"] == 1
+    assert all(t["max_retries"] >= 1 and t["timeout_seconds"] > 0 for t in job["tasks"])
+    # The volumes the tasks write to are declared by the bundle, in the configured catalog and schema.
+    volumes = {v["name"] for _, doc in _files() for v in doc["resources"].get("volumes", {}).values()}
+    settings = job["tasks"][0]["spark_python_task"]["parameters"]
+    used = {m.group(1) for a in settings for m in re.finditer(r"/Volumes/\$\{var.catalog\}/\$\{var.schema\}/(\w+)", a)}
+    used |= {
+        m.group(1)
+        for m in re.finditer(
+            r"/Volumes/\$\{var.catalog\}/\$\{var.schema\}/(\w+)", root["variables"]["base_model"]["default"]
+        )
+    }
+    assert used and used <= volumes, (used, volumes)
+    clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
+    assert (
+        clusters["cpu"]["node_type_id"] == "${var.cpu_node_type}"
+        and clusters["gpu"]["node_type_id"] == "${var.gpu_node_type}"
+    )
 
 
 def _fill(argument: str, job: dict, variables: dict) -> str:
@@ -44,8 +125,8 @@ def test_every_task_runs_an_existing_entry_point_with_parsable_parameters() -> N
         *([{"task_key": k}] for k in ("evidence", "prompts", "score")),
     ]
     parser = build_parser()
-    for task in tasks:
-        script = (BUNDLE / task["spark_python_task"]["python_file"]).resolve()
+    for path, task in _tasks():
+        script = (path.parent / task["spark_python_task"]["python_file"]).resolve()
         assert script.is_file() and script.parent == REPO / "jobs", script
         entry_points = {"build_evidence.py": "evidence", "build_prompts.py": "prompts"}
         subcommand = (entry_points | {"score.py": "score", "evaluate.py": "evaluate"})[script.name]
@@ -74,12 +155,12 @@ def test_bundle_settings_resolve_catalog_tables(tmp_path: Path) -> None:
     from instructrec_batch.config import load_config
     from instructrec_batch.spark.tables import resolve
 
-    cfg = load_config(overrides=["tables.root=main.recsys", "tables.items=/mnt/items", "tables.staging=/tmp/s"])
+    cfg = load_config(overrides=["tables.root=main.recsys", "tables.items=/data/items", "tables.staging=/tmp/s"])
     assert (resolve(cfg.catalog, "prompts").location, resolve(cfg.catalog, "prompts").is_catalog) == (
         "main.recsys.prompts",
         True,
     )
-    assert (resolve(cfg.catalog, "items").location, resolve(cfg.catalog, "items").is_catalog) == ("/mnt/items", False)
+    assert (resolve(cfg.catalog, "items").location, resolve(cfg.catalog, "items").is_catalog) == ("/data/items", False)
     assert resolve(load_config(overrides=["tables.root=folder"]).catalog, "items").location == "folder/items"
 
 
