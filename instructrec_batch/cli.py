@@ -268,6 +268,15 @@ STAGE_COMMANDS = (
         ),
     ),
     StageCommand(
+        ("plan",),
+        "whether tonight's scoring runs the model (and needs a GPU), from the adapter's fusion head; on "
+        "Databricks also the task value model_pass",
+        "score",
+        "plan_job",
+        ("--run-id", "--run-date"),
+        ((("--adapter",), {"help": _ADAPTER_HELP}),),
+    ),
+    StageCommand(
         ("evaluate",),
         "HR/NDCG/MRR of the model and baselines → metrics table + report",
         "evaluate",

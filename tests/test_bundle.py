@@ -29,12 +29,13 @@ def _jobs() -> dict:
 
 
 def _tasks() -> list[tuple[Path, dict]]:
-    """(defining file, task) of every job task."""
+    """(defining file, task) of every job task that runs an entry point (condition tasks run none)."""
     return [
         (path, task)
         for path, doc in _files()
         for job in doc["resources"].get("jobs", {}).values()
         for task in job["tasks"]
+        if "spark_python_task" in task
     ]
 
 
@@ -84,7 +85,8 @@ def test_targets_dev_is_paused_prod_runs_as_a_service_principal_with_retries_and
     job = _jobs()["nightly"]
     assert job["schedule"]["quartz_cron_expression"] and job["email_notifications"]["on_failure"]
     assert job["tags"] and job["timeout_seconds"] > 0 and job["max_concurrent_runs"] == 1
-    assert all(t["max_retries"] >= 1 and t["timeout_seconds"] > 0 for t in job["tasks"])
+    runs = [t for t in job["tasks"] if "spark_python_task" in t]
+    assert all(t["max_retries"] >= 1 and t["timeout_seconds"] > 0 for t in runs)
     # The volumes the tasks write to are declared by the bundle, in the configured catalog and schema.
     volumes = {v["name"] for _, doc in _files() for v in doc["resources"].get("volumes", {}).values()}
     settings = job["tasks"][0]["spark_python_task"]["parameters"]
@@ -118,18 +120,22 @@ def _fill(argument: str, job: dict, variables: dict) -> str:
 def test_every_task_runs_an_existing_entry_point_with_parsable_parameters() -> None:
     variables = yaml.safe_load((BUNDLE / "databricks.yml").read_text())["variables"]
     jobs = _jobs()
-    tasks = jobs["nightly"]["tasks"]
-    assert [t["task_key"] for t in tasks] == ["evidence", "prompts", "score", "evaluate"]
-    assert [t.get("depends_on") for t in tasks] == [
-        None,
-        *([{"task_key": k}] for k in ("evidence", "prompts", "score")),
-    ]
+    order = {t["task_key"]: [d["task_key"] for d in t.get("depends_on", [])] for t in jobs["nightly"]["tasks"]}
+    assert order == {
+        "evidence": [],
+        "prompts": ["evidence"],
+        "plan": [],
+        "needs_gpu": ["plan"],
+        "score": ["prompts", "needs_gpu"],
+        "score_without_model": ["prompts", "needs_gpu"],
+        "evaluate": ["score", "score_without_model"],
+    }
     parser = build_parser()
     for path, task in _tasks():
         script = (path.parent / task["spark_python_task"]["python_file"]).resolve()
         assert script.is_file() and script.parent == REPO / "jobs", script
         entry_points = {"build_evidence.py": "evidence", "build_prompts.py": "prompts"}
-        subcommand = (entry_points | {"score.py": "score", "evaluate.py": "evaluate"})[script.name]
+        subcommand = (entry_points | {"score.py": "score", "evaluate.py": "evaluate", "plan.py": "plan"})[script.name]
         args = [_fill(a, jobs["nightly"], variables) for a in task["spark_python_task"]["parameters"]]
         parsed = parser.parse_args([subcommand, *args])  # exits (fails the test) on a bad parameter
         assert parsed.engine == "spark" and parsed.run_date == "2026-11-22"
@@ -191,11 +197,29 @@ def test_a_bare_wheel_requires_no_spark_stack() -> None:
     assert {name for name in spark_stack if any(r.lower().startswith(name) for r in local)} == set(spark_stack)
 
 
+def test_the_gpu_score_task_runs_only_when_the_champions_head_weighs_the_model() -> None:
+    """plan sets the task value model_pass (tests/test_scoring_job.py checks the value); the condition
+    sends the night to the GPU score task on "true" and to the CPU one, without the model, on "false";
+    evaluate runs after whichever ran."""
+    tasks = {t["task_key"]: t for t in _jobs()["nightly"]["tasks"]}
+    condition = tasks["needs_gpu"]["condition_task"]
+    assert condition == {"op": "EQUAL_TO", "left": "{{tasks.plan.values.model_pass}}", "right": "true"}
+    outcome = {k: {d["task_key"]: d.get("outcome") for d in tasks[k].get("depends_on", [])} for k in tasks}
+    assert outcome["score"]["needs_gpu"] == "true" and tasks["score"]["job_cluster_key"] == "gpu"
+    assert outcome["score_without_model"]["needs_gpu"] == "false"
+    assert tasks["score_without_model"]["job_cluster_key"] == "cpu"
+    assert tasks["score"]["spark_python_task"] == tasks["score_without_model"]["spark_python_task"]
+    assert tasks["evaluate"]["run_if"] == "NONE_FAILED"
+    from instructrec_batch.stages.score import MODEL_PASS
+
+    assert f"values.{MODEL_PASS}}}" in condition["left"]
+
+
 def test_tasks_share_one_settings_overlay_and_score_the_registered_champion() -> None:
     """Each task carries only its entry point, cluster and dependencies; settings come from one list."""
     variables = yaml.safe_load((BUNDLE / "databricks.yml").read_text())["variables"]
     job = _jobs()["nightly"]
-    lists = [t["spark_python_task"]["parameters"] for t in job["tasks"]]
+    lists = [t["spark_python_task"]["parameters"] for _, t in _tasks()]
     assert all(params == lists[0] for params in lists[1:])
     settings = [_fill(a, job, variables) for a in lists[0]]
     assert "score.adapter=models:/main.instructrec.instructrec_adapter@champion" in settings

@@ -354,3 +354,38 @@ def test_a_fusion_head_without_model_weight_ranks_by_the_evidence_without_the_mo
     scores = deltalake.DeltaTable(str(Path(prompted.tables_root) / "candidate_scores")).to_pandas()
     assert scores[C.LM_SCORE].isna().all() and scores["score"].notna().all()
     assert _model_pass(prompted) == 0
+
+
+def test_the_plan_says_whether_tonight_needs_the_model_and_sets_the_databricks_task_value(
+    spark, tiny_cfg: Config, adapter_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan_job decides from the adapter's head alone what the score job will do. The Databricks task value
+    is checked through a stand-in for `pyspark.dbutils` (a mock: that module exists only on Databricks
+    runtimes); without it nothing is set."""
+    import sys
+    import types
+
+    from instructrec_batch.stages.score import plan_job
+
+    calls: list[dict] = []
+
+    class FakeDBUtils:  # pyspark.dbutils.DBUtils(spark).jobs.taskValues.set(key=..., value=...)
+        def __init__(self, session) -> None:
+            self.jobs = types.SimpleNamespace(taskValues=types.SimpleNamespace(set=lambda **kw: calls.append(kw)))
+
+    def plan(adapter: Path, **score):
+        cfg = tiny_cfg.model_copy(
+            update={"score": tiny_cfg.score.model_copy(update={"adapter": str(adapter), **score})}
+        )
+        return run_stage(plan_job, spark, cfg)
+
+    dropped = _with_head(adapter_dir, tmp_path / "dropped", weights=(0.0, 1.0))
+    kept = _with_head(adapter_dir, tmp_path / "kept", weights=(0.7, 1.0))
+    assert plan(dropped).model_pass is False and not calls  # off Databricks: no task value
+    monkeypatch.setitem(sys.modules, "pyspark.dbutils", types.SimpleNamespace(DBUtils=FakeDBUtils))
+    assert str(plan(dropped)).startswith("model_pass=false")
+    assert plan(kept).model_pass is True
+    assert plan(adapter_dir).model_pass is True  # no head: the model's score is the ranking
+    assert plan(dropped, skip_unused_model=False).model_pass is True
+    assert plan(dropped, fusion=False).model_pass is True
+    assert calls == [{"key": "model_pass", "value": v} for v in (False, True, True, True, True)]

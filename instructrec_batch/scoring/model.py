@@ -171,6 +171,14 @@ def unscored_candidates(prompts: DataFrame) -> DataFrame:
     )
 
 
+def model_pass_needed(head: LinearRanker | None, score: ScoreConfig) -> bool:
+    """Whether scoring must run the model over the lists: always, unless the adapter's fusion head ranks
+    (score.fusion) and gives the model's score no weight, where the lists rank by their evidence alone
+    and score.skip_unused_model skips the pass (and the GPU it needs)."""
+    unused = head is not None and score.fusion and head.weight(C.LM_SCORE) == 0.0
+    return not (unused and score.skip_unused_model)
+
+
 def fuse(scored: DataFrame, evidence: DataFrame, head: LinearRanker, score: str = "score") -> DataFrame:
     """Model-ranked (and evidence-marked) rows get the fusion head's score over (model score, evidence);
     others keep theirs.

@@ -13,10 +13,13 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import ModelConfig, PromptConfig, ScoreConfig
 from instructrec_batch.context import JobContext
+from instructrec_batch.errors import ConfigError
 from instructrec_batch.evidence.stored import read_run_evidence
+from instructrec_batch.models.adapter import verify_adapter
 from instructrec_batch.models.base import resolve_base
 from instructrec_batch.scoring.model import (
     fuse,
+    model_pass_needed,
     prepare_model_scoring,
     read_run_prompts,
     score_candidates,
@@ -24,11 +27,51 @@ from instructrec_batch.scoring.model import (
 )
 from instructrec_batch.scoring.progress import reporting
 from instructrec_batch.spark import faults
+from instructrec_batch.spark.databricks import set_task_value
 from instructrec_batch.spark.tables import resolve, write_run_scoped, write_table
 
 log = logging.getLogger(__name__)
 
 STAGE = "score"
+MODEL_PASS = "model_pass"  # the Databricks task value the plan job sets (the nightly's condition reads it)
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    """What the night's score job will do with its adapter, decided before any cluster starts."""
+
+    model_pass: bool
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{MODEL_PASS}={'true' if self.model_pass else 'false'}: {self.reason}"
+
+
+def plan_job(ctx: JobContext, score: ScoreConfig) -> ScorePlan:
+    """Whether tonight's scoring runs the model over its lists, and so needs a GPU cluster.
+
+    Read from the adapter's fusion head alone (`model_pass_needed`, what the score job decides too):
+    no prompts, no model. On Databricks the answer is also set as the task value `model_pass`, which the
+    nightly workflow's condition task reads to run the GPU score task or the CPU one.
+    """
+    if ctx.adapter is None:
+        raise ConfigError("plan needs the adapter the night scores with: --adapter REF (score.adapter)")
+    head = verify_adapter(Path(ctx.adapter.folder)).fusion_head()
+    needed = model_pass_needed(head, score)
+    if head is None or not score.fusion:
+        reason = "the lists rank by the model's score (no fusion head ranks)"
+    elif needed:
+        weight = head.weight(C.LM_SCORE)
+        reason = (
+            f"the fusion head weighs the model's score ({weight:.4g})"
+            if weight
+            else "score.skip_unused_model is off: the model runs although its score has no weight"
+        )
+    else:
+        reason = "the fusion head gives the model's score no weight: the lists rank by their evidence, no GPU"
+    on_databricks = set_task_value(ctx.spark, MODEL_PASS, needed)
+    log.info("plan: %s%s", reason, f" (task value {MODEL_PASS} set)" if on_databricks else "")
+    return ScorePlan(needed, reason)
 
 
 @dataclass(frozen=True)
@@ -61,13 +104,12 @@ def score_job(
     prompts_run = s.prompts_run_id or ctx.run_id
     prompts, n_users = read_run_prompts(spark, tables, prompt, prompts_run)
     evidence = None
-    model_pass = True
+    model_pass = model_pass_needed(scoring.fusion_head, s)
     if scoring.fusion_head is not None and s.fusion:
         head = "the adapter's fusion head (score.fusion=false ranks by the model alone)"
         listed = prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
         evidence = read_run_evidence(spark, tables, prompts_run, head, listed)
         if scoring.fusion_head.weight(C.LM_SCORE) == 0.0:
-            model_pass = not s.skip_unused_model
             log.info(
                 "score: the fusion head gives the model's score no weight (it added nothing to the evidence on "
                 "the fusion lists in training): the recommendations rank as the evidence blend does%s",
