@@ -95,7 +95,9 @@ def _bad_candidates(protocol: pd.DataFrame) -> pd.DataFrame:
             "retrieval_score": [None, 0.5, 0.4, 0.3, 0.2, None, 0.9, None, 0.1, 0.0],
         }
     )
-    protocol = protocol.assign(retrieval_score=pd.Series([None] * len(protocol), dtype="float64"))
+    protocol = protocol.drop(columns="source_job").assign(
+        retrieval_score=pd.Series([None] * len(protocol), dtype="float64")
+    )
     return _nullable(pd.concat([protocol, extra], ignore_index=True))
 
 

@@ -132,9 +132,12 @@ def test_evaluate_writes_metrics_for_every_method_and_a_report(spark, evaluated_
     assert all(f"| {m} |" in markdown for m in methods) and "HR@1" in markdown
     assert "Paired difference" in markdown and "95% interval" in markdown
     assert result.report.chart.stat().st_size > 10_000 and result.report.chart.read_bytes()[:4] == b"\x89PNG"
-    # What the tuned model's score adds to the evidence, cross-validated over the evaluated users.
+    # What the tuned model's score adds to the evidence, cross-validated over the evaluated users (on these
+    # synthetic lists co-occurrence puts every target in the top 5, so the random adapter's score may add
+    # exactly nothing; tests/test_evidence.py checks the measure on scores that do and do not add).
     gain = result.model_gain
-    assert gain is not None and gain.users == 15 and gain.splits == GAIN_SPLITS and gain.sd > 0
+    assert gain is not None and gain.users == 15 and gain.splits == GAIN_SPLITS
+    assert -1 <= gain.gain <= 1 and gain.se >= 0 and gain.sd >= 0
     assert f"{GAIN_LABEL}: {gain}" in result.table() and f"**{GAIN_LABEL}**: {gain}" in markdown
 
     rerun = run_stage(evaluate_job, spark, cfg)  # a rerun replaces the run's figures

@@ -46,7 +46,7 @@ class TrainBench:
 def bench_train(spark: SparkSession, cfg: Config, *, users: int, items: int, per_user: int, steps: int) -> TrainBench:
     import torch
 
-    synthetic_tables(spark, cfg, users, items, per_user, 20)
+    synthetic_tables(spark, cfg, users, items, per_user, cands=0)  # the protocol writes the candidates
     run_stage(protocol_job, spark, cfg)
     base = resolve_base(cfg.model, cfg.cache_path)
     frame = build_examples(
