@@ -10,12 +10,12 @@ model (SASRec trained on the driver, a GPU's job at this scale) is left out unle
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
+from instructrec_batch.bench.figures import report as report  # the bench command prints with it
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
 from instructrec_batch.context import run_stage
@@ -61,9 +61,3 @@ def bench_evidence(
         counts.candidates,
         round(memory.peak_mb, 1),
     )
-
-
-def report(result: EvidenceBench, as_json: bool) -> str:
-    if as_json:
-        return json.dumps(asdict(result))
-    return "\n".join(f"{key:>22}: {value}" for key, value in asdict(result).items())

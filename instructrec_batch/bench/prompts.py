@@ -7,14 +7,14 @@ evidence` times that one). Prints users/s, seconds and the peak RSS of the job.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
+from instructrec_batch.bench.figures import report as report  # the bench command prints with it
 from instructrec_batch.config import Config
 from instructrec_batch.context import run_stage
 from instructrec_batch.memory import peak_rss
@@ -94,9 +94,3 @@ def bench_prompts(
         round(memory.peak_mb, 1),
         counts.users_emitted,
     )
-
-
-def report(result: PromptsBench, as_json: bool) -> str:
-    if as_json:
-        return json.dumps(asdict(result))
-    return "\n".join(f"{key:>22}: {value}" for key, value in asdict(result).items())

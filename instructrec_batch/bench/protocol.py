@@ -9,12 +9,12 @@ users × items.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
+from instructrec_batch.bench.figures import report as report  # the bench command prints with it
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
 from instructrec_batch.context import run_stage
@@ -50,9 +50,3 @@ def bench_protocol(spark: SparkSession, cfg: Config, *, users: int, items: int, 
         counts.candidate_rows,
         round(memory.peak_mb, 1),
     )
-
-
-def report(result: ProtocolBench, as_json: bool) -> str:
-    if as_json:
-        return json.dumps(asdict(result))
-    return "\n".join(f"{key:>22}: {value}" for key, value in asdict(result).items())

@@ -18,15 +18,15 @@ Device and dtype are auto-detected exactly as on an executor, so the command run
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
+from instructrec_batch.bench import figures
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
 from instructrec_batch.context import run_stage
@@ -209,6 +209,4 @@ def _plain_forward_tokens_per_s(handle: ModelHandle, prompts: list[ScoringPrompt
 
 
 def report(result: ScoringBench, as_json: bool) -> str:
-    if as_json:
-        return json.dumps(asdict(result))
-    return "\n".join(f"{key:>28}: {value}" for key, value in asdict(result).items())
+    return figures.report(result, as_json, width=28)

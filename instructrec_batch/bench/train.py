@@ -8,13 +8,13 @@ optimisation steps (validations excluded), the speed-up, and the validation loss
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
 from instructrec_batch import contracts as C
+from instructrec_batch.bench import figures
 from instructrec_batch.bench.prompts import synthetic_tables
 from instructrec_batch.config import Config
 from instructrec_batch.context import run_stage
@@ -92,6 +92,4 @@ def bench_train(spark: SparkSession, cfg: Config, *, users: int, items: int, per
 
 
 def report(result: TrainBench, as_json: bool) -> str:
-    if as_json:
-        return json.dumps(asdict(result))
-    return "\n".join(f"{key:>28}: {value}" for key, value in asdict(result).items())
+    return figures.report(result, as_json, width=28)
