@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.paths import BARE_NAME, CATALOG_NAME, is_catalog_schema, is_path, outside_roots, table_location
@@ -63,6 +63,7 @@ class TablesConfig(_Section):
     interactions: str = "interactions"
     items: str = "items"
     candidates: str = "candidates"
+    candidates_history: str = "candidates_history"
     intents: str = "intents"
     holdout: str = "holdout"
     prompts: str = "prompts"
@@ -78,6 +79,7 @@ class TablesConfig(_Section):
         "interactions",
         "items",
         "candidates",
+        "candidates_history",
         "intents",
         "holdout",
         "prompts",
@@ -374,6 +376,28 @@ class TrainConfig(_Section):
     valid_share: float = Field(
         0.1, gt=0, lt=1, description="train.split=time without a cutoff: the newest share of interactions, after it"
     )
+    lists: Literal["sampled", "retriever"] = Field(
+        "sampled",
+        description="the labelled lists the evidence blend and the fusion head are fitted on: sampled = each "
+        "validation user's valid item and sampled negatives (the benchmark's lists); retriever (train.split=time) "
+        "= a retriever's lists at the cut-off, labelled by what users chose from them next: the candidates_history "
+        "table's first night on or after the cut-off, else an item-kNN top-train.replay_top_n replayed there. "
+        "Their retrieval rank gets the weight it earns, and a head that ranks them worse than their own order is "
+        "not shipped: the night keeps the retriever's order (the floor)",
+    )
+    replay_top_n: int = Field(20, ge=2, description="train.lists=retriever without kept nights: the replayed list size")
+    horizon_days: int = Field(
+        7, ge=1, description="train.lists=retriever: a list's positive is the first item chosen within these days"
+    )
+
+    @model_validator(mode="after")
+    def _retriever_lists_need_time(self) -> TrainConfig:
+        if self.lists == "retriever" and self.split != "time":
+            raise ValueError(
+                "train.lists=retriever needs train.split=time: its labels are what users chose after the cut-off, "
+                "and a benchmark holdout's later rows are its test rows"
+            )
+        return self
 
     @field_validator("forms")
     @classmethod

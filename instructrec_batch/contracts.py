@@ -68,6 +68,11 @@ CANDIDATES = TableContract(
     required={USER_ID: ID_TYPES, ITEM_ID: ID_TYPES},
     optional={RETRIEVAL_SCORE: NUMBER_TYPES, RETRIEVAL_RANK: INT_TYPES},
 )
+# Past nights' lists as the retriever handed them over (train.lists=retriever fits rankers on them).
+CANDIDATES_HISTORY = TableContract(
+    "candidates_history",
+    required={USER_ID: ID_TYPES, ITEM_ID: ID_TYPES, RETRIEVAL_RANK: INT_TYPES, "run_date": frozenset({"date"})},
+)
 INTENTS = TableContract(
     "intents",
     required={USER_ID: ID_TYPES, INTENT: TEXT_TYPES},

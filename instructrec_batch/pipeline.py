@@ -104,7 +104,7 @@ def run_pipeline(
         cfg = cfg.model_copy(
             update={
                 "prompt": cfg.prompt.model_copy(update={"exclude_holdout": False}),
-                "train": cfg.train.model_copy(update={"split": "time"}),
+                "train": cfg.train.model_copy(update={"split": "time", "lists": "retriever"}),
             }
         )
     cfg = pin_run(cfg)  # every stage writes under one run_id, even across UTC midnight

@@ -25,15 +25,22 @@ def _documented_tables(tmp_path: Path, *snippets: str) -> None:
     namespace: dict[str, object] = {}
     for name in snippets:
         code = _readme_snippet(name).replace('"my_work/tables"', repr(str(tmp_path / "my_work" / "tables")))
-        for export in ("events.csv", "products.csv", "retrieved.csv"):
+        for export in ("events.csv", "products.csv", "retrieved.csv", "retrieved_history.csv"):
             code = code.replace(f'"{export}"', repr(str(tmp_path / export)))
         exec(compile(code, "docs/own-data.md", "exec"), namespace)
 
 
+START = datetime(2026, 3, 1)
+
+
+def _bought(u: int, j: int, products: int = 40) -> str:
+    """User u's j-th product of the exports (at START + 10·j + u hours: every user's log spans the period)."""
+    return f"SKU-{(u * 7 + j * 3) % products:03d}"
+
+
 def _exports(folder: Path, users: int = 12, products: int = 40, per_user: int = 9) -> None:
-    start = datetime(2026, 3, 1)
     rows = [
-        (f"u{u}", f"SKU-{(u * 7 + j * 3) % products:03d}", (start + timedelta(hours=u * 10 + j)).isoformat())
+        (f"u{u}", _bought(u, j, products), (START + timedelta(hours=10 * j + u)).isoformat())
         for u in range(users)
         for j in range(per_user)
     ]
@@ -103,14 +110,26 @@ def test_pipeline_on_tables_written_from_csv(tmp_path: Path, tiny_model_dir: Pat
 
 
 def test_a_production_night_on_your_retrievers_lists_without_a_holdout(tmp_path: Path, tiny_model_dir: Path) -> None:
-    """docs/own-data.md's production path: interactions, items and the retriever's ordered lists, no
-    holdout. `data protocol` refuses to replace the user's candidates (nothing written); `pipeline
-    --no-holdout` trains before a cut-off, validates after it and recommends for every user."""
+    """docs/own-data.md's production path: interactions, items, the retriever's ordered lists and the
+    lists it handed over on a past night, no holdout. `data protocol` refuses to replace the user's
+    candidates (nothing written); `pipeline --no-holdout` trains before a cut-off, validates after it and
+    recommends for every user. The past night's lists ranked first what each user chose next (a near
+    perfect retriever): no head can beat that order, so the night ships the retriever's order and says so."""
     _exports(tmp_path)
-    start = datetime(2026, 3, 1)
     retrieved = [(f"u{u}", f"SKU-{(u * 5 + j) % 40:03d}", 1.0 / (j + 1)) for u in range(12) for j in range(8)]
     pd.DataFrame(retrieved, columns=["user", "product", "score"]).to_csv(tmp_path / "retrieved.csv", index=False)
-    _documented_tables(tmp_path, "own-data", "own-data-candidates")
+    # The night of 2026-03-04, the cut-off: each user's list led with what they went on to choose (their
+    # interactions after it, oldest first), then products they never chose.
+    cut = START + timedelta(days=3)
+    past = []
+    for u in range(12):
+        chosen = [_bought(u, j) for j in range(9) if START + timedelta(hours=10 * j + u) >= cut]
+        never = [f"SKU-{p:03d}" for p in range(40) if all(_bought(u, j) != f"SKU-{p:03d}" for j in range(9))][:6]
+        past += [(f"u{u}", sku, 1.0 / (r + 1), cut.date().isoformat()) for r, sku in enumerate(chosen + never)]
+    pd.DataFrame(past, columns=["user", "product", "score", "night"]).to_csv(
+        tmp_path / "retrieved_history.csv", index=False
+    )
+    _documented_tables(tmp_path, "own-data", "own-data-candidates", "own-data-history")
     tables = tmp_path / "my_work" / "tables"
     config = tmp_path / "my.yaml"
     config.write_text(f"workdir: {tmp_path / 'my_work'}\ncache_dir: {tmp_path / 'cache'}\n")
@@ -127,11 +146,11 @@ def test_a_production_night_on_your_retrievers_lists_without_a_holdout(tmp_path:
 
     small = [
         f"model.base={tiny_model_dir}",
+        f'train.cutoff="{cut.isoformat()}"',
         "train.max_steps=2",
         "train.eval_every=2",
         "train.val_users=6",
         "train.fusion_users=6",
-        "train.fusion_negatives=4",
         "evidence.sequential=false",
         "mlflow.enabled=false",
     ]
@@ -148,6 +167,17 @@ def test_a_production_night_on_your_retrievers_lists_without_a_holdout(tmp_path:
     assert set(runs.job) == {"evidence", "prompts", "train", "score"} and (runs.status == "succeeded").all()
     manifest = json.loads(next((tmp_path / "my_work" / "adapters").glob("*/manifest.json")).read_text())
     assert manifest["split"]["kind"] == "time"
-    cutoff = datetime.fromisoformat(manifest["split"]["cutoff"]).replace(tzinfo=None)  # UTC, as the log
-    assert start < cutoff < start + timedelta(hours=12 * 10 + 9)  # inside the log: some history on each side
+    assert datetime.fromisoformat(manifest["split"]["cutoff"]).replace(tzinfo=None) == cut  # UTC, as the log
     assert "holdout" not in manifest["data_versions"]
+    # The head was fitted on the kept night's lists, every user's labelled by what they chose after the
+    # cut-off; it could not beat their order, so the retriever's order ships, with the reason said.
+    fusion = manifest["fusion"]
+    assert fusion["retriever_lists"] == "kept" and fusion["retriever_lists_labelled"] == 12
+    assert fusion["fusion_mrr_retriever"] == 1.0 and fusion["shipped"] == "retriever"
+    score_row = runs[runs.job == "score"].iloc[0]
+    assert json.loads(score_row["counts"])["retriever_floor"] == 1
+    assert score_row["model_id"].endswith("(floor: the retriever's order)")
+    assert "ships the retriever's order (the floor)" in proc.stderr
+    order = shown.assign(retrieval_rank=shown.groupby("user_id").cumcount() + 1)
+    ranked = recs.merge(order, on=["user_id", "item_id"]).sort_values(["user_id", "rank"])
+    assert ranked.groupby("user_id")["retrieval_rank"].apply(lambda r: r.is_monotonic_increasing).all()

@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
+from instructrec_batch.evidence.replay import event_seconds, first_chosen
 from instructrec_batch.ranking.metrics import SCORE
 
 SHIPPED = "shipped"  # the method name of the night's recommendations
@@ -47,8 +48,7 @@ def following(run_date: date, horizon_days: int) -> FollowingDays:
 
 
 def _in_window(interactions: DataFrame, window: FollowingDays) -> DataFrame:
-    ts = interactions.schema[C.EVENT_TS].dataType.simpleString()
-    at = F.col(C.EVENT_TS) if ts in ("bigint", "int") else F.col(C.EVENT_TS).cast("long")
+    at = event_seconds(interactions)
     start, end = int(window.start.timestamp()), int(window.end.timestamp())
     return interactions.where((at >= F.lit(start)) & (at < F.lit(end)))
 
@@ -57,9 +57,7 @@ def followed_targets(prompts: DataFrame, interactions: DataFrame, window: Follow
     """user_id, item_id: per user of the night, the first candidate of their list they interacted with
     in `window` (by event_ts, then item_id); users who chose none of them have no row."""
     listed = prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
-    chosen = _in_window(interactions, window).join(listed, [C.USER_ID, C.ITEM_ID], "left_semi")
-    first = Window.partitionBy(C.USER_ID).orderBy(F.col(C.EVENT_TS), F.col(C.ITEM_ID))
-    return chosen.withColumn("_n", F.row_number().over(first)).where(F.col("_n") == 1).select(C.USER_ID, C.ITEM_ID)
+    return first_chosen(listed, _in_window(interactions, window))
 
 
 def shipped_scores(recommendations: DataFrame, prompts: DataFrame) -> DataFrame:

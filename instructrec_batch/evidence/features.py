@@ -118,17 +118,25 @@ def cosine(co: Column, n_a: Column, n_b: Column) -> Column:
 NEAR = "_near"  # nearest_items: an item's nearest neighbours by co-occurrence, as an id-sorted array
 
 
-def nearest_items(sequences: DataFrame, window: int, top: int) -> DataFrame:
-    """item_id, _near: each item's `top` nearest items by the evidence's cosine co-occurrence
-    (co(a, b) / sqrt(n(a) · n(b)), ties by item id), sorted by id so the array is the same on every
-    engine: the items a co-occurrence ranker would put next to it."""
+SIM = "_sim"  # item_neighbours: the cosine co-occurrence of items _a and _b
+
+
+def item_neighbours(sequences: DataFrame, window: int, top: int) -> DataFrame:
+    """_a, _b, _sim: each item a's `top` nearest items b by the evidence's cosine co-occurrence
+    (co(a, b) / sqrt(n(a) · n(b)), ties by item id): what an item-kNN recommender ranks by."""
     counts = item_counts(sequences)
     n_a = counts.select(F.col(C.ITEM_ID).alias("_a"), F.col("_n").alias("_na"))
     n_b = counts.select(F.col(C.ITEM_ID).alias("_b"), F.col("_n").alias("_nb"))
     pairs = pair_counts(sequences, window).join(n_a, "_a").join(n_b, "_b")
-    sim = cosine(F.col("_co"), F.col("_na"), F.col("_nb"))
-    nearest = Window.partitionBy("_a").orderBy(sim.desc(), F.col("_b"))
-    ranked = pairs.withColumn("_r", F.row_number().over(nearest)).where(F.col("_r") <= top)
+    sims = pairs.select("_a", "_b", cosine(F.col("_co"), F.col("_na"), F.col("_nb")).alias(SIM))
+    nearest = Window.partitionBy("_a").orderBy(F.col(SIM).desc(), F.col("_b"))
+    return sims.withColumn("_r", F.row_number().over(nearest)).where(F.col("_r") <= top).drop("_r")
+
+
+def nearest_items(sequences: DataFrame, window: int, top: int) -> DataFrame:
+    """item_id, _near: each item's `top` nearest items (`item_neighbours`), sorted by id so the array is
+    the same on every engine: the items a co-occurrence ranker would put next to it."""
+    ranked = item_neighbours(sequences, window, top)
     return ranked.groupBy(F.col("_a").alias(C.ITEM_ID)).agg(F.array_sort(F.collect_list("_b")).alias(NEAR))
 
 

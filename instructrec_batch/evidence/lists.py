@@ -17,6 +17,7 @@ from instructrec_batch.config import DataConfig, EvidenceConfig
 from instructrec_batch.data.protocol import sample_candidates, sample_users, shown_items, usable_interactions
 from instructrec_batch.evidence.features import candidate_evidence
 from instructrec_batch.evidence.requests import Requests
+from instructrec_batch.ranking.blend import POSITIVE
 
 VALIDATION_SALT = 1000  # validation lists draw negatives with data.seed + this, apart from the test lists
 
@@ -61,11 +62,12 @@ def list_evidence(
     vectors: DataFrame | None,
     requests: Requests | None = None,
 ) -> pd.DataFrame:
-    """The evidence of labelled `lists` (user_id, item_id, positive) from training interactions `source`
-    (and the run's sequence `vectors`, None without sequential evidence, and the users' `requests`, None
-    without intents), collected to the driver in
-    (user_id, item_id) order, so that a fit does not follow Spark's row order."""
-    fitted = candidate_evidence(source, lists.select(C.USER_ID, C.ITEM_ID), cfg, items, vectors, requests).join(
-        lists, [C.USER_ID, C.ITEM_ID]
+    """The evidence of labelled `lists` (user_id, item_id, positive; a retriever's rank in retrieval_rank,
+    when they are its lists) from training interactions `source` (and the run's sequence `vectors`, None
+    without sequential evidence, and the users' `requests`, None without intents), collected to the
+    driver in (user_id, item_id) order, so that a fit does not follow Spark's row order."""
+    keys = [C.USER_ID, C.ITEM_ID, *([C.RETRIEVAL_RANK] if C.RETRIEVAL_RANK in lists.columns else [])]
+    fitted = candidate_evidence(source, lists.select(*keys), cfg, items, vectors, requests).join(
+        lists.select(C.USER_ID, C.ITEM_ID, POSITIVE), [C.USER_ID, C.ITEM_ID]
     )
     return fitted.toPandas().sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)

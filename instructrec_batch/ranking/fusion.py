@@ -57,6 +57,34 @@ def stack_head(
     return head, figures
 
 
+RETRIEVER_ORDER = LinearRanker((C.LM_SCORE, C.EV_RETRIEVAL), (0.0, 0.0), (1.0, 1.0), (0.0, 1.0))  # 1 / rank
+SHIPPED_HEAD, SHIPPED_RETRIEVER = "head", "retriever"  # what a head fitted on a retriever's lists ships
+
+
+def retriever_floor(head: LinearRanker, frame: pd.DataFrame, figures: dict[str, Any]) -> tuple[LinearRanker, dict]:
+    """`head`, or the retriever's own order when `head` ranks the retriever's lists no better than it.
+
+    `frame` holds the fusion lists' rows as `stack_head` took them, with ev_retrieval from the
+    retriever's rank, and `figures` what `stack_head` reported on them. A re-ranker that cannot beat the
+    order it was handed on the lists it was fitted on has no business reordering them: the floor ships
+    RETRIEVER_ORDER instead (no model weight, so no model pass), and the figures say which was shipped
+    and why (MRR of the head against the retriever's order on the same lists).
+    """
+    groups, positive = frame[C.USER_ID].to_numpy(), frame[POSITIVE].to_numpy(dtype=bool)
+    retriever = mrr(frame[C.EV_RETRIEVAL].to_numpy(), groups, positive)
+    shipped = SHIPPED_HEAD if figures["fusion_mrr_head"] > retriever else SHIPPED_RETRIEVER
+    return (head if shipped == SHIPPED_HEAD else RETRIEVER_ORDER), {
+        **figures,
+        "fusion_mrr_retriever": retriever,
+        "shipped": shipped,
+    }
+
+
+def ranks_by_retriever(head: LinearRanker | None) -> bool:
+    """Whether `head` is the floor (`retriever_floor`): it ranks every list in the retriever's order."""
+    return head == RETRIEVER_ORDER
+
+
 BLEND = "_blend"
 BLEND_ONLY = LinearRanker((C.LM_SCORE, BLEND), (0.0, 0.0), (1.0, 1.0), (0.0, 1.0))  # the blend's own order
 

@@ -17,6 +17,7 @@ from instructrec_batch.errors import ConfigError
 from instructrec_batch.evidence.stored import read_run_evidence
 from instructrec_batch.models.adapter import verify_adapter
 from instructrec_batch.models.base import resolve_base
+from instructrec_batch.ranking.fusion import ranks_by_retriever
 from instructrec_batch.scoring.model import (
     fuse,
     model_pass_needed,
@@ -67,6 +68,11 @@ def plan_job(ctx: JobContext, score: ScoreConfig) -> ScorePlan:
             if weight
             else "score.skip_unused_model is off: the model runs although its score has no weight"
         )
+    elif ranks_by_retriever(head):
+        reason = (
+            "the adapter ships the retriever's order (the floor: its head ranked the retriever's lists no better "
+            "than their own order in training), no GPU"
+        )
     else:
         reason = "the fusion head gives the model's score no weight: the lists rank by their evidence, no GPU"
     on_databricks = set_task_value(ctx.spark, MODEL_PASS, needed)
@@ -105,11 +111,18 @@ def score_job(
     prompts, n_users = read_run_prompts(spark, tables, prompt, prompts_run)
     evidence = None
     model_pass = model_pass_needed(scoring.fusion_head, s)
+    floor = s.fusion and ranks_by_retriever(scoring.fusion_head)
     if scoring.fusion_head is not None and s.fusion:
         head = "the adapter's fusion head (score.fusion=false ranks by the model alone)"
         listed = prompts.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
         evidence = read_run_evidence(spark, tables, prompts_run, head, listed)
-        if scoring.fusion_head.weight(C.LM_SCORE) == 0.0:
+        if floor:
+            log.info(
+                "score: the adapter ships the retriever's order (the floor): in training its head ranked the "
+                "retriever's lists no better than their own order, so each user gets the top %d as handed over",
+                s.k,
+            )
+        elif scoring.fusion_head.weight(C.LM_SCORE) == 0.0:
             log.info(
                 "score: the fusion head gives the model's score no weight (it added nothing to the evidence on "
                 "the fusion lists in training): the recommendations rank as the evidence blend does%s",
@@ -132,7 +145,7 @@ def score_job(
         scored = staging.read(spark, "scored").withColumn(C.LM_SCORE, F.col("score"))
         if evidence is not None and scoring.fusion_head is not None:
             scored = fuse(scored, evidence, scoring.fusion_head)
-            model_id = run.model_id = scoring.lineage(fused=True)
+            model_id = run.model_id = scoring.lineage(fused=True) + (" (floor: the retriever's order)" if floor else "")
         # Recommendations first, candidate scores second, the runs row last: the run counts as
         # complete only when that row says 'succeeded' (see spark/runs.py).
         recs = top_k(scored, s.k).select(
@@ -188,6 +201,7 @@ def score_job(
                 "cold_start_users": counts.cold_start_users,
                 "slices": slices,
                 "model_pass": int(model_pass),
+                "retriever_floor": int(floor),
             }
         )
     log.info("score: %s", counts)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import (
@@ -27,6 +28,7 @@ from instructrec_batch.config import (
 from instructrec_batch.context import JobContext
 from instructrec_batch.errors import ContractError
 from instructrec_batch.evidence.features import evidence_interactions
+from instructrec_batch.evidence.replay import retriever_lists
 from instructrec_batch.evidence.requests import requests_of
 from instructrec_batch.evidence.sequential import sequence_vectors
 from instructrec_batch.evidence.stored import stored_vectors
@@ -34,7 +36,14 @@ from instructrec_batch.models.adapter import save_adapter
 from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolve_base
 from instructrec_batch.models.forward import pad_id_of
 from instructrec_batch.prompts.templates import load_templates
-from instructrec_batch.spark.tables import delta_version, read_input, read_optional, resolve, table_exists
+from instructrec_batch.spark.tables import (
+    delta_version,
+    read_input,
+    read_optional,
+    resolve,
+    table_exists,
+    write_table,
+)
 from instructrec_batch.tracking import TrainingRecord, log_training
 from instructrec_batch.training.examples import FORM, TRAIN, VALID, build_examples, collect_examples
 from instructrec_batch.training.fusion import evidence_priors, fit_fusion_head
@@ -106,9 +115,10 @@ def train_job(
     base = resolve_base(model, cache_path)
     interactions = read_input(spark, tables, C.INTERACTIONS, nonempty=True)
     items = read_input(spark, tables, C.ITEMS, nonempty=True)
+    cutoff_at = None
     if t.split == "time":
         split = time_split(interactions, t)
-        holdout, split_note = split.holdout, {"kind": "time", "cutoff": split.cutoff}
+        holdout, split_note, cutoff_at = split.holdout, {"kind": "time", "cutoff": split.cutoff}, split.cutoff_at
         log.info("training on interactions before %s, validating on each user's first one after it", split.cutoff)
     elif table_exists(spark, resolve(tables, "holdout")):
         holdout, split_note = read_input(spark, tables, C.HOLDOUT), {"kind": "holdout"}
@@ -128,7 +138,7 @@ def train_job(
         )
     torch_threads = os.cpu_count() or 1
     fusion = bool(t.fusion_users) and "pointwise" in t.tasks
-    with ctx.recorded(STAGE) as (run, _):
+    with ctx.recorded(STAGE) as (run, staging):
         # the run's stored sequential model, or one trained here (inside the run, so a failure is recorded)
         vectors = None
         if fusion and evidence.sequential:
@@ -156,12 +166,52 @@ def train_job(
         device = "cuda" if torch.cuda.is_available() else "cpu"
         lm = load_causal_lm(base.path, "float32", device)
         result = train_lora(lm, train_seqs, val_seqs, t, pad_id_of(tokenizer))
-        head, blend, fusion_figures = None, None, {}
+        head, blend, fusion_figures, labelled = None, None, {}, None
+        if fusion and cutoff_at is not None and t.lists == "retriever":
+            labelled, origin = retriever_lists(
+                interactions,
+                evidence_interactions(interactions, holdout),
+                holdout,
+                items.where(F.col(C.TITLE).isNotNull()),
+                read_optional(spark, tables, C.CANDIDATES_HISTORY),
+                cutoff_at,
+                evidence,
+                t.replay_top_n,
+                t.horizon_days,
+            )
+            write_table(labelled, tables, staging.ref("retriever_lists"), mode="overwrite")
+            labelled = staging.read(spark, "retriever_lists")
+            n_lists = labelled.select(C.USER_ID).distinct().count()
+            fusion_figures.update({"retriever_lists": origin, "retriever_lists_labelled": n_lists})
+            if n_lists:
+                log.info(
+                    "fusion lists: %d %s retriever lists at the cut-off, labelled by what users chose next",
+                    n_lists,
+                    origin,
+                )
+            else:
+                log.warning(
+                    "no %s retriever list at the cut-off holds an item its user chose within %d days: the head is "
+                    "fitted on sampled lists and no floor is checked (a later cut-off, train.horizon_days or a "
+                    "candidates_history with nights after the cut-off give it lists)",
+                    origin,
+                    t.horizon_days,
+                )
+                labelled = None
         if fusion:
             lists = build_examples(
-                interactions, items, holdout, t, prompt, evidence, str(base.path), fusion=True, intents=intents
+                interactions,
+                items,
+                holdout,
+                t,
+                prompt,
+                evidence,
+                str(base.path),
+                fusion=True,
+                intents=intents,
+                lists=labelled,
             )
-            head, blend, fusion_figures = fit_fusion_head(
+            head, blend, figures = fit_fusion_head(
                 lists,
                 result.model,
                 tokenizer,
@@ -176,7 +226,9 @@ def train_job(
                 score,
                 t.seed,
                 requests_of(intents, holdout, holdout, items, evidence, cache_path, C.SPLIT_VALID),
+                labelled,
             )
+            fusion_figures.update(figures)
         out = Path(t.output or Path(workdir) / "adapters" / ctx.run_id)
         base_sha = base.sha256()
         info = save_adapter(

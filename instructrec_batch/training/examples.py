@@ -57,6 +57,7 @@ from instructrec_batch.prompts.text_udfs import (
     prompt_schema,
     render_prompts_fn,
 )
+from instructrec_batch.ranking.blend import POSITIVE
 from instructrec_batch.text.intents import STATED_BY, latest_intents
 
 TRAIN, VALID, FUSION = "train", "valid", "fusion"
@@ -78,12 +79,15 @@ def build_examples(
     *,
     fusion: bool = False,
     intents: DataFrame | None = None,
+    lists: DataFrame | None = None,
 ) -> DataFrame:
     """One row per (example, task form): prompt parts as in `prompts`, plus kind and target_item_id.
 
     With `fusion`, only the fusion lists instead: for train.fusion_users users, the `valid` item plus
     train.fusion_negatives negatives, pointwise with the pinned inference template, the lists the
-    fusion head is fitted on after tuning.
+    fusion head is fitted on after tuning. With `lists` too (labelled retriever lists: user_id, item_id,
+    positive; evidence/replay.py), those users' retriever lists instead, each at the time of its user's
+    `valid` row (the history and stated intent before it).
     """
     t = train
     keys = [C.USER_ID, C.ITEM_ID, C.EVENT_TS]
@@ -118,10 +122,12 @@ def build_examples(
             C.USER_ID, F.col(C.ITEM_ID).alias("target_item_id"), NEAR
         )
 
-    def valid_targets(users: int, salt: int, kind: str) -> DataFrame:
+    valid = holdout.where(F.col(C.SPLIT) == C.SPLIT_VALID)
+
+    def sampled_targets(rows: DataFrame, users: int, salt: int, kind: str) -> DataFrame:
+        """`rows` (user_id, item_id, event_ts) of a seeded sample of `users` users of the training set."""
         return (
-            holdout.where(F.col(C.SPLIT) == C.SPLIT_VALID)
-            .join(train_seq.select(C.USER_ID).distinct(), C.USER_ID)  # users in the (sampled) training set
+            rows.join(train_seq.select(C.USER_ID).distinct(), C.USER_ID)  # users in the (sampled) training set
             .withColumn("_h", _hash_int(t.seed + salt, C.USER_ID))
             .orderBy("_h", C.USER_ID)
             .limit(users)
@@ -129,10 +135,18 @@ def build_examples(
             .select(C.USER_ID, C.ITEM_ID, C.EVENT_TS, C.TITLE, F.lit(kind).alias("kind"))
         )
 
-    if fusion:
-        targets, tasks = valid_targets(t.fusion_users, 5, FUSION), ["pointwise"]
+    if fusion and lists is not None:
+        chosen = (
+            lists.where(F.col(POSITIVE))
+            .select(C.USER_ID, C.ITEM_ID)
+            .join(valid.select(C.USER_ID, C.EVENT_TS), C.USER_ID)
+        )
+        targets = sampled_targets(chosen, t.fusion_users, 5, FUSION)
+        tasks = ["pointwise"]
+    elif fusion:
+        targets, tasks = sampled_targets(valid, t.fusion_users, 5, FUSION), ["pointwise"]
     else:
-        targets, tasks = train_targets.unionByName(valid_targets(t.val_users, 1, VALID)), list(t.tasks)
+        targets, tasks = train_targets.unionByName(sampled_targets(valid, t.val_users, 1, VALID)), list(t.tasks)
 
     ts, item, target_ts, target_item = F.col(C.EVENT_TS), F.col(C.ITEM_ID), F.col("_tts"), F.col("target_item_id")
     example_keys = [C.USER_ID, "target_item_id", "kind"]
@@ -179,7 +193,13 @@ def build_examples(
     for task in tasks:
         wanted = t.fusion_negatives if fusion else t.negatives if task == "pointwise" else t.list_size - 1
         by_popularity = train_seq.select(C.ITEM_ID) if t.negative_sampling != "uniform" else None
-        negatives = _sample_negatives(targets, titles, rows, wanted, t.seed, by_popularity, neighbours)
+        if lists is not None and fusion:  # the rest of each retriever list
+            negatives = lists.where(~F.col(POSITIVE)).join(
+                targets.select(C.USER_ID, F.col(C.ITEM_ID).alias("target_item_id"), "kind"), C.USER_ID
+            )
+            negatives = negatives.select(C.USER_ID, "target_item_id", "kind", C.ITEM_ID)
+        else:
+            negatives = _sample_negatives(targets, titles, rows, wanted, t.seed, by_popularity, neighbours)
         source = evidence_interactions(interactions, holdout) if templates.get(f"{task}-0").shows_evidence else None
         cands = _candidate_lists(targets, negatives, titles, t.seed, source, evidence)
         n_templates = len(templates.ids(task))

@@ -28,7 +28,7 @@ from instructrec_batch.evidence.requests import Requests
 from instructrec_batch.prompts.render import context_of
 from instructrec_batch.prompts.templates import TemplateSet
 from instructrec_batch.ranking.blend import cross_fitted, fill_missing_evidence, fit_blend
-from instructrec_batch.ranking.fusion import mrr, stack_head
+from instructrec_batch.ranking.fusion import mrr, retriever_floor, stack_head
 from instructrec_batch.ranking.ranker import LinearRanker
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def fit_fusion_head(
     score: ScoreConfig,
     seed: int,
     requests: Requests | None = None,
+    labelled: DataFrame | None = None,
 ) -> tuple[LinearRanker, LinearRanker, dict[str, Any]]:
     """Fit the head; return it, the evidence blend it is built on (the run's blend, which the evaluation's
     blend baseline reuses), and what the head achieves on the fusion lists (mean reciprocal rank).
@@ -95,9 +96,14 @@ def fit_fusion_head(
     users (a blend fitted only on the non-fusion users would be fitted on a handful of lists when the
     fusion users are most of them: record 44's run 2). The head collapses its weights onto the blend
     fitted on every user, the blend the evaluation's baseline is.
+
+    With `labelled` (a retriever's labelled lists, evidence/replay.py; `lists` are then built from
+    them) the blend is fitted on those lists instead, their retrieval rank a feature like any other,
+    and the head is held to the retriever's own order on them (`retriever_floor`).
     """
     source = evidence_interactions(interactions, holdout)
-    fitted = list_evidence(source, blend_lists(interactions, items, holdout, data), evidence, items, vectors, requests)
+    labels = blend_lists(interactions, items, holdout, data) if labelled is None else labelled
+    fitted = list_evidence(source, labels, evidence, items, vectors, requests)
     # In one order whatever Spark's plan: the one-pass scorer packs lists into batches in this order, and
     # batches of other shapes give scores that differ in the last bits.
     local = lists.toPandas().sort_values([C.USER_ID, "target_item_id"], ignore_index=True)
@@ -105,10 +111,14 @@ def fit_fusion_head(
 
     scored = model_scores(model, tokenizer, pad_id, local, templates, score)
     rows = lists.select(C.USER_ID, F.explode("candidate_ids").alias(C.ITEM_ID))
+    if labelled is not None:
+        rows = rows.join(labelled.select(C.USER_ID, C.ITEM_ID, C.RETRIEVAL_RANK), [C.USER_ID, C.ITEM_ID], "left")
     listed = candidate_evidence(source, rows, evidence, items, vectors, requests).toPandas()
     frame = fill_missing_evidence(scored.merge(listed, on=[C.USER_ID, C.ITEM_ID], how="left"))
     frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
     head, figures = stack_head(frame, cross_fitted(fitted, frame, seed), blend, seed)
+    if labelled is not None:
+        head, figures = retriever_floor(head, frame, figures)
     figures = {"fusion_lists": len(local), "blend_lists": int(fitted[C.USER_ID].nunique()), **figures}
     log.info("fusion head fitted: %s", figures)
     return head, blend, figures

@@ -24,6 +24,7 @@ from instructrec_batch.errors import ConfigError
 class TimeSplit:
     holdout: DataFrame  # holdout-shaped: user_id, item_id, event_ts, split = 'valid'
     cutoff: str  # as the event_ts column reads it (a timestamp or a number), for the manifest and the log
+    cutoff_at: int  # the same as a number: epoch seconds of a timestamp, else event_ts's own value
 
 
 def time_split(interactions: DataFrame, train: TrainConfig) -> TimeSplit:
@@ -54,7 +55,7 @@ def time_split(interactions: DataFrame, train: TrainConfig) -> TimeSplit:
         .select(C.USER_ID, C.ITEM_ID, C.EVENT_TS, F.lit(C.SPLIT_VALID).alias(C.SPLIT))
     )
     shown = str(cutoff) if numeric else _seconds_text(cutoff)
-    return TimeSplit(holdout, shown)
+    return TimeSplit(holdout, shown, cutoff)
 
 
 def _timestamp_seconds(text: str) -> int:

@@ -1,0 +1,156 @@
+"""Labelled retriever lists (evidence/replay.py) and the floor they hold a head to (ranking/fusion.py).
+
+The lists are what a production night's rankers are fitted on: a retriever's order at the training
+cut-off, labelled by what each user chose next. Leakage tests: a replayed list is computed from the
+interactions before the cut-off alone, and only what a user did after a list's moment labels it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+from instructrec_batch import contracts as C
+from instructrec_batch.config import EvidenceConfig
+from instructrec_batch.evidence.features import evidence_interactions
+from instructrec_batch.evidence.replay import FROM, labelled, retriever_lists
+from instructrec_batch.ranking.fusion import RETRIEVER_ORDER, ranks_by_retriever, retriever_floor
+from instructrec_batch.ranking.ranker import LinearRanker
+
+DAY = 86400
+CUT = 100 * DAY  # the cut-off, in epoch seconds (event_ts is BIGINT here)
+SCHEMA = f"{C.USER_ID} BIGINT, {C.ITEM_ID} BIGINT, {C.EVENT_TS} BIGINT"
+
+
+def _frame(spark, rows, schema=SCHEMA):
+    return spark.createDataFrame(pd.DataFrame(rows, columns=[f.split()[0] for f in schema.split(", ")]), schema)
+
+
+def test_a_lists_positive_is_the_first_item_its_user_chose_after_its_moment(spark) -> None:
+    lists = _frame(
+        spark,
+        [(u, i, r, CUT) for u in (1, 2, 3) for r, i in enumerate((10, 11, 12, 13), start=1)],
+        f"{C.USER_ID} BIGINT, {C.ITEM_ID} BIGINT, {C.RETRIEVAL_RANK} INT, {FROM} BIGINT",
+    )
+    interactions = _frame(
+        spark,
+        [
+            (1, 12, CUT - 5),  # before the list's moment: not what followed it
+            (1, 13, CUT + 10),  # the first listed item user 1 chose: the positive
+            (1, 11, CUT + 20),  # chosen later: neither target nor negative, it leaves the list
+            (1, 10, CUT + 9 * DAY),  # after the horizon: a negative
+            (2, 99, CUT + 10),  # user 2 chose nothing from the list: no labelled list
+            (3, 10, CUT + 8 * DAY),  # user 3 chose from it only after the horizon: none either
+        ],
+    )
+    out = labelled(lists, interactions, horizon_days=7).toPandas().sort_values(C.RETRIEVAL_RANK)
+    assert set(out[C.USER_ID]) == {1}
+    assert list(out[C.ITEM_ID]) == [10, 12, 13] and list(out["positive"]) == [False, False, True]
+
+
+def _log(spark, extra=()):
+    """Users 1-4 before the cut-off (items 10-15 in pairs that co-occur), then what they did after it."""
+    before = [
+        (1, 10, 1), (1, 11, 2), (1, 12, 3),
+        (2, 10, 1), (2, 11, 2), (2, 13, 3),
+        (3, 11, 1), (3, 12, 2), (3, 14, 3),
+        (4, 13, 1), (4, 14, 2), (4, 15, 3),
+    ]  # fmt: skip
+    after = [(1, 13, CUT + 10), (2, 12, CUT + 10), (3, 15, CUT + 10), (4, 10, CUT + 10), *extra]
+    return _frame(spark, [*before, *after])
+
+
+def _replayed(spark, interactions, history=None):
+    """retriever_lists at CUT (each user's first interaction after it their valid row), top 3 per user."""
+    first_after = Window.partitionBy(C.USER_ID).orderBy(C.EVENT_TS, C.ITEM_ID)
+    valid = (
+        interactions.where(F.col(C.EVENT_TS) >= CUT)
+        .withColumn("_n", F.row_number().over(first_after))
+        .where("_n = 1")
+        .select(C.USER_ID, C.ITEM_ID, C.EVENT_TS, F.lit(C.SPLIT_VALID).alias(C.SPLIT))
+    )
+    catalogue = spark.createDataFrame([(i,) for i in range(10, 20)], f"{C.ITEM_ID} BIGINT")
+    lists, origin = retriever_lists(
+        interactions,
+        evidence_interactions(interactions, valid),
+        valid,
+        catalogue,
+        history,
+        CUT,
+        EvidenceConfig(),
+        top_n=3,
+        horizon_days=7,
+    )
+    return lists.toPandas().sort_values([C.USER_ID, C.RETRIEVAL_RANK], ignore_index=True), origin
+
+
+def test_a_replayed_list_is_an_item_knn_top_n_from_before_the_cut_off_alone(spark) -> None:
+    lists, origin = _replayed(spark, _log(spark))
+    assert origin == "replayed"
+    by_user = {u: list(g[C.ITEM_ID]) for u, g in lists.groupby(C.USER_ID)}
+    # Each user's unseen items that co-occur with their history (user 1: 13 with 10 and 11 in user 2's
+    # sequence, 14 with 11 and 12 in user 3's), and what they chose next is each list's positive.
+    assert {u: set(items) for u, items in by_user.items()} == {
+        1: {13, 14},
+        2: {12, 14, 15},
+        3: {10, 13, 15},
+        4: {10, 11, 12},
+    }
+    assert all(list(g[C.RETRIEVAL_RANK]) == list(range(1, len(g) + 1)) for _, g in lists.groupby(C.USER_ID))
+    chosen = lists[lists.positive].set_index(C.USER_ID)[C.ITEM_ID].to_dict()
+    assert chosen == {1: 13, 2: 12, 3: 15, 4: 10}
+    # Leakage: what anyone did after the cut-off (here a new user linking 13, 15 and 10) changes no list.
+    leaky = [(5, 13, CUT + 1), (5, 15, CUT + 2), (5, 10, CUT + 3), (1, 15, CUT + 30)]
+    again, _ = _replayed(spark, _log(spark, leaky))
+    pd.testing.assert_frame_equal(again, lists)
+
+
+def test_kept_nights_on_or_after_the_cut_off_are_the_lists_and_earlier_ones_are_not(spark) -> None:
+    cut_day = pd.Timestamp(CUT, unit="s").date()
+    nights = [
+        (1, 15, 1, cut_day - timedelta(days=1)),  # before the cut-off: its labels would be training data
+        (1, 14, 1, cut_day),
+        (1, 13, 2, cut_day),
+        (1, 12, 1, cut_day + timedelta(days=3)),  # a later night of the same user: the first one counts
+    ]
+    history = spark.createDataFrame(
+        pd.DataFrame(nights, columns=[C.USER_ID, C.ITEM_ID, C.RETRIEVAL_RANK, "run_date"]),
+        f"{C.USER_ID} BIGINT, {C.ITEM_ID} BIGINT, {C.RETRIEVAL_RANK} INT, run_date DATE",
+    )
+    lists, origin = _replayed(spark, _log(spark), history)
+    assert origin == "kept"
+    assert list(lists[C.ITEM_ID]) == [14, 13] and list(lists.positive) == [False, True]  # user 1 chose 13
+
+
+def _lists(retrieval: np.ndarray, model: np.ndarray) -> tuple[pd.DataFrame, dict]:
+    """Four-item lists with the positive first, the given ev_retrieval and model score per position."""
+    n = 40
+    frame = pd.DataFrame(
+        {
+            C.USER_ID: np.repeat(np.arange(n), 4),
+            C.ITEM_ID: np.tile(np.arange(4), n),
+            "positive": np.tile([True, False, False, False], n),
+            C.EV_RETRIEVAL: np.tile(retrieval, n),
+            C.LM_SCORE: np.tile(model, n),
+        }
+    )
+    return frame, {"fusion_mrr_head": 0.0}
+
+
+def test_the_floor_ships_the_retrievers_order_when_the_head_does_not_beat_it() -> None:
+    head = LinearRanker((C.LM_SCORE,), (0.0,), (1.0,), (1.0,))
+    perfect, figures = _lists(np.array([1.0, 1 / 2, 1 / 3, 1 / 4]), np.array([0.0, 1.0, 2.0, 3.0]))
+    figures["fusion_mrr_head"] = 0.25 + 1e-3  # what the head achieved on these lists
+    shipped, out = retriever_floor(head, perfect, figures)
+    assert shipped == RETRIEVER_ORDER and ranks_by_retriever(shipped) and shipped.weight(C.LM_SCORE) == 0.0
+    assert out["shipped"] == "retriever" and out["fusion_mrr_retriever"] == 1.0
+    # A head that does beat the retriever's order on its lists is shipped.
+    worst, figures = _lists(np.array([1 / 4, 1 / 3, 1 / 2, 1.0]), np.array([3.0, 2.0, 1.0, 0.0]))
+    figures["fusion_mrr_head"] = 1.0
+    shipped, out = retriever_floor(head, worst, figures)
+    assert shipped == head and not ranks_by_retriever(shipped)
+    assert out["shipped"] == "head" and out["fusion_mrr_retriever"] == 0.25
