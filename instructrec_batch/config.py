@@ -444,6 +444,11 @@ class ScoreConfig(_Section):
     write_scores: bool = Field(
         False, description="also write every candidate's score to candidate_scores (evaluate reuses them)"
     )
+    keep_lists: bool = Field(
+        True,
+        description="add the night's lists in their arrival order to candidates_history (this run_date's rows "
+        "replaced), the past nights later trainings fit on (train.lists=retriever); never into a table of yours",
+    )
     partitions: int | None = Field(
         None, ge=1, description="repartition prompts by user before scoring (e.g. a multiple of the GPU count)"
     )

@@ -80,6 +80,12 @@ def test_pipeline_on_tables_written_from_csv(tmp_path: Path, tiny_model_dir: Pat
         set(runs.job) == {"protocol", "evidence", "prompts", "train", "score", "evaluate"}
         and (runs.status == "succeeded").all()
     )
+    # The night's lists are kept for later trainings, in arrival order, under the run's date.
+    kept = deltalake.DeltaTable(str(tables / "candidates_history")).to_pandas()
+    candidates = deltalake.DeltaTable(str(tables / "candidates")).to_pandas()
+    assert len(kept) == len(candidates) and set(kept.run_id) == set(runs.run_id) and kept.run_date.nunique() == 1
+    merged = kept.merge(candidates, on=["user_id", "item_id"], suffixes=("", "_given"))
+    assert (merged.retrieval_rank == merged.retrieval_rank_given).all()
     # The sequential model is trained once, by the evidence job, and stored for the run; training reads it.
     vectors = deltalake.DeltaTable(str(tables / "sequence_vectors")).to_pandas()
     assert set(vectors.run_id) == set(runs.run_id)
@@ -176,6 +182,9 @@ def test_a_production_night_on_your_retrievers_lists_without_a_holdout(tmp_path:
     assert fusion["fusion_mrr_retriever"] == 1.0 and fusion["shipped"] == "retriever"
     score_row = runs[runs.job == "score"].iloc[0]
     assert json.loads(score_row["counts"])["retriever_floor"] == 1
+    # The past nights are the user's own table: the score job adds nothing to it.
+    assert json.loads(score_row["counts"])["kept_lists"] == 0
+    assert deltalake.DeltaTable(str(tables / "candidates_history")).version() == 0
     assert score_row["model_id"].endswith("(floor: the retriever's order)")
     assert "ships the retriever's order (the floor)" in proc.stderr
     order = shown.assign(retrieval_rank=shown.groupby("user_id").cumcount() + 1)

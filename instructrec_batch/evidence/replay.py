@@ -7,7 +7,8 @@ train.split=time, so its order is a feature like any other, and a ranker can be 
 that order (training/fusion.py):
 
 - kept: the `candidates_history` table, the lists past nights were handed (user_id, item_id,
-  retrieval_rank, run_date), supplied by the team from its retriever's logs. Each user's list is
+  retrieval_rank, run_date): kept by the score job night after night (`night_lists`), or supplied
+  by the team from its retriever's logs. Each user's list is
   that of their first night dated at or after the cut-off: its evidence, computed from the
   interactions before the cut-off, is then older than the night, never newer.
 - replayed: where no kept night falls on or after the cut-off, an item-kNN retriever replayed at it
@@ -71,6 +72,19 @@ def itemknn_lists(
     best = Window.partitionBy(C.USER_ID).orderBy(F.col(C.RETRIEVAL_SCORE).desc(), F.col(C.ITEM_ID))
     ranked = scored.withColumn(C.RETRIEVAL_RANK, F.row_number().over(best).cast("int"))
     return ranked.where(F.col(C.RETRIEVAL_RANK) <= top_n)
+
+
+def night_lists(prompts: DataFrame, run_date: str, run_id: str) -> DataFrame:
+    """candidates_history rows of a night: each user's list of `prompts` (candidate_ids in the order the
+    retriever handed them over) as user_id, item_id, retrieval_rank (1 = first), run_date, run_id."""
+    listed = prompts.select(C.USER_ID, F.posexplode("candidate_ids").alias("_pos", C.ITEM_ID))
+    return listed.select(
+        C.USER_ID,
+        C.ITEM_ID,
+        (F.col("_pos") + 1).cast("int").alias(C.RETRIEVAL_RANK),
+        F.to_date(F.lit(run_date)).alias(RUN_DATE),
+        F.lit(run_id).alias(C.RUN_ID),
+    )
 
 
 def kept_lists(history: DataFrame, cutoff_seconds: int) -> DataFrame:

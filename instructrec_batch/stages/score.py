@@ -14,6 +14,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import ModelConfig, PromptConfig, ScoreConfig
 from instructrec_batch.context import JobContext
 from instructrec_batch.errors import ConfigError
+from instructrec_batch.evidence.replay import night_lists
 from instructrec_batch.evidence.stored import read_run_evidence
 from instructrec_batch.models.adapter import verify_adapter
 from instructrec_batch.models.base import resolve_base
@@ -29,7 +30,7 @@ from instructrec_batch.scoring.model import (
 from instructrec_batch.scoring.progress import reporting
 from instructrec_batch.spark import faults
 from instructrec_batch.spark.databricks import set_task_value
-from instructrec_batch.spark.tables import resolve, write_run_scoped, write_table
+from instructrec_batch.spark.tables import existing_columns, resolve, stamped, write_run_scoped, write_table
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,20 @@ class ScoreCounts:
     rows: int
     cold_start_users: int
     model_id: str
+
+
+def _keep_lists(ctx: JobContext, prompts: DataFrame) -> bool:
+    """Add the night's lists to candidates_history (this run_date's rows replaced): what a later training
+    fits its rankers on (train.lists=retriever). A candidates_history the score job did not write (no
+    source_job column: the team's own, from its retriever's logs) is left alone; False then."""
+    ref = resolve(ctx.tables, C.CANDIDATES_HISTORY.name)
+    columns = existing_columns(ctx.spark, ctx.tables, ref)
+    if columns is not None and C.SOURCE_JOB not in columns:
+        log.info("score: %s is your own table (no %s column): tonight's lists are not added to it", ref, C.SOURCE_JOB)
+        return False
+    rows = stamped(night_lists(prompts, ctx.identity.run_date, ctx.run_id), STAGE)
+    write_run_scoped(rows, ctx.tables, ref, {"run_date": ctx.identity.run_date}, partition_by=["run_date"])
+    return True
 
 
 def top_k(scored: DataFrame, k: int) -> DataFrame:
@@ -185,6 +200,7 @@ def score_job(
                 resolve(tables, "candidate_scores"),
                 {C.RUN_ID: ctx.run_id},
             )
+        kept = s.keep_lists and _keep_lists(ctx, prompts)
         written = ctx.written(C.RECOMMENDATIONS)
         stats = written.agg(
             F.countDistinct(C.USER_ID).alias("users"),
@@ -202,6 +218,7 @@ def score_job(
                 "slices": slices,
                 "model_pass": int(model_pass),
                 "retriever_floor": int(floor),
+                "kept_lists": int(kept),
             }
         )
     log.info("score: %s", counts)
