@@ -14,14 +14,15 @@ from tests.helpers import REPO, run_cli
 
 
 def _readme_snippet(name: str = "own-data") -> str:
-    readme = (REPO / "docs/own-data.md").read_text()
-    found = re.search(rf"<!-- {name}:[^>]*-->\s*```python\n(.*?)```", readme, re.S)
-    assert found, f"docs/own-data.md lost its {name} snippet"
+    pages = "".join((REPO / "docs" / page).read_text() for page in ("own-data.md", "production.md"))
+    found = re.search(rf"<!-- {name}:[^>]*-->\s*```python\n(.*?)```", pages, re.S)
+    assert found, f"docs/own-data.md or docs/production.md lost its {name} snippet"
     return found.group(1)
 
 
 def _documented_tables(tmp_path: Path, *snippets: str) -> None:
-    """Run docs/own-data.md's snippets, unchanged but for the paths, on the exports in `tmp_path`."""
+    """Run the docs' snippets (own-data.md, production.md), unchanged but for the paths, on the exports in
+    `tmp_path`."""
     namespace: dict[str, object] = {}
     for name in snippets:
         code = _readme_snippet(name).replace('"my_work/tables"', repr(str(tmp_path / "my_work" / "tables")))
