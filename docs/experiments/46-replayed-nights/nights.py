@@ -10,7 +10,7 @@ with the paired interval, written to <workdir>/pooled.json.
 
 Usage (from the repository root, the project's venv):
     python docs/experiments/46-replayed-nights/nights.py --workdir W --nights 1997-12-01 1998-01-01 \\
-        --horizon-days 30 [--top-n 20] [--set key=value ...]   # --set: passed to every pipeline run
+        --horizon-days 30 [--top-n 20] [--config FILE ...] [--set key=value ...]  # passed to every run
 """
 
 from __future__ import annotations
@@ -90,11 +90,12 @@ def main() -> None:
     parser.add_argument("--nights", nargs="+", required=True, help="night dates YYYY-MM-DD")
     parser.add_argument("--horizon-days", type=int, default=30)
     parser.add_argument("--top-n", type=int, default=20)
+    parser.add_argument("--config", action="append", default=[], dest="configs")
     parser.add_argument("--set", action="append", default=[], dest="sets")
     args = parser.parse_args()
     full = args.workdir / "full"
     cli("data", "movielens", "--workdir", str(full))
-    sets = [a for s in args.sets for a in ("--set", s)]
+    sets = [a for c in args.configs for a in ("--config", c)] + [a for s in args.sets for a in ("--set", s)]
     all_ranks, summary = [], {}
     for date in args.nights:
         workdir = args.workdir / date
