@@ -386,6 +386,12 @@ class TrainConfig(_Section):
         "not shipped: the night keeps the retriever's order (the floor)",
     )
     replay_top_n: int = Field(20, ge=2, description="train.lists=retriever without kept nights: the replayed list size")
+    replay_cutoffs: int = Field(
+        3,
+        ge=0,
+        description="train.lists=retriever without kept nights: also replay at this many earlier cut-offs, a horizon "
+        "apart, each from the interactions before it, so the blend has more lists to learn from",
+    )
     horizon_days: int = Field(
         7, ge=1, description="train.lists=retriever: a list's positive is the first item chosen within these days"
     )

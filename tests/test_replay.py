@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
 from instructrec_batch.evidence.features import evidence_interactions
-from instructrec_batch.evidence.replay import FROM, labelled, retriever_lists
+from instructrec_batch.evidence.replay import FROM, earlier_lists, labelled, retriever_lists
 from instructrec_batch.ranking.fusion import RETRIEVER_ORDER, ranks_by_retriever, retriever_floor
 from instructrec_batch.ranking.ranker import LinearRanker
 
@@ -107,6 +107,30 @@ def test_a_replayed_list_is_an_item_knn_top_n_from_before_the_cut_off_alone(spar
     leaky = [(5, 13, CUT + 1), (5, 15, CUT + 2), (5, 10, CUT + 3), (1, 15, CUT + 30)]
     again, _ = _replayed(spark, _log(spark, leaky))
     pd.testing.assert_frame_equal(again, lists)
+
+
+def test_an_earlier_replay_learns_and_labels_from_before_the_training_cut_off_only(spark) -> None:
+    """A replay one horizon (30 days) before a training cut-off T = CUT + 30 days is the replay at CUT:
+    the same lists and labels, whatever happened after T."""
+    training_cutoff = CUT + 30 * DAY
+    catalogue = spark.createDataFrame([(i,) for i in range(10, 20)], f"{C.ITEM_ID} BIGINT")
+
+    def replay(extra=()):
+        ((source, lists),) = earlier_lists(
+            _log(spark, extra), catalogue, training_cutoff, EvidenceConfig(), top_n=3, horizon_days=30, n=1
+        )
+        assert source.agg(F.max(C.EVENT_TS)).first()[0] < CUT  # its evidence learns from before it
+        return lists.toPandas().sort_values([C.USER_ID, C.RETRIEVAL_RANK], ignore_index=True)
+
+    lists = replay()
+    same, _ = _replayed(spark, _log(spark))
+    pd.testing.assert_frame_equal(lists, same)
+    # User 7 is active between the two cut-offs but chooses from their list only after T: no label.
+    seven = [(7, 10, 1), (7, 11, 2), (7, 19, CUT + 5)]
+    with_seven = replay(seven)
+    assert 7 not in set(with_seven[C.USER_ID])
+    after = [(7, 12, training_cutoff + 1), (1, 14, training_cutoff + 1), (6, 13, training_cutoff + 2)]
+    pd.testing.assert_frame_equal(replay(seven + after), with_seven)
 
 
 def test_kept_nights_on_or_after_the_cut_off_are_the_lists_and_earlier_ones_are_not(spark) -> None:

@@ -120,6 +120,34 @@ def labelled(lists: DataFrame, interactions: DataFrame, horizon_days: int) -> Da
     )
 
 
+def earlier_lists(
+    interactions: DataFrame,
+    catalogue: DataFrame,
+    cutoff_seconds: int,
+    ev: EvidenceConfig,
+    top_n: int,
+    horizon_days: int,
+    n: int,
+) -> list[tuple[DataFrame, DataFrame]]:
+    """(interactions before it, labelled lists) of an item-kNN replay at each of `n` cut-offs before the
+    training cut-off, a horizon apart: more labelled lists than one cut-off's users give. At each, the
+    retriever and the lists' evidence learn from the interactions before it alone, its users are those
+    with history before it and an interaction in the horizon after it, and labels come from before
+    the training cut-off (what follows it is validation's)."""
+    at = event_seconds(interactions)
+    seen = interactions.where(at < F.lit(cutoff_seconds))
+    out = []
+    for j in range(1, n + 1):
+        moment = cutoff_seconds - j * horizon_days * DAY
+        source = seen.where(event_seconds(seen) < F.lit(moment))
+        after = seen.where(event_seconds(seen) >= F.lit(moment))
+        first = after.groupBy(C.USER_ID).agg(F.min(event_seconds(after)).alias(FROM))
+        users = first.join(source.select(C.USER_ID).distinct(), C.USER_ID, "left_semi")
+        replayed = itemknn_lists(source, users, catalogue, ev, top_n).join(users, C.USER_ID)
+        out.append((source, labelled(replayed.drop(C.RETRIEVAL_SCORE), seen, horizon_days)))
+    return out
+
+
 def retriever_lists(
     interactions: DataFrame,
     source: DataFrame,

@@ -28,7 +28,7 @@ from instructrec_batch.config import (
 from instructrec_batch.context import JobContext
 from instructrec_batch.errors import ContractError
 from instructrec_batch.evidence.features import evidence_interactions
-from instructrec_batch.evidence.replay import retriever_lists
+from instructrec_batch.evidence.replay import earlier_lists, retriever_lists
 from instructrec_batch.evidence.requests import requests_of
 from instructrec_batch.evidence.sequential import sequence_vectors
 from instructrec_batch.evidence.stored import stored_vectors
@@ -166,7 +166,7 @@ def train_job(
         device = "cuda" if torch.cuda.is_available() else "cpu"
         lm = load_causal_lm(base.path, "float32", device)
         result = train_lora(lm, train_seqs, val_seqs, t, pad_id_of(tokenizer))
-        head, blend, fusion_figures, labelled = None, None, {}, None
+        head, blend, fusion_figures, labelled, earlier = None, None, {}, None, None
         if fusion and cutoff_at is not None and t.lists == "retriever":
             labelled, origin = retriever_lists(
                 interactions,
@@ -198,6 +198,16 @@ def train_job(
                     t.horizon_days,
                 )
                 labelled = None
+            if labelled is not None and origin == "replayed" and t.replay_cutoffs:
+                earlier = earlier_lists(
+                    interactions,
+                    items.where(F.col(C.TITLE).isNotNull()),
+                    cutoff_at,
+                    evidence,
+                    t.replay_top_n,
+                    t.horizon_days,
+                    t.replay_cutoffs,
+                )
         if fusion:
             lists = build_examples(
                 interactions,
@@ -227,6 +237,7 @@ def train_job(
                 t.seed,
                 requests_of(intents, holdout, holdout, items, evidence, cache_path, C.SPLIT_VALID),
                 labelled,
+                earlier,
             )
             fusion_figures.update(figures)
         out = Path(t.output or Path(workdir) / "adapters" / ctx.run_id)

@@ -80,6 +80,7 @@ def fit_fusion_head(
     seed: int,
     requests: Requests | None = None,
     labelled: DataFrame | None = None,
+    earlier: list[tuple[DataFrame, DataFrame]] | None = None,
 ) -> tuple[LinearRanker, LinearRanker, dict[str, Any]]:
     """Fit the head; return it, the evidence blend it is built on (the run's blend, which the evaluation's
     blend baseline reuses), and what the head achieves on the fusion lists (mean reciprocal rank).
@@ -99,11 +100,16 @@ def fit_fusion_head(
 
     With `labelled` (a retriever's labelled lists, evidence/replay.py; `lists` are then built from
     them) the blend is fitted on those lists instead, their retrieval rank a feature like any other,
-    and the head is held to the retriever's own order on them (`retriever_floor`).
+    and the head is held to the retriever's own order on them (`retriever_floor`). `earlier` adds the
+    lists of replays at earlier cut-offs (evidence/replay.earlier_lists: each with the interactions
+    before it) to the blend's, their evidence from those interactions alone (no sequential or request
+    evidence: both were learned after them), each list its own group.
     """
     source = evidence_interactions(interactions, holdout)
     labels = blend_lists(interactions, items, holdout, data) if labelled is None else labelled
     fitted = list_evidence(source, labels, evidence, items, vectors, requests)
+    if earlier:
+        fitted = _with_earlier(fitted, earlier, evidence, items)
     # In one order whatever Spark's plan: the one-pass scorer packs lists into batches in this order, and
     # batches of other shapes give scores that differ in the last bits.
     local = lists.toPandas().sort_values([C.USER_ID, "target_item_id"], ignore_index=True)
@@ -116,12 +122,27 @@ def fit_fusion_head(
     listed = candidate_evidence(source, rows, evidence, items, vectors, requests).toPandas()
     frame = fill_missing_evidence(scored.merge(listed, on=[C.USER_ID, C.ITEM_ID], how="left"))
     frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
-    head, figures = stack_head(frame, cross_fitted(fitted, frame, seed), blend, seed)
+    keyed = frame.assign(**{C.USER_ID: frame[C.USER_ID].astype(str)}) if earlier else frame
+    head, figures = stack_head(frame, cross_fitted(fitted, keyed, seed), blend, seed)
     if labelled is not None:
         head, figures = retriever_floor(head, frame, figures)
     figures = {"fusion_lists": len(local), "blend_lists": int(fitted[C.USER_ID].nunique()), **figures}
     log.info("fusion head fitted: %s", figures)
     return head, blend, figures
+
+
+def _with_earlier(
+    fitted: pd.DataFrame, earlier: list[tuple[DataFrame, DataFrame]], ev: EvidenceConfig, items: DataFrame
+) -> pd.DataFrame:
+    """`fitted` and the evidence of the `earlier` replays' lists, each list keyed by its own user_id
+    ("<j>:<user>", as text like every other key then), so a user's lists at two cut-offs stay two
+    lists and only the training cut-off's lists carry their user's own id (cross-fitting leaves them
+    out of their user's fold; the earlier ones hold other, older targets)."""
+    frames = [fitted.assign(**{C.USER_ID: fitted[C.USER_ID].astype(str)})]
+    for j, (source, lists) in enumerate(earlier, start=1):
+        part = list_evidence(source, lists, ev, items, None)
+        frames.append(part.assign(**{C.USER_ID: f"{j}:" + part[C.USER_ID].astype(str)}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def evidence_priors(

@@ -50,14 +50,14 @@ def table(path: Path) -> pd.DataFrame:
 def night_tables(spark, full: Path, tables: Path, date: str, top_n: int) -> None:
     """The night's interactions (before `date`), items and item-kNN candidates, as a team writes its own."""
     interactions, items = table(full / "interactions"), table(full / "items")
-    before = interactions[interactions[C.EVENT_TS] < pd.Timestamp(date, tz="UTC")]
-    write_deltalake(str(tables / "interactions"), before, mode="overwrite")
-    write_deltalake(str(tables / "items"), items, mode="overwrite")
+    before = interactions[interactions[C.EVENT_TS] < pd.Timestamp(date, tz="UTC")].reset_index(drop=True)
+    write_deltalake(str(tables / "interactions"), before, mode="overwrite", schema_mode="overwrite")
+    write_deltalake(str(tables / "items"), items, mode="overwrite", schema_mode="overwrite")
     source = spark.createDataFrame(before[[C.USER_ID, C.ITEM_ID, C.EVENT_TS]])
     catalogue = spark.createDataFrame(items.loc[items[C.TITLE].notna(), [C.ITEM_ID]])
     users = source.select(C.USER_ID).distinct()
     lists = itemknn_lists(source, users, catalogue, EvidenceConfig(), top_n).toPandas()
-    write_deltalake(str(tables / "candidates"), lists, mode="overwrite")
+    write_deltalake(str(tables / "candidates"), lists, mode="overwrite", schema_mode="overwrite")
 
 
 def night_ranks(spark, tables: Path, run_id: str, horizon: int) -> tuple[pd.DataFrame, int]:
@@ -104,7 +104,12 @@ def main() -> None:
             night_tables(spark, full / "tables", tables, date, args.top_n)
         cli("pipeline", "--no-holdout", "--workdir", str(workdir), "--run-date", date, *sets)
         run_id = str(table(tables / "runs").query("job == 'score'")[C.RUN_ID].iloc[0])
-        write_deltalake(str(tables / "interactions"), table(full / "tables" / "interactions"), mode="overwrite")
+        write_deltalake(
+            str(tables / "interactions"),
+            table(full / "tables" / "interactions"),
+            mode="overwrite",
+            schema_mode="overwrite",
+        )
         cli("evaluate", "--workdir", str(workdir), "--set", f"evaluate.night={run_id}",
             "--set", f"evaluate.horizon_days={args.horizon_days}", *sets)  # fmt: skip
         with spark_session(EngineConfig(kind="local")) as spark:
