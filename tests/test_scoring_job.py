@@ -283,8 +283,8 @@ def test_scoring_reports_progress_with_an_eta(spark, prompted: Config, caplog: p
     assert re.fullmatch(r"score: 24/24 users \(100%\), [\d.]+ candidates/s, ETA 0m 00s", lines[-1])
 
 
-def _with_head(adapter: Path, folder: Path, weights: tuple[float, float]) -> Path:
-    """A copy of `adapter` with a fusion head over (lm_score, ev_popularity) of these weights, its
+def _with_head(adapter: Path, folder: Path, weights: tuple[float, float], evidence: str = "ev_popularity") -> Path:
+    """A copy of `adapter` with a fusion head over (lm_score, `evidence`) of these weights, its
     manifest's sha256 updated so the copy passes the adapter checks."""
     import json
 
@@ -293,7 +293,7 @@ def _with_head(adapter: Path, folder: Path, weights: tuple[float, float]) -> Pat
     from instructrec_batch.ranking.ranker import LinearRanker
 
     shutil.copytree(adapter, folder)
-    head = LinearRanker((C.LM_SCORE, C.EV_POPULARITY), (0.0, 0.0), (1.0, 1.0), weights)
+    head = LinearRanker((C.LM_SCORE, evidence), (0.0, 0.0), (1.0, 1.0), weights)
     (folder / FUSION_HEAD).write_text(json.dumps(head.to_dict()))
     manifest = json.loads((folder / MANIFEST).read_text()) | {"adapter_sha256": adapter_sha256(folder)}
     (folder / MANIFEST).write_text(json.dumps(manifest))
@@ -388,4 +388,7 @@ def test_the_plan_says_whether_tonight_needs_the_model_and_sets_the_databricks_t
     assert plan(adapter_dir).model_pass is True  # no head: the model's score is the ranking
     assert plan(dropped, skip_unused_model=False).model_pass is True
     assert plan(dropped, fusion=False).model_pass is True
-    assert calls == [{"key": "model_pass", "value": v} for v in (False, True, True, True, True)]
+    floor = _with_head(adapter_dir, tmp_path / "floor", weights=(0.0, 1.0), evidence="ev_retrieval")
+    planned = plan(floor)  # the head training ships when it cannot beat the retriever's order
+    assert planned.model_pass is False and "ships the retriever's order (the floor" in planned.reason
+    assert calls == [{"key": "model_pass", "value": v} for v in (False, True, True, True, True, False)]

@@ -37,6 +37,7 @@ from instructrec_batch.models.base import load_causal_lm, load_tokenizer, resolv
 from instructrec_batch.models.forward import pad_id_of
 from instructrec_batch.prompts.templates import load_templates
 from instructrec_batch.spark.tables import (
+    Staging,
     delta_version,
     read_input,
     read_optional,
@@ -90,6 +91,49 @@ def _fusion_vectors(
         source = evidence_interactions(interactions, holdout)
         vectors = sequence_vectors(spark, source, sasrec, seed)
     return vectors
+
+
+def _retriever_lists(
+    spark: SparkSession,
+    tables: TableCatalog,
+    staging: Staging,
+    t: TrainConfig,
+    evidence: EvidenceConfig,
+    interactions: DataFrame,
+    items: DataFrame,
+    holdout: DataFrame,
+    cutoff_at: int,
+) -> tuple[DataFrame | None, list[tuple[DataFrame, DataFrame]] | None, dict[str, Any]]:
+    """train.lists=retriever: the labelled retriever lists at the cut-off (staged: several steps read
+    them), the earlier replays' lists when they are replayed, and what the manifest says of them.
+    No labelled list (nobody chose from theirs in the horizon) gives None: the head then falls back to
+    sampled lists, with a warning."""
+    titled = items.where(F.col(C.TITLE).isNotNull())
+    history = read_optional(spark, tables, C.CANDIDATES_HISTORY)
+    source = evidence_interactions(interactions, holdout)
+    lists, origin = retriever_lists(
+        interactions, source, holdout, titled, history, cutoff_at, evidence, t.replay_top_n, t.horizon_days
+    )
+    write_table(lists, tables, staging.ref("retriever_lists"), mode="overwrite")
+    labelled = staging.read(spark, "retriever_lists")
+    n_lists = labelled.select(C.USER_ID).distinct().count()
+    figures: dict[str, Any] = {"retriever_lists": origin, "retriever_lists_labelled": n_lists}
+    if not n_lists:
+        log.warning(
+            "no %s retriever list at the cut-off holds an item its user chose within %d days: the head is fitted "
+            "on sampled lists and no floor is checked (a later cut-off, train.horizon_days or a candidates_history "
+            "with nights after the cut-off give it lists)",
+            origin,
+            t.horizon_days,
+        )
+        return None, None, figures
+    log.info("fusion lists: %d %s retriever lists at the cut-off, labelled by what users chose next", n_lists, origin)
+    earlier = None
+    if origin == "replayed" and t.replay_cutoffs:  # more lists of the same stand-in retriever, never of yours
+        earlier = earlier_lists(
+            interactions, titled, cutoff_at, evidence, t.replay_top_n, t.horizon_days, t.replay_cutoffs
+        )
+    return labelled, earlier, figures
 
 
 def _form_counts(examples: pd.DataFrame) -> dict[str, int]:
@@ -168,46 +212,9 @@ def train_job(
         result = train_lora(lm, train_seqs, val_seqs, t, pad_id_of(tokenizer))
         head, blend, fusion_figures, labelled, earlier = None, None, {}, None, None
         if fusion and cutoff_at is not None and t.lists == "retriever":
-            labelled, origin = retriever_lists(
-                interactions,
-                evidence_interactions(interactions, holdout),
-                holdout,
-                items.where(F.col(C.TITLE).isNotNull()),
-                read_optional(spark, tables, C.CANDIDATES_HISTORY),
-                cutoff_at,
-                evidence,
-                t.replay_top_n,
-                t.horizon_days,
+            labelled, earlier, fusion_figures = _retriever_lists(
+                spark, tables, staging, t, evidence, interactions, items, holdout, cutoff_at
             )
-            write_table(labelled, tables, staging.ref("retriever_lists"), mode="overwrite")
-            labelled = staging.read(spark, "retriever_lists")
-            n_lists = labelled.select(C.USER_ID).distinct().count()
-            fusion_figures.update({"retriever_lists": origin, "retriever_lists_labelled": n_lists})
-            if n_lists:
-                log.info(
-                    "fusion lists: %d %s retriever lists at the cut-off, labelled by what users chose next",
-                    n_lists,
-                    origin,
-                )
-            else:
-                log.warning(
-                    "no %s retriever list at the cut-off holds an item its user chose within %d days: the head is "
-                    "fitted on sampled lists and no floor is checked (a later cut-off, train.horizon_days or a "
-                    "candidates_history with nights after the cut-off give it lists)",
-                    origin,
-                    t.horizon_days,
-                )
-                labelled = None
-            if labelled is not None and origin == "replayed" and t.replay_cutoffs:
-                earlier = earlier_lists(
-                    interactions,
-                    items.where(F.col(C.TITLE).isNotNull()),
-                    cutoff_at,
-                    evidence,
-                    t.replay_top_n,
-                    t.horizon_days,
-                    t.replay_cutoffs,
-                )
         if fusion:
             lists = build_examples(
                 interactions,
