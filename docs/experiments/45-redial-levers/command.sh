@@ -29,6 +29,8 @@ for name in B C D; do
   lever $name prompts
   lever $name train
 done
+# (Run D's training was rerun the next session, `lever D train` alone on its tables, to score its fusion lists
+# to the end.)
 # Run B's test verdict, from the same copy of the tree: its adapter scores its run's lists, then the evaluation.
 EXTRA=()
 lever B score --adapter /tmp/lever-B/adapters/lever-B

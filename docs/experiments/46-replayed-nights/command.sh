@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# MovieLens-100K replayed as two production nights on an item-kNN retriever's top-20 (nights.py says how),
-# from a copy of the tree (git archive) with the project's venv, nothing else running. The demo's settings
-# but every user (no sample), and MovieLens's monthly pace: a list's label is what its user chose within 30
-# days (train.horizon_days, evaluate's horizon), the training cut-off leaves the newest 20% after it.
+# MovieLens-100K replayed as a production night on an item-kNN retriever's top-20 (nights.py says how), from
+# a copy of the tree at commit 925a395 (git archive) with the project's venv; a second process (another
+# experiment's model scoring) may share the cores, which slows, not changes, a run bounded by steps. The
+# demo's settings but every user (no sample), and MovieLens's monthly pace: a list's label is what its user
+# chose within 30 days (train.horizon_days, evaluate's horizon); the training cut-off leaves the newest 20%
+# of the night's interactions after it.
 set -euo pipefail
 python docs/experiments/46-replayed-nights/nights.py --workdir /tmp/nights \
-  --nights 1997-12-01 1998-01-01 --horizon-days 30 \
+  --nights 1998-01-01 --horizon-days 30 \
   --config conf/demo.yaml --set prompt.sample_users=null \
   --set train.horizon_days=30 --set train.valid_share=0.2 --set train.fusion_users=200
