@@ -118,12 +118,17 @@ def log_training(m: MlflowConfig, workdir: str, adapter_folder: Path, manifest: 
             }
             figures["steps"] = manifest.get("steps")
             fusion = {f"fusion.{k}": v for k, v in (manifest.get("fusion") or {}).items() if k != "head"}
-            mlflow.log_metrics({k: float(v) for k, v in {**figures, **fusion}.items() if v is not None})
+            # Figures are metrics; the words among them (where the fusion lists came from, what was
+            # shipped) are tags.
+            said = {k: v for k, v in fusion.items() if isinstance(v, str)}
+            numbers = {k: v for k, v in {**figures, **fusion}.items() if v is not None and k not in said}
+            mlflow.log_metrics({k: float(v) for k, v in numbers.items()})
             mlflow.set_tags(
                 {
                     SHA_TAG: str(manifest.get("adapter_sha256")),
                     RUN_TAG: str(manifest.get("run_id")),
                     "instructrec.stopped": str(manifest.get("stopped")),
+                    **{f"instructrec.{k}": v for k, v in said.items()},
                 }
             )
             mlflow.log_dict(dict(manifest), "manifest.json")

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import deltalake
+import mlflow
 import pandas as pd
 
 from tests.helpers import REPO, run_cli
@@ -159,7 +160,6 @@ def test_a_production_night_on_your_retrievers_lists_without_a_holdout(tmp_path:
         "train.val_users=6",
         "train.fusion_users=6",
         "evidence.sequential=false",
-        "mlflow.enabled=false",
     ]
     proc = run_cli(
         ["pipeline", "--config", str(config), "--no-holdout", *[a for s in small for a in ("--set", s)]], timeout=900
@@ -188,6 +188,12 @@ def test_a_production_night_on_your_retrievers_lists_without_a_holdout(tmp_path:
     assert deltalake.DeltaTable(str(tables / "candidates_history")).version() == 0
     assert score_row["model_id"].endswith("(floor: the retriever's order)")
     assert "ships the retriever's order (the floor)" in proc.stderr
+    # MLflow keeps the figures as metrics and what was shipped, and from which lists, as tags.
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'my_work' / 'mlflow' / 'mlflow.db'}")
+    (logged,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert logged.data.tags["instructrec.fusion.shipped"] == "retriever"
+    assert logged.data.tags["instructrec.fusion.retriever_lists"] == "kept"
+    assert logged.data.metrics["fusion.fusion_mrr_retriever"] == 1.0
     order = shown.assign(retrieval_rank=shown.groupby("user_id").cumcount() + 1)
     ranked = recs.merge(order, on=["user_id", "item_id"]).sort_values(["user_id", "rank"])
     assert ranked.groupby("user_id")["retrieval_rank"].apply(lambda r: r.is_monotonic_increasing).all()
