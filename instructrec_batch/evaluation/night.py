@@ -18,8 +18,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
+from instructrec_batch.evaluation.baselines import retriever_scores
 from instructrec_batch.evidence.replay import event_seconds, first_chosen
-from instructrec_batch.ranking.metrics import SCORE
+from instructrec_batch.ranking.metrics import METHOD, SCORE
 
 SHIPPED = "shipped"  # the method name of the night's recommendations
 PREVIOUS = "previous"  # evaluate.night: the latest night whose following days have all passed
@@ -69,3 +70,10 @@ def shipped_scores(recommendations: DataFrame, prompts: DataFrame) -> DataFrame:
     # Shipped items outrank every other candidate: a big offset keeps the two groups apart.
     score = F.when(F.col("_rank").isNotNull(), F.lit(1e9) - F.col("_rank")).otherwise(-F.col("_pos").cast("double"))
     return joined.select(C.USER_ID, C.ITEM_ID, score.cast("double").alias(SCORE))
+
+
+def night_scores(recommendations: DataFrame, prompts: DataFrame) -> DataFrame:
+    """method, user_id, item_id, score of the two orders a night is judged by: SHIPPED (`shipped_scores`)
+    and "retriever" (the lists' arrival order), over the same lists."""
+    shipped = shipped_scores(recommendations, prompts).withColumn(METHOD, F.lit(SHIPPED))
+    return shipped.unionByName(retriever_scores(prompts).withColumn(METHOD, F.lit("retriever")))

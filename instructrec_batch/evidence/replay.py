@@ -8,9 +8,9 @@ that order (training/fusion.py):
 
 - kept: the `candidates_history` table, the lists past nights were handed (user_id, item_id,
   retrieval_rank, run_date): kept by the score job night after night (`night_lists`), or supplied
-  by the team from its retriever's logs. Each user's list is
-  that of their first night dated at or after the cut-off: its evidence, computed from the
-  interactions before the cut-off, is then older than the night, never newer.
+  by the team from its retriever's logs. Each user's list is that of their first night dated at or
+  after the cut-off: its evidence, computed from the interactions before the cut-off, is then older
+  than the night, never newer.
 - replayed: where no kept night falls on or after the cut-off, an item-kNN retriever replayed at it
   from the training interactions alone: each user's `top_n` unseen items by summed cosine
   co-occurrence with their `history` newest items (the evidence's similarity), in that order.

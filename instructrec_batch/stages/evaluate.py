@@ -51,8 +51,8 @@ from instructrec_batch.evaluation.night import (
     SHIPPED,
     followed_targets,
     following,
+    night_scores,
     previous_night,
-    shipped_scores,
 )
 from instructrec_batch.evaluation.report import ReportPaths, interval_table, markdown_table, wide_table, write_report
 from instructrec_batch.evaluation.spark_metrics import metrics_frame, target_ranks
@@ -317,14 +317,7 @@ def judge_night(ctx: JobContext, e: EvaluateConfig, prompt: PromptConfig, workdi
     targets = followed_targets(prompts, read_input(spark, tables, C.INTERACTIONS), window)
     dataset = f"what followed night {night}: {window.start:%Y-%m-%d} to {window.end:%Y-%m-%d} (exclusive)"
     with ctx.recorded(STAGE) as (run, staging):
-        shipped = shipped_scores(recommendations, prompts).withColumn(METHOD, F.lit(SHIPPED))
-        write_table(shipped, tables, staging.ref("scores"))
-        write_table(
-            retriever_scores(prompts).withColumn(METHOD, F.lit("retriever")),
-            tables,
-            staging.ref("scores"),
-            mode="append",
-        )
+        write_table(night_scores(recommendations, prompts), tables, staging.ref("scores"))
         scores = staging.read(spark, "scores")
         ranks = target_ranks(scores, targets).toPandas()
         values = metrics_frame(scores, targets).toPandas()

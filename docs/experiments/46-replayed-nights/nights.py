@@ -27,9 +27,8 @@ from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import EngineConfig, EvidenceConfig
-from instructrec_batch.evaluation.baselines import retriever_scores
 from instructrec_batch.evaluation.intervals import with_intervals
-from instructrec_batch.evaluation.night import followed_targets, following, shipped_scores
+from instructrec_batch.evaluation.night import followed_targets, following, night_scores
 from instructrec_batch.evaluation.spark_metrics import target_ranks
 from instructrec_batch.evidence.replay import itemknn_lists
 from instructrec_batch.ranking.metrics import METHOD, METRICS, TARGET_RANK, metric_values
@@ -68,9 +67,7 @@ def night_ranks(spark, tables: Path, run_id: str, horizon: int) -> tuple[pd.Data
     prompts = read("prompts").where(F.col(C.RUN_ID) == run_id)
     window = following(recs.select("run_date").first()["run_date"], horizon)
     targets = followed_targets(prompts, read("interactions"), window)
-    scores = shipped_scores(recs, prompts).withColumn(METHOD, F.lit("shipped"))
-    scores = scores.unionByName(retriever_scores(prompts).withColumn(METHOD, F.lit("retriever")))
-    return target_ranks(scores, targets).toPandas(), prompts.count()
+    return target_ranks(night_scores(recs, prompts), targets).toPandas(), prompts.count()
 
 
 def pooled(ranks: pd.DataFrame, resamples: int = 1000, seed: int = 42) -> pd.DataFrame:
