@@ -203,6 +203,12 @@ class EvidenceConfig(_Section):
     window: int = Field(10, ge=1, description="two items co-occur when a user's sequence has them this close")
     history: int = Field(20, ge=1, description="newest history items each candidate is compared with")
     max_items: int = Field(200, ge=2, description="newest distinct items per user counted (caps heavy users)")
+    recent_days: int = Field(
+        14,
+        ge=1,
+        description="ev_popularity_recent counts the users of an item in this many days before the newest "
+        "interaction the evidence is given (its as-of moment)",
+    )
     text_columns: list[TextColumn] = Field(
         default_factory=lambda: ["title", "category", "brand"],
         description="items columns whose words the text similarity compares (absent ones are skipped; "

@@ -148,6 +148,7 @@ METRICS = TableContract(
 )
 # Collaborative evidence per (user, candidate), written by the evidence job (evidence/features.py).
 EV_POPULARITY = "ev_popularity"
+EV_POPULARITY_RECENT = "ev_popularity_recent"
 EV_COOC_SUM = "ev_cooc_sum"
 EV_COOC_MAX = "ev_cooc_max"
 EV_COOC_SHARE = "ev_cooc_share"
@@ -162,6 +163,7 @@ EV_REQUEST_WORDS = "ev_request_words"  # BM25 of the user's request against the 
 EV_REQUEST_MEANING = "ev_request_meaning"  # cosine of the request's and the candidate text's sentence embeddings
 EVIDENCE_COLUMNS = (
     EV_POPULARITY,
+    EV_POPULARITY_RECENT,
     EV_COOC_SUM,
     EV_COOC_MAX,
     EV_COOC_SHARE,

@@ -128,6 +128,8 @@ def test_held_out_rows_never_feed_evidence(spark) -> None:
     assert not leaky.equals(with_holdout)
     assert leaky.loc[(2, 6), C.EV_CATEGORY_MAX] > 0 and with_holdout.loc[(2, 6), C.EV_CATEGORY_MAX] == 0.0
     assert leaky.loc[(2, 6), C.EV_TEXT_MEAN] > 0 and with_holdout.loc[(2, 6), C.EV_TEXT_MEAN] == 0.0
+    # Item 5 was only ever held out (user 2's): neither its all-time nor its recent count may see it.
+    assert leaky.loc[(1, 5), C.EV_POPULARITY_RECENT] > 0 and with_holdout.loc[(1, 5), C.EV_POPULARITY_RECENT] == 0.0
 
 
 def test_own_target_interaction_never_counts(spark) -> None:
@@ -145,6 +147,7 @@ def test_own_target_interaction_never_counts(spark) -> None:
     # with itself. Words (the categories here): a and b are in 2 of the 4 items, so item 7's weights are
     # 1/sqrt(2) each: cosine 1/sqrt(2) with items 1 (b) and 2 (a), 0 with item 3 (c).
     assert seen.loc[target, C.EV_POPULARITY] == pytest.approx(np.log1p(2))  # users 2 and 3, not 1
+    assert seen.loc[target, C.EV_POPULARITY_RECENT] == pytest.approx(np.log1p(2))  # all recent here: not 1 either
     assert seen.loc[target, C.EV_COOC_SUM] > 0
     assert seen.loc[target, C.EV_CATEGORY_MEAN] == pytest.approx(1 / 3)
     assert seen.loc[target, C.EV_CATEGORY_MAX] == pytest.approx(1 / 3)
@@ -256,6 +259,9 @@ def _reference(
             for b in seq[max(0, i - cfg.window) : i] + seq[i + 1 : i + 1 + cfg.window]:
                 co[(a, b)] = co.get((a, b), 0) + 1
     cuts = {p: np.percentile(list(count.values()), 100 - p) for p in (1, 5, 20, 50)}
+    since = interactions.event_ts.max() - timedelta(days=cfg.recent_days)
+    recent = interactions[interactions.event_ts >= since].drop_duplicates(["user_id", "item_id"])
+    recent_users = {i: set(g.user_id) for i, g in recent.groupby("item_id")}
     out = []
     for row in candidates.drop_duplicates(["user_id", "item_id", "as_of_item_id"]).itertuples():
         seq, c = seqs.get(row.user_id, []), row.item_id
@@ -284,6 +290,7 @@ def _reference(
                 "item_id": c,
                 "as_of_item_id": row.as_of_item_id,
                 C.EV_POPULARITY: np.log1p(n_c),
+                C.EV_POPULARITY_RECENT: np.log1p(len(recent_users.get(c, set()) - {row.user_id})),
                 C.EV_COOC_SUM: sum(sim for sim, _ in sims),
                 C.EV_COOC_MAX: max((sim for sim, _ in sims), default=0.0),
                 C.EV_COOC_SHARE: linked / len(sims) if sims else 0.0,
@@ -310,7 +317,7 @@ def test_evidence_equals_a_plain_python_reference_on_awkward_data(spark, cfg) ->
     the Spark evidence, whole and in item-hash slices, equals the definitions computed row by row."""
     rng = np.random.default_rng(11)
     rows = [
-        (u, int(i), T0 + timedelta(minutes=int(rng.integers(0, 8))))  # few distinct times: many ties
+        (u, int(i), T0 + timedelta(days=int(rng.integers(0, 8))))  # few distinct times: many ties
         for u in range(1, 26)
         for i in rng.choice(30, size=int(rng.integers(1, 16)), replace=True)  # repeats: latest time counts
     ]
@@ -343,7 +350,7 @@ def test_evidence_equals_a_plain_python_reference_on_awkward_data(spark, cfg) ->
     titles = {i: f"{names[i % 5]} {i % 7}" for i in range(30) if i % 5}
     weights = _word_weights({i: html.unescape(f"{titles.get(i, '')} {raw[i] or ''}") for i in range(30)})
     items = _items(spark, raw, titles)
-    ev_cfg = EvidenceConfig(window=2, history=4, max_items=9, pairs_per_slice=40)
+    ev_cfg = EvidenceConfig(window=2, history=4, max_items=9, pairs_per_slice=40, recent_days=3)
     sliced_cfg = cfg.model_copy(update={"evidence": ev_cfg})
     train = spark.createDataFrame(inter, SCHEMA)
     for as_of in (True, False):  # training examples carry as_of_item_id; scoring candidates do not
@@ -355,6 +362,8 @@ def test_evidence_equals_a_plain_python_reference_on_awkward_data(spark, cfg) ->
         assert expected[C.EV_CATEGORY_MEAN].gt(0).mean() > 0.3
         assert (expected[C.EV_CATEGORY_MAX] > expected[C.EV_CATEGORY_MEAN]).any()
         assert expected[C.EV_TEXT_MEAN].gt(0).mean() > 0.3 and (expected[C.EV_TEXT_RECENT] > 0).any()
+        recent, popular = expected[C.EV_POPULARITY_RECENT], expected[C.EV_POPULARITY]
+        assert recent.gt(0).mean() > 0.3 and (recent < popular).mean() > 0.3  # the window leaves users out
         schema = CAND_SCHEMA + (", as_of_item_id BIGINT" if as_of else "") + f", {C.RETRIEVAL_RANK} INT"
         spark_cands = spark.createDataFrame(listed.astype(object).where(listed.notna(), None), schema)
         whole = candidate_evidence(train, spark_cands, ev_cfg, items).toPandas()

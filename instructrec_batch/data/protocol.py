@@ -138,6 +138,15 @@ def sample_users(frame: DataFrame, n: int | None, seed: int) -> DataFrame:
     return frame.join(users, C.USER_ID, "left_semi")
 
 
+def event_seconds(frame: DataFrame) -> Column:
+    """`frame`'s event_ts as epoch seconds (a BIGINT event_ts is taken to be seconds already; a
+    TIMESTAMP_NTZ is read in the session's time zone, as classic Spark casts no NTZ to a number)."""
+    kind = frame.schema[C.EVENT_TS].dataType.simpleString()
+    if kind in ("bigint", "int"):
+        return F.col(C.EVENT_TS)
+    return F.col(C.EVENT_TS).cast("timestamp").cast("long")
+
+
 def history_cut(interactions: DataFrame, holdout: DataFrame | None) -> DataFrame:
     """Keep only rows strictly before each user's first held-out row, ordered by (event_ts, item_id)."""
     if holdout is None:

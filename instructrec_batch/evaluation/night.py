@@ -18,8 +18,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
+from instructrec_batch.data.protocol import event_seconds
 from instructrec_batch.evaluation.baselines import retriever_scores
-from instructrec_batch.evidence.replay import event_seconds, first_chosen
+from instructrec_batch.evidence.replay import first_chosen
 from instructrec_batch.ranking.metrics import METHOD, SCORE
 
 SHIPPED = "shipped"  # the method name of the night's recommendations

@@ -4,6 +4,8 @@ The features are what a co-occurrence recommender knows about a candidate, as nu
 weigh next to the language model's answer:
 
 - `ev_popularity`: log(1 + number of other users who interacted with the item);
+- `ev_popularity_recent`: the same count over the last `recent_days` before the newest interaction given
+  (the evidence's as-of moment): what is in demand now, which all-time counts of an older catalogue hide;
 - `ev_cooc_sum`, `ev_cooc_max`: sum and maximum over the user's `history` newest items h of the
   cosine co-occurrence sim(c, h) = co(c, h) / sqrt(n(c) · n(h)), where co(c, h) counts the users in
   whose sequence c and h lie at most `window` positions apart;
@@ -49,7 +51,7 @@ from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
-from instructrec_batch.data.protocol import history_cut
+from instructrec_batch.data.protocol import event_seconds, history_cut
 from instructrec_batch.evidence.requests import REQUEST_COLUMNS, Requests, request_scores
 from instructrec_batch.evidence.sequential import SEQUENCE_FLOOR, sequence_scores
 from instructrec_batch.spark.rejects import null_keys
@@ -57,6 +59,7 @@ from instructrec_batch.text.items import CATEGORY, WEIGHT, WORD, item_categories
 
 # The columns by name (contracts.py owns them; their order there is only the table's column order).
 POPULARITY, RETRIEVAL, SEQUENCE_LOG_P = C.EV_POPULARITY, C.EV_RETRIEVAL, C.EV_SEQUENCE
+POPULARITY_RECENT = C.EV_POPULARITY_RECENT
 COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM = C.EV_COOC_SUM, C.EV_COOC_MAX, C.EV_COOC_SHARE, C.EV_RECENT_SIM
 CATEGORY_MEAN, CATEGORY_MAX = C.EV_CATEGORY_MEAN, C.EV_CATEGORY_MAX
 TEXT_MEAN, TEXT_RECENT = C.EV_TEXT_MEAN, C.EV_TEXT_RECENT
@@ -87,6 +90,15 @@ def user_sequences(train: DataFrame, max_items: int) -> DataFrame:
 def item_counts(sequences: DataFrame) -> DataFrame:
     """item_id, _n: how many users' (capped) sequences hold the item."""
     return sequences.select(F.explode(SEQUENCE).alias(C.ITEM_ID)).groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_n"))
+
+
+def recent_pairs(train: DataFrame, days: int) -> DataFrame:
+    """user_id, item_id: the distinct pairs with an interaction in the `days` before the newest
+    interaction of `train`, inclusive (the as-of moment: callers pass only what may be known then)."""
+    at = event_seconds(train)
+    newest = train.agg(F.max(at).alias("_newest"))
+    recent = train.crossJoin(newest).where(at >= F.col("_newest") - F.lit(days * 86400))
+    return recent.select(C.USER_ID, C.ITEM_ID).distinct()
 
 
 def hash_part(key: Column, part: tuple[int, int]) -> Column:
@@ -166,7 +178,8 @@ def candidate_evidence(
     """
     sequences = user_sequences(train, cfg.max_items)
     counts = item_counts(sequences)
-    compared = compared_candidates(sequences, counts, candidates, cfg.history, item_categories(items))
+    recent = recent_pairs(train, cfg.recent_days)
+    compared = compared_candidates(sequences, counts, recent, candidates, cfg.history, item_categories(items))
     words = item_words(items, cfg.text_columns)
     text = None if words is None else text_similarity(compared, sequences, words, cfg.history)
     asked = request_evidence(candidates, requests)
@@ -190,11 +203,17 @@ def sequential_evidence(candidates: DataFrame, vectors: DataFrame | None) -> Dat
 
 
 def compared_candidates(
-    sequences: DataFrame, counts: DataFrame, candidates: DataFrame, history: int, categories: DataFrame | None
+    sequences: DataFrame,
+    counts: DataFrame,
+    recent: DataFrame,
+    candidates: DataFrame,
+    history: int,
+    categories: DataFrame | None,
 ) -> DataFrame:
     """One row per distinct candidate (keys) with what its evidence needs from the user's sequence:
     _rank (upstream retrieval rank), _own (the candidate's position when the user holds it, else
-    null), _nc (its user count, the user's own interaction left out), _start (the position the
+    null), _nc (its user count, the user's own interaction left out), _nr (its count among the
+    `recent_pairs`, the user's own left out), _start (the position the
     history starts after: the as_of item's, else _own, else 0), _hist (the `history` items after
     _start, newest first) and the category affinities (`category_affinity`, from `categories` as
     given by item_categories, or null without them)."""
@@ -204,7 +223,16 @@ def compared_candidates(
         if C.RETRIEVAL_RANK in candidates.columns
         else F.lit(None).cast("int").alias("_rank")
     )
-    rows = candidates.groupBy(*keys).agg(rank).join(sequences, C.USER_ID, "left").join(counts, C.ITEM_ID, "left")
+    recent_counts = recent.groupBy(C.ITEM_ID).agg(F.count(F.lit(1)).alias("_nr_all"))
+    mine = recent.select(C.USER_ID, C.ITEM_ID, F.lit(1).alias("_mine"))
+    rows = (
+        candidates.groupBy(*keys)
+        .agg(rank)
+        .join(sequences, C.USER_ID, "left")
+        .join(counts, C.ITEM_ID, "left")
+        .join(recent_counts, C.ITEM_ID, "left")
+        .join(mine, [C.USER_ID, C.ITEM_ID], "left")
+    )
     own = _position(F.col(C.ITEM_ID))
     as_of = _position(F.col(AS_OF)) if AS_OF in keys else F.lit(None).cast("int")
     start = F.coalesce(as_of, own, F.lit(0))
@@ -213,6 +241,7 @@ def compared_candidates(
         "_rank",
         own.alias("_own"),
         (F.coalesce(F.col("_n"), F.lit(0)) - own.isNotNull().cast("long")).alias("_nc"),
+        (F.coalesce(F.col("_nr_all"), F.lit(0)) - F.coalesce(F.col("_mine"), F.lit(0))).alias("_nr"),
         start.alias("_start"),
         F.slice(SEQUENCE, start + 1, F.lit(history)).alias("_hist"),
     )
@@ -353,6 +382,7 @@ def part_evidence(
     return out.select(
         *keys,
         _zero(F.log1p(F.col("_nc").cast("double"))).alias(POPULARITY),
+        _zero(F.log1p(F.col("_nr").cast("double"))).alias(POPULARITY_RECENT),
         *[_zero(F.col(c)).alias(c) for c in (COOC_SUM, COOC_MAX, COOC_SHARE, RECENT_SIM)],
         _zero(1.0 / F.col("_rank").cast("double")).alias(RETRIEVAL),
         *[_zero(F.col(c)).alias(c) for c in (*CATEGORY_COLUMNS, *TEXT_COLUMNS)],

@@ -23,11 +23,12 @@ list without any is dropped, as `evaluate.night` judges a night (evaluation/nigh
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
+from instructrec_batch.data.protocol import event_seconds
 from instructrec_batch.evidence.features import SEQUENCE, SIM, item_neighbours, user_sequences
 from instructrec_batch.ranking.blend import POSITIVE
 
@@ -35,12 +36,6 @@ RUN_DATE = "run_date"  # candidates_history: the night a list was handed over
 FROM = "_from"  # a list's moment: epoch seconds from which what the user did counts as its label
 NEIGHBOURS = 100  # item-kNN replay: each history item's nearest items a user's candidates come from
 DAY = 86400
-
-
-def event_seconds(frame: DataFrame) -> Column:
-    """`frame`'s event_ts as epoch seconds (a BIGINT event_ts is taken to be seconds already)."""
-    numeric = frame.schema[C.EVENT_TS].dataType.simpleString() in ("bigint", "int")
-    return F.col(C.EVENT_TS) if numeric else F.col(C.EVENT_TS).cast("long")
 
 
 def first_chosen(listed: DataFrame, following: DataFrame) -> DataFrame:

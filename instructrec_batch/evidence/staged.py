@@ -31,6 +31,7 @@ from instructrec_batch.evidence.features import (
     compared_candidates,
     item_counts,
     part_evidence,
+    recent_pairs,
     request_evidence,
     sequential_evidence,
     text_similarity,
@@ -63,7 +64,9 @@ def staged_evidence(
 
     sequences = stage("sequences", user_sequences(train, ev.max_items))
     counts = stage("counts", item_counts(sequences))
-    compared = stage("compared", compared_candidates(sequences, counts, candidates, ev.history, item_categories(items)))
+    recent = recent_pairs(train, ev.recent_days)
+    categories = item_categories(items)
+    compared = stage("compared", compared_candidates(sequences, counts, recent, candidates, ev.history, categories))
     pairs = (sequences.agg(F.sum(F.size(SEQUENCE))).first()[0] or 0) * ev.window
     slices = max(1, math.ceil(pairs / ev.pairs_per_slice))
 

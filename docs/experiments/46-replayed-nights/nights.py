@@ -6,11 +6,18 @@ the way a team writes its own tables. `pipeline --no-holdout` runs the night (tr
 blend and the head fitted on the retriever's lists replayed at it, the floor, score). Then the days pass: the
 night's interactions table becomes the whole log and `evaluate --set evaluate.night=RUN_ID` judges it. Last,
 the nights are pooled (a user-night per row) into one table of the shipped order against the retriever's,
-with the paired interval, written to <workdir>/pooled.json.
+with the paired interval, written to <workdir>/pooled.json; next to it, the paired interval resampling
+users (all of a user's nights together), as the same users return night after night.
+
+With --train-date D0 the nights run as a team runs them: one training (`pipeline --no-holdout` on D0's
+tables, which also scores night D0), then every night of --nights the nightly jobs alone on that night's
+tables (evidence, prompts, score with D0's adapter), in one workdir; each night is judged by the same
+function `evaluate.night` uses.
 
 Usage (from the repository root, the project's venv):
     python docs/experiments/46-replayed-nights/nights.py --workdir W --nights 1997-12-01 1998-01-01 \\
-        --horizon-days 30 [--top-n 20] [--config FILE ...] [--set key=value ...]  # passed to every run
+        --horizon-days 30 [--train-date D0] [--top-n 20] [--config FILE ...] [--set key=value ...]
+    (--config and --set are passed to every run)
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import functions as F
@@ -31,7 +39,7 @@ from instructrec_batch.evaluation.intervals import with_intervals
 from instructrec_batch.evaluation.night import followed_targets, following, night_scores
 from instructrec_batch.evaluation.spark_metrics import target_ranks
 from instructrec_batch.evidence.replay import itemknn_lists
-from instructrec_batch.ranking.metrics import METHOD, METRICS, TARGET_RANK, metric_values
+from instructrec_batch.ranking.metrics import METHOD, METRICS, TARGET_RANK, Metric, metric_values
 from instructrec_batch.spark.engine import spark_session
 
 CLI = [sys.executable, "-c", "from instructrec_batch.cli import main; main()"]
@@ -81,18 +89,84 @@ def pooled(ranks: pd.DataFrame, resamples: int = 1000, seed: int = 42) -> pd.Dat
     return with_intervals(frame, ranks, resamples, seed, llm_methods=("shipped",))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--nights", nargs="+", required=True, help="night dates YYYY-MM-DD")
-    parser.add_argument("--horizon-days", type=int, default=30)
-    parser.add_argument("--top-n", type=int, default=20)
-    parser.add_argument("--config", action="append", default=[], dest="configs")
-    parser.add_argument("--set", action="append", default=[], dest="sets")
-    args = parser.parse_args()
-    full = args.workdir / "full"
-    cli("data", "movielens", "--workdir", str(full))
-    sets = [a for c in args.configs for a in ("--config", c)] + [a for s in args.sets for a in ("--set", s)]
+def by_user(ranks: pd.DataFrame, resamples: int = 1000, seed: int = 42) -> dict[str, dict[str, float]]:
+    """shipped − retriever per metric over the user-nights, its 95% interval resampling users (each
+    drawn user brings all their nights): `ranks` holds user_id as "night:user"."""
+    wide = ranks.pivot(index=C.USER_ID, columns=METHOD, values=TARGET_RANK)
+    user = wide.index.str.split(":").str[1]
+    out = {}
+    for metric in METRICS:
+        diff = metric_values(wide["shipped"].to_numpy(), metric) - metric_values(wide["retriever"].to_numpy(), metric)
+        per_user = pd.DataFrame({"d": diff, "u": user}).groupby("u")["d"].agg(["sum", "count"])
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(0, len(per_user), size=(resamples, len(per_user)))
+        sums, counts = per_user["sum"].to_numpy(), per_user["count"].to_numpy()
+        means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+        low, high = np.percentile(means, [2.5, 97.5])
+        out[str(Metric(metric.name, metric.k))] = {
+            "difference": float(diff.mean()),
+            "ci_low": float(low),
+            "ci_high": float(high),
+            "users": len(per_user),
+            "user_nights": len(diff),
+        }
+    return out
+
+
+def night_summary(workdir: Path, users: int, judged: int) -> dict:
+    """The night's training figures from its adapter's manifest."""
+    manifest = json.loads(next((workdir / "adapters").glob("*/manifest.json")).read_text())
+    fusion = manifest["fusion"]
+    head = dict(zip(fusion["head"]["features"], fusion["head"]["weights"], strict=True))
+    return {
+        "users": users,
+        "judged": judged,
+        "cutoff": manifest["split"]["cutoff"],
+        "shipped": fusion.get("shipped"),
+        "retriever_lists": fusion.get("retriever_lists"),
+        "retriever_lists_labelled": fusion.get("retriever_lists_labelled"),
+        "fusion_mrr_head": fusion.get("fusion_mrr_head"),
+        "fusion_mrr_retriever": fusion.get("fusion_mrr_retriever"),
+        "model_kept": fusion.get("model_kept"),
+        "weight_ev_retrieval": head.get(C.EV_RETRIEVAL),
+        "weight_ev_retrieval^2": head.get(f"{C.EV_RETRIEVAL}^2"),
+        "head": head,
+    }
+
+
+def write_full_log(full: Path, tables: Path) -> None:
+    """The days pass: the night's interactions table becomes the whole log."""
+    log = table(full / "tables" / "interactions")
+    write_deltalake(str(tables / "interactions"), log, mode="overwrite", schema_mode="overwrite")
+
+
+def trained_once(args: argparse.Namespace, full: Path, sets: list[str]) -> tuple[list[pd.DataFrame], dict]:
+    """One training on --train-date, then the nightly jobs alone on each night; every night judged."""
+    workdir, tables = args.workdir / "nightly", args.workdir / "nightly" / "tables"
+    with spark_session(EngineConfig(kind="local")) as spark:
+        night_tables(spark, full / "tables", tables, args.train_date, args.top_n)
+    cli("pipeline", "--no-holdout", "--workdir", str(workdir), "--run-date", args.train_date, *sets)
+    adapter = str(next((workdir / "adapters").glob("*/manifest.json")).parent)
+    for date in args.nights:
+        with spark_session(EngineConfig(kind="local")) as spark:
+            night_tables(spark, full / "tables", tables, date, args.top_n)
+        for job in ("evidence", "prompts"):
+            cli(job, "--workdir", str(workdir), "--run-date", date, *sets)
+        cli("score", "--workdir", str(workdir), "--run-date", date, "--adapter", adapter, *sets)
+    write_full_log(full, tables)
+    runs = table(tables / "runs").query("job == 'score'")
+    all_ranks, nights = [], {}
+    for date in args.nights:
+        run_id = str(runs[runs[C.RUN_ID].str.startswith(date)][C.RUN_ID].iloc[-1])
+        with spark_session(EngineConfig(kind="local")) as spark:
+            ranks, users = night_ranks(spark, tables, run_id, args.horizon_days)
+        nights[date] = {"run_id": run_id, "users": users, "judged": int(ranks[C.USER_ID].nunique())}
+        all_ranks.append(ranks.assign(**{C.USER_ID: date + ":" + ranks[C.USER_ID].astype(str)}))
+    return all_ranks, {"training": night_summary(workdir, 0, 0) | {"date": args.train_date}, "nights": nights}
+
+
+def night_by_night(args: argparse.Namespace, full: Path, sets: list[str]) -> tuple[list[pd.DataFrame], dict]:
+    """Every night trained and scored by its own pipeline, then judged by `evaluate`."""
     all_ranks, summary = [], {}
     for date in args.nights:
         workdir = args.workdir / date
@@ -101,36 +175,36 @@ def main() -> None:
             night_tables(spark, full / "tables", tables, date, args.top_n)
         cli("pipeline", "--no-holdout", "--workdir", str(workdir), "--run-date", date, *sets)
         run_id = str(table(tables / "runs").query("job == 'score'")[C.RUN_ID].iloc[0])
-        write_deltalake(
-            str(tables / "interactions"),
-            table(full / "tables" / "interactions"),
-            mode="overwrite",
-            schema_mode="overwrite",
-        )
+        write_full_log(full, tables)
         cli("evaluate", "--workdir", str(workdir), "--set", f"evaluate.night={run_id}",
             "--set", f"evaluate.horizon_days={args.horizon_days}", *sets)  # fmt: skip
         with spark_session(EngineConfig(kind="local")) as spark:
             ranks, users = night_ranks(spark, tables, run_id, args.horizon_days)
-        manifest = json.loads(next((workdir / "adapters").glob("*/manifest.json")).read_text())
-        fusion = manifest["fusion"]
-        head = dict(zip(fusion["head"]["features"], fusion["head"]["weights"], strict=True))
-        summary[date] = {
-            "users": users,
-            "judged": int(ranks[C.USER_ID].nunique()),
-            "cutoff": manifest["split"]["cutoff"],
-            "shipped": fusion.get("shipped"),
-            "retriever_lists": fusion.get("retriever_lists"),
-            "retriever_lists_labelled": fusion.get("retriever_lists_labelled"),
-            "fusion_mrr_head": fusion.get("fusion_mrr_head"),
-            "fusion_mrr_retriever": fusion.get("fusion_mrr_retriever"),
-            "model_kept": fusion.get("model_kept"),
-            "weight_ev_retrieval": head.get(C.EV_RETRIEVAL),
-            "weight_ev_retrieval^2": head.get(f"{C.EV_RETRIEVAL}^2"),
-        }
+        summary[date] = night_summary(workdir, users, int(ranks[C.USER_ID].nunique()))
         all_ranks.append(ranks.assign(**{C.USER_ID: date + ":" + ranks[C.USER_ID].astype(str)}))
+    return all_ranks, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--nights", nargs="+", required=True, help="night dates YYYY-MM-DD")
+    parser.add_argument("--horizon-days", type=int, default=30)
+    parser.add_argument("--top-n", type=int, default=20)
+    parser.add_argument("--train-date", help="train once on this date's tables; the nights only score")
+    parser.add_argument("--config", action="append", default=[], dest="configs")
+    parser.add_argument("--set", action="append", default=[], dest="sets")
+    args = parser.parse_args()
+    full = args.workdir / "full"
+    cli("data", "movielens", "--workdir", str(full))
+    sets = [a for c in args.configs for a in ("--config", c)] + [a for s in args.sets for a in ("--set", s)]
+    run = trained_once if args.train_date else night_by_night
+    all_ranks, summary = run(args, full, sets)
     result = pooled(pd.concat(all_ranks, ignore_index=True))
     print(result.to_string(index=False))
-    out = {"nights": summary, "pooled": json.loads(result.to_json(orient="records"))}
+    users = by_user(pd.concat(all_ranks, ignore_index=True))
+    print(json.dumps(users, indent=2))
+    out = {"nights": summary, "pooled": json.loads(result.to_json(orient="records")), "by_user": users}
     (args.workdir / "pooled.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(summary, indent=2))
 
