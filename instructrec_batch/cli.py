@@ -253,7 +253,7 @@ STAGE_COMMANDS = (
         "LoRA instruction tuning → adapter folder + manifest",
         "train",
         "train_job",
-        ("--base", "--run-id"),
+        ("--base", "--run-id", "--run-date"),
         ((("--output",), {"help": "shortcut for --set train.output=DIR"}),),
     ),
     StageCommand(
@@ -275,6 +275,13 @@ STAGE_COMMANDS = (
         "plan_job",
         ("--run-id", "--run-date"),
         ((("--adapter",), {"help": _ADAPTER_HELP}),),
+    ),
+    StageCommand(
+        ("promote",),
+        "the challenger against the champion on a judged night; the champion alias moves only on a paired win",
+        "promote",
+        "promote_job",
+        ("--run-id", "--run-date"),
     ),
     StageCommand(
         ("evaluate",),

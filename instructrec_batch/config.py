@@ -401,6 +401,19 @@ class TrainConfig(_Section):
     horizon_days: int = Field(
         7, ge=1, description="train.lists=retriever: a list's positive is the first item chosen within these days"
     )
+    as_of: str | None = Field(
+        None,
+        pattern=r"^(\d{4}-\d{2}-\d{2}|previous)$",
+        description="train only on what was known before this date (interactions, kept lists, stated intents): "
+        "YYYY-MM-DD, or previous = the night `promote` judges (promote.night=previous), so a challenger never "
+        "sees what followed the night it is compared on; None = everything",
+    )
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _as_of_as_text(cls, value: object) -> object:
+        """YAML reads 2026-11-22 as a date: accept it as the same text."""
+        return value.isoformat() if isinstance(value, date) else value
 
     @model_validator(mode="after")
     def _retriever_lists_need_time(self) -> TrainConfig:
@@ -513,6 +526,28 @@ class EvaluateConfig(_Section):
     )
 
 
+class PromoteConfig(_Section):
+    """The challenger against the champion on the same judged night; the champion alias moves only when the
+    challenger's NDCG@10 is higher with a paired 95% interval above 0 (or when there is no champion yet)."""
+
+    challenger: str | None = Field(
+        None,
+        description="the registered version to promote (models:/<name>@<alias> or models:/<name>/<version>); "
+        "None = models:/<mlflow.model_name>@<mlflow.alias>, the version training registered last",
+    )
+    champion_alias: str = Field(
+        "champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,254}$", description="the alias the nightly scores with"
+    )
+    night: str = Field(
+        "previous",
+        description="the night both rank (a run_id with recommendations, its prompts and evidence), judged by "
+        "what users chose from their lists after it; previous = the latest whose promote.horizon_days have passed",
+    )
+    horizon_days: int = Field(7, ge=1, description="the days from the night's date whose interactions judge it")
+    bootstrap: int = Field(1000, ge=10, description="bootstrap resamples of users for the paired interval")
+    seed: int = Field(42, description="seed of the bootstrap")
+
+
 class MlflowConfig(_Section):
     """MLflow tracking and model registry of adapters (training runs, registered versions, evaluations)."""
 
@@ -563,6 +598,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     allowed_roots: list[str] = Field(

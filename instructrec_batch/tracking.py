@@ -152,6 +152,30 @@ def _register(mlflow: Any, name: str, run_id: str) -> Any:
     return client.create_model_version(name, f"runs:/{run_id}/{ADAPTER_ARTIFACT}", run_id=run_id)
 
 
+def alias_version(m: MlflowConfig, workdir: str, alias: str) -> str | None:
+    """The version of m.model_name that `alias` points at; None when the model or the alias does not exist yet."""
+    with _mlflow(m, workdir) as mlflow:
+        try:
+            return str(mlflow.MlflowClient().get_model_version_by_alias(m.model_name, alias).version)
+        except mlflow.exceptions.MlflowException:
+            return None
+
+
+def move_alias(m: MlflowConfig, workdir: str, alias: str, version: str) -> None:
+    """Point `alias` of m.model_name at `version` (the nightly's models:/<name>@<alias> then resolves to it)."""
+    with _mlflow(m, workdir) as mlflow:
+        mlflow.MlflowClient().set_registered_model_alias(m.model_name, alias, version)
+    log.info("mlflow: alias %s of %s now points at version %s", alias, m.model_name, version)
+
+
+def tag_version(m: MlflowConfig, workdir: str, version: str, tags: Mapping[str, str]) -> None:
+    """Set `tags` on `version` of m.model_name (what a promotion decided about it, and why)."""
+    with _mlflow(m, workdir) as mlflow:
+        client = mlflow.MlflowClient()
+        for key, value in tags.items():
+            client.set_model_version_tag(m.model_name, version, key, value)
+
+
 @dataclass(frozen=True)
 class ResolvedAdapter:
     """An adapter reference as a local folder, with the registry lineage it came from."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -11,49 +10,13 @@ import deltalake
 import mlflow
 import pandas as pd
 
-from tests.helpers import REPO, run_cli
-
-
-def _readme_snippet(name: str = "own-data") -> str:
-    pages = "".join((REPO / "docs" / page).read_text() for page in ("own-data.md", "production.md"))
-    found = re.search(rf"<!-- {name}:[^>]*-->\s*```python\n(.*?)```", pages, re.S)
-    assert found, f"docs/own-data.md or docs/production.md lost its {name} snippet"
-    return found.group(1)
-
-
-def _documented_tables(tmp_path: Path, *snippets: str) -> None:
-    """Run the docs' snippets (own-data.md, production.md), unchanged but for the paths, on the exports in
-    `tmp_path`."""
-    namespace: dict[str, object] = {}
-    for name in snippets:
-        code = _readme_snippet(name).replace('"my_work/tables"', repr(str(tmp_path / "my_work" / "tables")))
-        for export in ("events.csv", "products.csv", "retrieved.csv", "retrieved_history.csv"):
-            code = code.replace(f'"{export}"', repr(str(tmp_path / export)))
-        exec(compile(code, "docs/own-data.md", "exec"), namespace)
-
-
-START = datetime(2026, 3, 1)
-
-
-def _bought(u: int, j: int, products: int = 40) -> str:
-    """User u's j-th product of the exports (at START + 10·j + u hours: every user's log spans the period)."""
-    return f"SKU-{(u * 7 + j * 3) % products:03d}"
-
-
-def _exports(folder: Path, users: int = 12, products: int = 40, per_user: int = 9) -> None:
-    rows = [
-        (f"u{u}", _bought(u, j, products), (START + timedelta(hours=10 * j + u)).isoformat())
-        for u in range(users)
-        for j in range(per_user)
-    ]
-    pd.DataFrame(rows, columns=["user", "product", "timestamp"]).to_csv(folder / "events.csv", index=False)
-    names = [(f"SKU-{p:03d}", f"Product {p} &amp; accessories") for p in range(products)]
-    pd.DataFrame(names, columns=["product", "name"]).to_csv(folder / "products.csv", index=False)
+from tests.helpers import run_cli
+from tests.own_data import START, bought, documented_tables, exports
 
 
 def test_pipeline_on_tables_written_from_csv(tmp_path: Path, tiny_model_dir: Path) -> None:
-    _exports(tmp_path)
-    _documented_tables(tmp_path, "own-data")
+    exports(tmp_path)
+    documented_tables(tmp_path, "own-data")
     config = tmp_path / "my.yaml"
     config.write_text(f"workdir: {tmp_path / 'my_work'}\ncache_dir: {tmp_path / 'cache'}\n")
     small = [
@@ -123,7 +86,7 @@ def test_a_production_night_on_your_retrievers_lists_without_a_holdout(tmp_path:
     candidates (nothing written); `pipeline --no-holdout` trains before a cut-off, validates after it and
     recommends for every user. The past night's lists ranked first what each user chose next (a near
     perfect retriever): no head can beat that order, so the night ships the retriever's order and says so."""
-    _exports(tmp_path)
+    exports(tmp_path)
     retrieved = [(f"u{u}", f"SKU-{(u * 5 + j) % 40:03d}", 1.0 / (j + 1)) for u in range(12) for j in range(8)]
     pd.DataFrame(retrieved, columns=["user", "product", "score"]).to_csv(tmp_path / "retrieved.csv", index=False)
     # The night of 2026-03-04, the cut-off: each user's list led with what they went on to choose (their
@@ -131,13 +94,13 @@ def test_a_production_night_on_your_retrievers_lists_without_a_holdout(tmp_path:
     cut = START + timedelta(days=3)
     past = []
     for u in range(12):
-        chosen = [_bought(u, j) for j in range(9) if START + timedelta(hours=10 * j + u) >= cut]
-        never = [f"SKU-{p:03d}" for p in range(40) if all(_bought(u, j) != f"SKU-{p:03d}" for j in range(9))][:6]
+        chosen = [bought(u, j) for j in range(9) if START + timedelta(hours=10 * j + u) >= cut]
+        never = [f"SKU-{p:03d}" for p in range(40) if all(bought(u, j) != f"SKU-{p:03d}" for j in range(9))][:6]
         past += [(f"u{u}", sku, 1.0 / (r + 1), cut.date().isoformat()) for r, sku in enumerate(chosen + never)]
     pd.DataFrame(past, columns=["user", "product", "score", "night"]).to_csv(
         tmp_path / "retrieved_history.csv", index=False
     )
-    _documented_tables(tmp_path, "own-data", "own-data-candidates", "own-data-history")
+    documented_tables(tmp_path, "own-data", "own-data-candidates", "own-data-history")
     tables = tmp_path / "my_work" / "tables"
     config = tmp_path / "my.yaml"
     config.write_text(f"workdir: {tmp_path / 'my_work'}\ncache_dir: {tmp_path / 'cache'}\n")

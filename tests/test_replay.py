@@ -18,7 +18,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
 from instructrec_batch.evidence.features import evidence_interactions
 from instructrec_batch.evidence.replay import FROM, earlier_lists, labelled, retriever_lists
-from instructrec_batch.ranking.fusion import RETRIEVER_ORDER, ranks_by_retriever, retriever_floor
+from instructrec_batch.ranking.fusion import BLEND, RETRIEVER_ORDER, ranks_by_retriever, retriever_floor
 from instructrec_batch.ranking.ranker import LinearRanker
 
 DAY = 86400
@@ -178,3 +178,17 @@ def test_the_floor_ships_the_retrievers_order_when_the_head_does_not_beat_it() -
     shipped, out = retriever_floor(head, worst, figures)
     assert shipped == head and not ranks_by_retriever(shipped)
     assert out["shipped"] == "head" and out["fusion_mrr_retriever"] == 0.25
+
+
+def test_a_head_without_model_weight_is_held_to_the_floor_on_every_list_the_blend_was_fitted_on() -> None:
+    """On the few fusion lists the retriever's order looks better; on the many lists the blend was fitted on
+    (scored out of sample) the blend is better: the head, which ranks as the blend, ships."""
+    head = LinearRanker((C.LM_SCORE, C.EV_POPULARITY), (0.0, 0.0), (1.0, 1.0), (0.0, 1.0))  # no model weight
+    few, figures = _lists(np.array([1.0, 1 / 2, 1 / 3, 1 / 4]), np.zeros(4))
+    figures["fusion_mrr_head"] = 0.5  # below the retriever's 1.0 on these lists
+    many, _ = _lists(np.array([1 / 4, 1 / 3, 1 / 2, 1.0]), np.zeros(4))  # the retriever ranks the positive last
+    many = many.assign(**{BLEND: np.tile([1.0, 0.0, 0.0, 0.0], 40)})  # the held-out blend ranks it first
+    assert retriever_floor(head, few, figures)[0] == RETRIEVER_ORDER  # judged on the fusion lists alone
+    shipped, out = retriever_floor(head, few, figures, many)
+    assert shipped == head and out["shipped"] == "head"
+    assert (out["floor_mrr_head"], out["fusion_mrr_retriever"], out["floor_lists"]) == (1.0, 0.25, 40)

@@ -138,13 +138,13 @@ def sample_users(frame: DataFrame, n: int | None, seed: int) -> DataFrame:
     return frame.join(users, C.USER_ID, "left_semi")
 
 
-def event_seconds(frame: DataFrame) -> Column:
-    """`frame`'s event_ts as epoch seconds (a BIGINT event_ts is taken to be seconds already; a
-    TIMESTAMP_NTZ is read in the session's time zone, as classic Spark casts no NTZ to a number)."""
-    kind = frame.schema[C.EVENT_TS].dataType.simpleString()
+def event_seconds(frame: DataFrame, column: str = C.EVENT_TS) -> Column:
+    """`frame`'s event_ts (or another time `column`) as epoch seconds (a BIGINT one is taken to be seconds
+    already; a TIMESTAMP_NTZ is read in the session's time zone, as classic Spark casts no NTZ to a number)."""
+    kind = frame.schema[column].dataType.simpleString()
     if kind in ("bigint", "int"):
-        return F.col(C.EVENT_TS)
-    return F.col(C.EVENT_TS).cast("timestamp").cast("long")
+        return F.col(column)
+    return F.col(column).cast("timestamp").cast("long")
 
 
 def history_cut(interactions: DataFrame, holdout: DataFrame | None) -> DataFrame:

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
 from instructrec_batch.data.protocol import event_seconds
+from instructrec_batch.errors import ContractError
 from instructrec_batch.evaluation.baselines import retriever_scores
 from instructrec_batch.evidence.replay import first_chosen
 from instructrec_batch.ranking.metrics import METHOD, SCORE
@@ -33,6 +34,21 @@ def previous_night(recommendations: DataFrame, today: date, horizon_days: int) -
     closed = recommendations.where(F.col("run_date") <= F.lit(today - timedelta(days=horizon_days)))
     row = closed.select("run_date", C.RUN_ID).distinct().orderBy(F.desc("run_date"), F.desc(C.RUN_ID)).first()
     return None if row is None else str(row[C.RUN_ID])
+
+
+def chosen_night(recommendations: DataFrame, night: str, today: date, horizon_days: int) -> tuple[str, date] | None:
+    """(run_id, run_date) of `night`: a run_id of `recommendations`, or PREVIOUS (`previous_night`); None
+    when PREVIOUS finds none yet. A run_id without recommendations is an error naming the table."""
+    run_id = previous_night(recommendations, today, horizon_days) if night == PREVIOUS else night
+    if run_id is None:
+        return None
+    first = recommendations.where(F.col(C.RUN_ID) == run_id).select("run_date").first()
+    if first is None:
+        raise ContractError(
+            f"table 'recommendations' has no rows for run_id '{run_id}': name a night whose score job wrote "
+            "recommendations, or previous"
+        )
+    return run_id, first["run_date"]
 
 
 @dataclass(frozen=True)

