@@ -1,6 +1,7 @@
 """The Databricks Asset Bundle: paths resolved as the Databricks CLI resolves them, resources valid for
 Databricks' own typed definitions, targets as a platform team expects, and every task's parameters parse."""
 
+import argparse
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from instructrec_batch.cli import build_parser
+from instructrec_batch.config import load_config
 from tests.helpers import REPO
 
 BUNDLE = REPO / "conf" / "databricks"
@@ -28,14 +30,15 @@ def _jobs() -> dict:
     return {name: job for _, doc in _files() for name, job in doc["resources"].get("jobs", {}).items()}
 
 
-def _tasks() -> list[tuple[Path, dict]]:
-    """(defining file, task) of every job task that runs an entry point (condition tasks run none)."""
+def _tasks(only: str | None = None) -> list[tuple[Path, dict]]:
+    """(defining file, task) of every job task (of job `only`, when given) that runs an entry point
+    (condition tasks run none)."""
     return [
         (path, task)
         for path, doc in _files()
-        for job in doc["resources"].get("jobs", {}).values()
+        for name, job in doc["resources"].get("jobs", {}).items()
         for task in job["tasks"]
-        if "spark_python_task" in task
+        if "spark_python_task" in task and only in (None, name)
     ]
 
 
@@ -82,11 +85,14 @@ def test_targets_dev_is_paused_prod_runs_as_a_service_principal_with_retries_and
     assert prod["mode"] == "production" and prod["workspace"]["root_path"].startswith("/Workspace/")
     assert prod["run_as"] == {"service_principal_name": "${var.service_principal}"}
     assert {p["level"] for p in prod["permissions"]} >= {"CAN_MANAGE", "CAN_VIEW"}
-    job = _jobs()["nightly"]
-    assert job["schedule"]["quartz_cron_expression"] and job["email_notifications"]["on_failure"]
-    assert job["tags"] and job["timeout_seconds"] > 0 and job["max_concurrent_runs"] == 1
-    runs = [t for t in job["tasks"] if "spark_python_task" in t]
-    assert all(t["max_retries"] >= 1 and t["timeout_seconds"] > 0 for t in runs)
+    jobs = _jobs()
+    assert set(jobs) == {"nightly", "training"}
+    for job in jobs.values():
+        assert job["schedule"]["quartz_cron_expression"] and job["email_notifications"]["on_failure"]
+        assert job["tags"] and job["timeout_seconds"] > 0 and job["max_concurrent_runs"] == 1
+        runs = [t for t in job["tasks"] if "spark_python_task" in t]
+        assert all(t["max_retries"] >= 1 and t["timeout_seconds"] > 0 for t in runs)
+    job = jobs["nightly"]
     # The volumes the tasks write to are declared by the bundle, in the configured catalog and schema.
     volumes = {v["name"] for _, doc in _files() for v in doc["resources"].get("volumes", {}).values()}
     settings = job["tasks"][0]["spark_python_task"]["parameters"]
@@ -117,11 +123,25 @@ def _fill(argument: str, job: dict, variables: dict) -> str:
     return argument
 
 
+ENTRY_POINTS = {
+    "build_evidence.py": "evidence",
+    "build_prompts.py": "prompts",
+    "score.py": "score",
+    "evaluate.py": "evaluate",
+    "plan.py": "plan",
+    "train_lora.py": "train",
+    "promote.py": "promote",
+}
+
+
 def test_every_task_runs_an_existing_entry_point_with_parsable_parameters() -> None:
     variables = yaml.safe_load((BUNDLE / "databricks.yml").read_text())["variables"]
     jobs = _jobs()
-    order = {t["task_key"]: [d["task_key"] for d in t.get("depends_on", [])] for t in jobs["nightly"]["tasks"]}
-    assert order == {
+    order = {
+        name: {t["task_key"]: [d["task_key"] for d in t.get("depends_on", [])] for t in job["tasks"]}
+        for name, job in jobs.items()
+    }
+    assert order["nightly"] == {
         "evidence": [],
         "prompts": ["evidence"],
         "plan": [],
@@ -130,19 +150,26 @@ def test_every_task_runs_an_existing_entry_point_with_parsable_parameters() -> N
         "score_without_model": ["prompts", "needs_gpu"],
         "evaluate": ["score", "score_without_model"],
     }
+    assert order["training"] == {"train": [], "promote": ["train"]}
     parser = build_parser()
-    for path, task in _tasks():
-        script = (path.parent / task["spark_python_task"]["python_file"]).resolve()
-        assert script.is_file() and script.parent == REPO / "jobs", script
-        entry_points = {"build_evidence.py": "evidence", "build_prompts.py": "prompts"}
-        subcommand = (entry_points | {"score.py": "score", "evaluate.py": "evaluate", "plan.py": "plan"})[script.name]
-        args = [_fill(a, jobs["nightly"], variables) for a in task["spark_python_task"]["parameters"]]
-        parsed = parser.parse_args([subcommand, *args])  # exits (fails the test) on a bad parameter
-        assert parsed.engine == "spark" and parsed.run_date == "2026-11-22"
-        help_text = subprocess.run(
-            [sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120, cwd=REPO
-        )
-        assert help_text.returncode == 0 and "--config" in help_text.stdout
+    for name, job in jobs.items():
+        for path, task in _tasks(name):
+            _parses(parser, path, task, job, variables)
+
+
+def _parses(parser: argparse.ArgumentParser, path: Path, task: dict, job: dict, variables: dict) -> None:
+    """The task's entry point exists, its parameters parse as its subcommand's and its --help runs."""
+    script = (path.parent / task["spark_python_task"]["python_file"]).resolve()
+    assert script.is_file() and script.parent == REPO / "jobs", script
+    subcommand = ENTRY_POINTS[script.name]
+    args = [_fill(a, job, variables) for a in task["spark_python_task"]["parameters"]]
+    parsed = parser.parse_args([subcommand, *args])  # exits (fails the test) on a bad parameter
+    assert parsed.engine == "spark" and parsed.run_date == "2026-11-22"
+    load_config(overrides=parsed.overrides)  # every --set names a key and a valid value
+    help_text = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert help_text.returncode == 0 and "--config" in help_text.stdout
 
 
 def test_gpu_cluster_carries_gpu_scheduling() -> None:
@@ -175,14 +202,16 @@ def _runtime(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def test_every_cluster_runs_a_spark_4_runtime() -> None:
-    """Databricks Runtime 17.3 LTS is the first with Spark 4 (Scala 2.13), which the package needs."""
-    clusters = [c["new_cluster"] for c in _jobs()["nightly"]["job_clusters"]]
-    assert clusters
+def test_every_cluster_runs_a_spark_4_ml_runtime() -> None:
+    """Databricks Runtime 17.3 LTS is the first with Spark 4 (Scala 2.13), which the package needs; its ML
+    flavour ships torch and transformers, which the wheel then uses instead of installing its own
+    (tests/test_runtime_fit.py checks the wheel's requirements against those versions)."""
+    clusters = [c["new_cluster"] for job in _jobs().values() for c in job["job_clusters"]]
+    assert len(clusters) == 3
     for cluster in clusters:
         version = cluster["spark_version"]
         assert _runtime(version) >= (17, 3), version
-        assert "scala2.12" not in version, version
+        assert "scala2.12" not in version and "-ml-" in version, version
 
 
 def test_a_bare_wheel_requires_no_spark_stack() -> None:
@@ -219,9 +248,33 @@ def test_tasks_share_one_settings_overlay_and_score_the_registered_champion() ->
     """Each task carries only its entry point, cluster and dependencies; settings come from one list."""
     variables = yaml.safe_load((BUNDLE / "databricks.yml").read_text())["variables"]
     job = _jobs()["nightly"]
-    lists = [t["spark_python_task"]["parameters"] for _, t in _tasks()]
+    lists = [t["spark_python_task"]["parameters"] for _, t in _tasks("nightly")]
     assert all(params == lists[0] for params in lists[1:])
     settings = [_fill(a, job, variables) for a in lists[0]]
     assert "score.adapter=models:/main.instructrec.instructrec_adapter@champion" in settings
     assert {"mlflow.tracking_uri=databricks", "mlflow.registry_uri=databricks-uc"} <= set(settings)
     assert "mlflow.model_name=main.instructrec.instructrec_adapter" in settings
+
+
+def test_training_trains_before_the_judged_night_and_promotes_to_the_alias_the_nightly_scores_with() -> None:
+    """The weekly training registers a challenger trained on what was known before the night promote judges
+    (train.as_of=previous, the same horizon), on the retriever's lists; promote moves the alias the
+    nightly's adapter names, from the same tables, and runs on the training's GPU cluster."""
+    from instructrec_batch.config import Config
+
+    variables = yaml.safe_load((BUNDLE / "databricks.yml").read_text())["variables"]
+    jobs = _jobs()
+    training, nightly = jobs["training"], jobs["nightly"]
+    tasks = {t["task_key"]: t for t in training["tasks"]}
+    settings = [_fill(a, training, variables) for a in tasks["train"]["spark_python_task"]["parameters"]]
+    assert tasks["promote"]["spark_python_task"]["parameters"] == tasks["train"]["spark_python_task"]["parameters"]
+    assert {"train.split=time", "train.lists=retriever", "train.as_of=previous"} <= set(settings)
+    assert not [a for a in settings if a.startswith(("promote.", "train.horizon_days"))]  # the defaults, shared
+    champion = _fill(variables["adapter"]["default"], nightly, variables)
+    assert champion.endswith(f"@{Config().promote.champion_alias}")
+    assert f"mlflow.model_name={champion.split('models:/')[1].split('@')[0]}" in settings
+    assert {t["job_cluster_key"] for t in training["tasks"]} == {"gpu"}
+    (cluster,) = training["job_clusters"]
+    assert "gpu-ml" in cluster["new_cluster"]["spark_version"]
+    nightly_tables = {a for _, t in _tasks("nightly") for a in t["spark_python_task"]["parameters"] if "tables." in a}
+    assert {a for a in tasks["train"]["spark_python_task"]["parameters"] if "tables." in a} <= nightly_tables
