@@ -11,12 +11,13 @@ users (all of a user's nights together), as the same users return night after ni
 
 With --train-date D0 the nights run as a team runs them: one training (`pipeline --no-holdout` on D0's
 tables, which also scores night D0), then every night of --nights the nightly jobs alone on that night's
-tables (evidence, prompts, score with D0's adapter), in one workdir; each night is judged by the same
-function `evaluate.night` uses.
+tables (evidence, prompts, score with the latest adapter), in one workdir; with --retrain-every K a new
+adapter is trained (`train`, time split, the retriever's lists) on the tables of every K-th night before
+it is scored, as a weekly training does. Each night is judged by the same function `evaluate.night` uses.
 
 Usage (from the repository root, the project's venv):
     python docs/experiments/46-replayed-nights/nights.py --workdir W --nights 1997-12-01 1998-01-01 \\
-        --horizon-days 30 [--train-date D0] [--top-n 20] [--config FILE ...] [--set key=value ...]
+        --horizon-days 30 [--train-date D0 [--retrain-every K]] [--top-n 20] [--config FILE ...] [--set key=value ...]
     (--config and --set are passed to every run)
 """
 
@@ -113,9 +114,10 @@ def by_user(ranks: pd.DataFrame, resamples: int = 1000, seed: int = 42) -> dict[
     return out
 
 
-def night_summary(workdir: Path, users: int, judged: int) -> dict:
-    """The night's training figures from its adapter's manifest."""
-    manifest = json.loads(next((workdir / "adapters").glob("*/manifest.json")).read_text())
+def night_summary(workdir: Path, users: int, judged: int, adapter: str | None = None) -> dict:
+    """The night's training figures from its adapter's manifest (`adapter`, else the workdir's only one)."""
+    found = Path(adapter) / "manifest.json" if adapter else next((workdir / "adapters").glob("*/manifest.json"))
+    manifest = json.loads(found.read_text())
     fusion = manifest["fusion"]
     head = dict(zip(fusion["head"]["features"], fusion["head"]["weights"], strict=True))
     return {
@@ -127,6 +129,8 @@ def night_summary(workdir: Path, users: int, judged: int) -> dict:
         "retriever_lists_labelled": fusion.get("retriever_lists_labelled"),
         "fusion_mrr_head": fusion.get("fusion_mrr_head"),
         "fusion_mrr_retriever": fusion.get("fusion_mrr_retriever"),
+        "floor_lists": fusion.get("floor_lists"),
+        "floor_mrr_head": fusion.get("floor_mrr_head"),
         "model_kept": fusion.get("model_kept"),
         "weight_ev_retrieval": head.get(C.EV_RETRIEVAL),
         "weight_ev_retrieval^2": head.get(f"{C.EV_RETRIEVAL}^2"),
@@ -147,9 +151,15 @@ def trained_once(args: argparse.Namespace, full: Path, sets: list[str]) -> tuple
         night_tables(spark, full / "tables", tables, args.train_date, args.top_n)
     cli("pipeline", "--no-holdout", "--workdir", str(workdir), "--run-date", args.train_date, *sets)
     adapter = str(next((workdir / "adapters").glob("*/manifest.json")).parent)
-    for date in args.nights:
+    trainings = {args.train_date: night_summary(workdir, 0, 0)}
+    for index, date in enumerate(args.nights, start=1):
         with spark_session(EngineConfig(kind="local")) as spark:
             night_tables(spark, full / "tables", tables, date, args.top_n)
+        if args.retrain_every and index % args.retrain_every == 0:
+            retrain = ["--set", "train.split=time", "--set", "train.lists=retriever"]
+            cli("train", "--workdir", str(workdir), "--run-date", date, *retrain, *sets)
+            adapter = str(next((workdir / "adapters").glob(f"{date}-*/manifest.json")).parent)
+            trainings[date] = night_summary(workdir, 0, 0, adapter)
         for job in ("evidence", "prompts"):
             cli(job, "--workdir", str(workdir), "--run-date", date, *sets)
         cli("score", "--workdir", str(workdir), "--run-date", date, "--adapter", adapter, *sets)
@@ -162,7 +172,7 @@ def trained_once(args: argparse.Namespace, full: Path, sets: list[str]) -> tuple
             ranks, users = night_ranks(spark, tables, run_id, args.horizon_days)
         nights[date] = {"run_id": run_id, "users": users, "judged": int(ranks[C.USER_ID].nunique())}
         all_ranks.append(ranks.assign(**{C.USER_ID: date + ":" + ranks[C.USER_ID].astype(str)}))
-    return all_ranks, {"training": night_summary(workdir, 0, 0) | {"date": args.train_date}, "nights": nights}
+    return all_ranks, {"trainings": trainings, "nights": nights}
 
 
 def night_by_night(args: argparse.Namespace, full: Path, sets: list[str]) -> tuple[list[pd.DataFrame], dict]:
@@ -192,6 +202,7 @@ def main() -> None:
     parser.add_argument("--horizon-days", type=int, default=30)
     parser.add_argument("--top-n", type=int, default=20)
     parser.add_argument("--train-date", help="train once on this date's tables; the nights only score")
+    parser.add_argument("--retrain-every", type=int, default=0, help="with --train-date: retrain every K nights")
     parser.add_argument("--config", action="append", default=[], dest="configs")
     parser.add_argument("--set", action="append", default=[], dest="sets")
     args = parser.parse_args()
