@@ -11,7 +11,13 @@ import deltalake
 import mlflow
 import pandas as pd
 
-from tests.helpers import run_cli
+from instructrec_batch.config import load_config
+from instructrec_batch.context import run_stage
+from instructrec_batch.stages.evidence import evidence_job
+from instructrec_batch.stages.promote import promote_job
+from instructrec_batch.stages.prompts import prompts_job
+from instructrec_batch.stages.score import score_job
+from instructrec_batch.stages.train import train_job
 from tests.own_data import START, bought, documented_tables, exports
 
 USERS, PER_USER = 12, 12
@@ -37,14 +43,8 @@ def _leading_with_what_followed(night: datetime, days: int) -> list[tuple[str, s
     return rows
 
 
-def _cli(*args: str) -> str:
-    proc = run_cli(list(args), timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stderr
-
-
 def test_the_champion_alias_moves_only_when_the_challenger_wins_on_a_judged_night(
-    tmp_path: Path, tiny_model_dir: Path
+    spark, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     exports(tmp_path, users=USERS, per_user=PER_USER)
     full = pd.read_csv(tmp_path / "events.csv")
@@ -56,10 +56,9 @@ def test_the_champion_alias_moves_only_when_the_challenger_wins_on_a_judged_nigh
     kept.assign(night=KEPT_NIGHT.date().isoformat()).to_csv(tmp_path / "retrieved_history.csv", index=False)
     documented_tables(tmp_path, "own-data", "own-data-candidates", "own-data-history")
     tables = tmp_path / "my_work" / "tables"
-    config = tmp_path / "my.yaml"
-    config.write_text(f"workdir: {tmp_path / 'my_work'}\ncache_dir: {tmp_path / 'cache'}\n")
-    common = ["--config", str(config)]
-    for setting in (
+    settings = [
+        f"workdir={tmp_path / 'my_work'}",
+        f"cache_dir={tmp_path / 'cache'}",
         f"model.base={tiny_model_dir}",
         "train.split=time",
         "train.max_steps=2",
@@ -67,10 +66,15 @@ def test_the_champion_alias_moves_only_when_the_challenger_wins_on_a_judged_nigh
         "train.val_users=6",
         "train.fusion_users=6",
         "evidence.sequential=false",
+        "evidence.request_encoder=null",
         "prompt.exclude_holdout=false",
         "promote.horizon_days=2",
-    ):
-        common += ["--set", setting]
+    ]
+
+    def run(job, *more: str, on: datetime, adapter: str | None = None):
+        overrides = [*settings, f"run.run_date={on.date()}", *more, *([f"score.adapter={adapter}"] if adapter else [])]
+        return run_stage(job, spark, load_config(overrides=overrides))
+
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'my_work' / 'mlflow' / 'mlflow.db'}")
 
     def champion() -> str:
@@ -79,16 +83,14 @@ def test_the_champion_alias_moves_only_when_the_challenger_wins_on_a_judged_nigh
     # A first deploy: the first adapter becomes the champion, since there is none. It has no fusion head
     # (train.fusion_users=0), so it ranks by the tiny random model's score alone: a weak champion.
     first = (KEPT_NIGHT - timedelta(days=1)).date().isoformat()
-    _cli("train", *common, "--run-date", NIGHT.date().isoformat(), "--set", f"train.as_of={NIGHT.date()}",
-         "--set", f'train.cutoff="{first}T00:00:00"', "--set", "train.fusion_users=0")  # fmt: skip
-    assert "bootstrapped" in _cli("promote", *common, "--run-date", NIGHT.date().isoformat())
+    run(train_job, f"train.as_of={NIGHT.date()}", f'train.cutoff="{first}T00:00:00"', "train.fusion_users=0", on=NIGHT)
+    assert run(promote_job, on=NIGHT).decision == "bootstrapped"
     assert champion() == "1"
 
     # The night, scored with the champion (the nightly's jobs).
-    night = ["--run-date", NIGHT.date().isoformat()]
-    _cli("evidence", *common, *night)
-    _cli("prompts", *common, *night)
-    _cli("score", *common, *night, "--adapter", f"models:/{MODEL}@champion")
+    run(evidence_job, on=NIGHT)
+    run(prompts_job, on=NIGHT)
+    run(score_job, on=NIGHT, adapter=f"models:/{MODEL}@champion")
     # The days pass: the log now holds what followed the night.
     full.to_csv(tmp_path / "events.csv", index=False)
     documented_tables(tmp_path, "own-data")
@@ -96,25 +98,23 @@ def test_the_champion_alias_moves_only_when_the_challenger_wins_on_a_judged_nigh
     # The weekly training: the challenger learns only what was known before the judged night (as_of=previous),
     # from the kept night's lists, where no head beats the retriever's order: it ships that order, which
     # ranks what each user chose after the night first.
-    today = ["--run-date", TODAY.date().isoformat()]
-    _cli("train", *common, *today, "--set", "train.as_of=previous", "--set", "train.lists=retriever",
-         "--set", "train.horizon_days=1", "--set", f'train.cutoff="{KEPT_NIGHT.isoformat()}"')  # fmt: skip
-    (challenger,) = (tmp_path / "my_work" / "adapters").glob(f"{TODAY.date()}-*/manifest.json")
-    manifest = json.loads(challenger.read_text())
+    trained = run(train_job, "train.as_of=previous", "train.lists=retriever", "train.horizon_days=1",
+                  f'train.cutoff="{KEPT_NIGHT.isoformat()}"', on=TODAY)  # fmt: skip
+    manifest = json.loads((Path(trained.adapter) / "manifest.json").read_text())
     assert manifest["as_of"] == NIGHT.date().isoformat() and manifest["fusion"]["shipped"] == "retriever"
-    said = _cli("promote", *common, *today)
-    assert "promoted" in said and "above 0, the challenger wins" in said, said[-3000:]
+    promoted = run(promote_job, on=TODAY)
+    assert promoted.decision == "promoted" and "above 0, the challenger wins" in promoted.reason, promoted
+    assert promoted.users == USERS and promoted.ci_low > 0  # everyone chose from their list in the two days
     assert champion() == "2"
     version = mlflow.MlflowClient().get_model_version(MODEL, "2")
     assert version.tags["instructrec.promotion"] == "promoted"
     assert version.tags["instructrec.promotion.champion_version"] == "1"
-    assert float(version.tags["instructrec.promotion.ci_low"]) > 0
-    judged = int(version.tags["instructrec.promotion.users"])
-    assert judged == USERS  # everyone chose from their list in the two days
+    assert float(version.tags["instructrec.promotion.ci_low"]) == promoted.ci_low
 
     # The old adapter challenges the new champion on the same night: it does not win, the alias stays.
-    said = _cli("promote", *common, *today, "--set", f"promote.challenger=models:/{MODEL}/1")
-    assert "not above 0, the champion stays" in said, said[-2000:]
+    kept_champion = run(promote_job, f"promote.challenger=models:/{MODEL}/1", on=TODAY)
+    assert kept_champion.decision == "kept" and "not above 0, the champion stays" in kept_champion.reason
+    assert kept_champion.difference < 0
     assert champion() == "2"
     assert mlflow.MlflowClient().get_model_version(MODEL, "1").tags["instructrec.promotion"] == "kept"
     # One runs row per (run_id, job): the night's bootstrap, and today's last decision (a rerun replaces its row).
