@@ -14,3 +14,10 @@ python docs/experiments/46-replayed-nights/nights.py --workdir /tmp/nights48 \
   --horizon-days 7 \
   --config conf/demo.yaml --set prompt.sample_users=null --set evidence.sequential=false \
   --set train.horizon_days=7 --set train.valid_share=0.2 --set train.fusion_users=200 --set train.replay_cutoffs=8
+
+# The two checks outside the pipeline (README.md, Reading), run on idle cores after it: headroom.py (numpy
+# alone) and refit.py (the library's replay, evidence and blend at commit 2112fcd; the figures were printed by
+# the same code before it was tidied into this file).
+python docs/experiments/48-weekly-nights-one-training/headroom.py /tmp/nights48/full/tables/interactions 7D 7 14 1997-12-03
+python docs/experiments/48-weekly-nights-one-training/refit.py /tmp/nights48/full/tables/interactions \
+  /tmp/nights48/full/tables/items 4

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Record 48's fifteen weekly MovieLens nights, with the weekly training a team runs: a new adapter trained on the
+# tables of every fourth night (1998-01-29, 02-26, 03-26; `train` with the time split and the retriever's
+# lists) before that night is scored. Everything else as record 48. From a copy of the tree (git archive)
+# with the project's venv; nothing else running.
+set -euo pipefail
+python docs/experiments/46-replayed-nights/nights.py --workdir /tmp/nights49 \
+  --train-date 1998-01-01 --retrain-every 4 \
+  --nights 1998-01-08 1998-01-15 1998-01-22 1998-01-29 1998-02-05 1998-02-12 1998-02-19 1998-02-26 \
+           1998-03-05 1998-03-12 1998-03-19 1998-03-26 1998-04-02 1998-04-09 1998-04-16 \
+  --horizon-days 7 \
+  --config conf/demo.yaml --set prompt.sample_users=null --set evidence.sequential=false \
+  --set train.horizon_days=7 --set train.valid_share=0.2 --set train.fusion_users=200 --set train.replay_cutoffs=8
