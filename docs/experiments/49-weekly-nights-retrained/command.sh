@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Record 48's fifteen weekly MovieLens nights, with the weekly training a team runs: a new adapter trained on the
 # tables of every fourth night (1998-01-29, 02-26, 03-26; `train` with the time split and the retriever's
-# lists) before that night is scored. Everything else as record 48. From a copy of the tree (git archive)
+# lists) before that night is scored. Everything else as record 48. From a copy of the tree at commit 312db04 (git archive)
 # with the project's venv; nothing else running.
 set -euo pipefail
 python docs/experiments/46-replayed-nights/nights.py --workdir /tmp/nights49 \
