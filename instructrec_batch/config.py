@@ -386,17 +386,19 @@ class TrainConfig(_Section):
         "sampled",
         description="the labelled lists the evidence blend and the fusion head are fitted on: sampled = each "
         "validation user's valid item and sampled negatives (the benchmark's lists); retriever (train.split=time) "
-        "= a retriever's lists at the cut-off, labelled by what users chose from them next: the candidates_history "
-        "table's first night on or after the cut-off, else an item-kNN top-train.replay_top_n replayed there. "
-        "Their retrieval rank gets the weight it earns, and a head that ranks them worse than their own order is "
-        "not shipped: the night keeps the retriever's order (the floor)",
+        "= a retriever's lists, labelled by what users chose from them in train.horizon_days: at the cut-off (the "
+        "candidates_history table's first night on or after it, else an item-kNN top-train.replay_top_n replayed "
+        "there) and in train.blend_windows weeks before the training date. Their retrieval rank gets the weight "
+        "it earns, and a head that ranks them worse than their own order is not shipped: the night keeps the "
+        "retriever's order (the floor)",
     )
     replay_top_n: int = Field(20, ge=2, description="train.lists=retriever without kept nights: the replayed list size")
-    replay_cutoffs: int = Field(
+    blend_windows: int = Field(
         3,
         ge=0,
-        description="train.lists=retriever without kept nights: also replay at this many earlier cut-offs, a horizon "
-        "apart, each from the interactions before it, so the blend has more lists to learn from",
+        description="train.lists=retriever: the blend also learns from this many train.horizon_days-long windows "
+        "before the training date (the newest interaction's day): each window's latest kept night in "
+        "candidates_history, else an item-kNN replay at its end, with evidence from the interactions before it",
     )
     horizon_days: int = Field(
         7, ge=1, description="train.lists=retriever: a list's positive is the first item chosen within these days"

@@ -119,8 +119,12 @@ def log_training(m: MlflowConfig, workdir: str, adapter_folder: Path, manifest: 
             figures["steps"] = manifest.get("steps")
             fusion = {f"fusion.{k}": v for k, v in (manifest.get("fusion") or {}).items() if k != "head"}
             # Figures are metrics; the words among them (where the fusion lists came from, what was
-            # shipped) are tags.
-            said = {k: v for k, v in fusion.items() if isinstance(v, str)}
+            # shipped, the origins of the blend's windows as "kept,replayed,...") are tags.
+            said = {
+                k: v if isinstance(v, str) else ",".join(map(str, v))
+                for k, v in fusion.items()
+                if isinstance(v, (str, list))
+            }
             numbers = {k: v for k, v in {**figures, **fusion}.items() if v is not None and k not in said}
             mlflow.log_metrics({k: float(v) for k, v in numbers.items()})
             mlflow.set_tags(

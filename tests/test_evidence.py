@@ -550,6 +550,26 @@ def test_cross_fitted_blend_scores_never_see_their_own_users_labels() -> None:
     assert not np.allclose(before[own], fit_blend(lists).apply(lists[own]))  # not the blend fitted on everyone
 
 
+def test_cross_fitting_keeps_every_list_of_a_user_out_of_the_blend_that_scores_them() -> None:
+    """A user's lists at other moments (keyed "<j>:<user>", OWNER the user) may hold the very target of
+    their scored list: moving the target of user 7's other list leaves user 7's scores as they were."""
+    from instructrec_batch.ranking.blend import OWNER, cross_fitted
+
+    scored = _fusion_lists(0.0, users=40)
+    scored = scored.assign(**{C.USER_ID: scored[C.USER_ID].astype(str)})
+    other = scored.assign(**{C.USER_ID: "1:" + scored[C.USER_ID]})  # each user's list at an earlier moment
+    lists = pd.concat([scored.assign(**{OWNER: scored[C.USER_ID]}), other.assign(**{OWNER: scored[C.USER_ID]})])
+    before = cross_fitted(lists, scored, seed=3)
+    moved = lists.copy()
+    theirs = (moved[C.USER_ID] == "1:7").to_numpy()
+    moved.loc[theirs, "positive"] = moved.loc[theirs, "positive"].to_numpy()[::-1]
+    own = (scored[C.USER_ID] == "7").to_numpy()
+    np.testing.assert_array_equal(cross_fitted(moved, scored, seed=3)[own], before[own])
+    # Without OWNER the other list is nobody's scored user: every fold's blend sees it, user 7's too.
+    unowned = [cross_fitted(frame.drop(columns=OWNER), scored, seed=3)[own] for frame in (lists, moved)]
+    assert not np.allclose(*unowned)
+
+
 def test_an_evidence_table_from_an_older_version_is_refused_before_writing(spark, tiny_cfg) -> None:
     """A Delta table's columns cannot change in a run: a candidate_evidence table written without the
     text columns is refused with what to do, and left as it was."""

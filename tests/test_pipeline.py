@@ -156,6 +156,9 @@ def test_a_production_night_on_your_retrievers_lists_without_a_holdout(tmp_path:
     (logged,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert logged.data.tags["instructrec.fusion.shipped"] == "retriever"
     assert logged.data.tags["instructrec.fusion.retriever_lists"] == "kept"
+    # The blend also learned from the weeks before the training date: each a kept night or a replay.
+    assert len(fusion["blend_windows"]) == 3 and set(fusion["blend_windows"]) <= {"kept", "replayed"}
+    assert logged.data.tags["instructrec.fusion.blend_windows"] == ",".join(fusion["blend_windows"])
     assert logged.data.metrics["fusion.fusion_mrr_retriever"] == 1.0
     order = shown.assign(retrieval_rank=shown.groupby("user_id").cumcount() + 1)
     ranked = recs.merge(order, on=["user_id", "item_id"]).sort_values(["user_id", "rank"])

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
 from instructrec_batch.evidence.features import evidence_interactions
-from instructrec_batch.evidence.replay import FROM, earlier_lists, labelled, retriever_lists
+from instructrec_batch.evidence.replay import FROM, labelled, log_end, retriever_lists, window_lists
 from instructrec_batch.ranking.fusion import BLEND, RETRIEVER_ORDER, ranks_by_retriever, retriever_floor
 from instructrec_batch.ranking.ranker import LinearRanker
 
@@ -109,28 +109,69 @@ def test_a_replayed_list_is_an_item_knn_top_n_from_before_the_cut_off_alone(spar
     pd.testing.assert_frame_equal(again, lists)
 
 
-def test_an_earlier_replay_learns_and_labels_from_before_the_training_cut_off_only(spark) -> None:
-    """A replay one horizon (30 days) before a training cut-off T = CUT + 30 days is the replay at CUT:
-    the same lists and labels, whatever happened after T."""
-    training_cutoff = CUT + 30 * DAY
+def test_a_window_replay_learns_from_before_its_moment_and_is_labelled_within_its_horizon(spark) -> None:
+    """A window ending at CUT with no kept night is the replay at CUT: the same lists and labels as the
+    cut-off's, whatever happened after its horizon."""
     catalogue = spark.createDataFrame([(i,) for i in range(10, 20)], f"{C.ITEM_ID} BIGINT")
+    end = CUT + 7 * DAY  # the log's end: window 1 is the moments in (CUT - 7 days, CUT]
 
     def replay(extra=()):
-        ((source, lists),) = earlier_lists(
-            _log(spark, extra), catalogue, training_cutoff, EvidenceConfig(), top_n=3, horizon_days=30, n=1
-        )
-        assert source.agg(F.max(C.EVENT_TS)).first()[0] < CUT  # its evidence learns from before it
-        return lists.toPandas().sort_values([C.USER_ID, C.RETRIEVAL_RANK], ignore_index=True)
+        (window,) = window_lists(_log(spark, extra), catalogue, None, end, EvidenceConfig(), 3, horizon_days=7, n=1)
+        assert window.origin == "replayed"
+        assert window.source.agg(F.max(C.EVENT_TS)).first()[0] < CUT  # its evidence learns from before it
+        return window.lists.toPandas().sort_values([C.USER_ID, C.RETRIEVAL_RANK], ignore_index=True)
 
     lists = replay()
     same, _ = _replayed(spark, _log(spark))
     pd.testing.assert_frame_equal(lists, same)
-    # User 7 is active between the two cut-offs but chooses from their list only after T: no label.
-    seven = [(7, 10, 1), (7, 11, 2), (7, 19, CUT + 5)]
+    # User 7 has a history and chooses from their list only after the horizon: no label.
+    seven = [(7, 10, 1), (7, 11, 2), (7, 19, CUT + 5), (7, 12, CUT + 8 * DAY)]
     with_seven = replay(seven)
     assert 7 not in set(with_seven[C.USER_ID])
-    after = [(7, 12, training_cutoff + 1), (1, 14, training_cutoff + 1), (6, 13, training_cutoff + 2)]
+    after = [(1, 14, CUT + 7 * DAY + 1), (6, 13, CUT + 7 * DAY + 2)]
     pd.testing.assert_frame_equal(replay(seven + after), with_seven)
+
+
+def test_each_window_takes_its_latest_kept_night_whose_horizon_was_seen_else_a_replay(spark) -> None:
+    """Windows of 7 days before the log's end (CUT + 14 days): (CUT + 7, CUT + 14] holds only a night whose
+    horizon runs past the end; (CUT, CUT + 7] two nights, the later one counts; (CUT - 7, CUT] none, so
+    a replay; (CUT - 14, CUT - 7] one night."""
+    day = pd.Timestamp(0, unit="s").date()
+    nights = [
+        (1, 12, 1, CUT + 10 * DAY),  # its horizon is not over by the end: in no window
+        (1, 14, 1, CUT + 6 * DAY),
+        (1, 13, 2, CUT + 6 * DAY),
+        (1, 15, 3, CUT + 6 * DAY),
+        (1, 12, 1, CUT + 3 * DAY),  # an earlier night of the same window
+        (2, 12, 1, CUT - 10 * DAY),
+        (2, 14, 2, CUT - 10 * DAY),
+    ]
+    history = spark.createDataFrame(
+        pd.DataFrame(
+            [(u, i, r, day + timedelta(seconds=at)) for u, i, r, at in nights],
+            columns=[C.USER_ID, C.ITEM_ID, C.RETRIEVAL_RANK, "run_date"],
+        ),
+        f"{C.USER_ID} BIGINT, {C.ITEM_ID} BIGINT, {C.RETRIEVAL_RANK} INT, run_date DATE",
+    )
+    extra = [
+        (1, 14, CUT + 6 * DAY + 100),  # user 1's first choice from the CUT + 6 list: the positive
+        (1, 15, CUT + 13 * DAY + 1),  # after that night's horizon: a negative
+        (2, 14, CUT - 8 * DAY),  # user 2's choice from the CUT - 10 list
+        (9, 10, CUT + 14 * DAY - 1),  # the newest interaction: the log ends at CUT + 14 days
+    ]
+    interactions = _log(spark, extra)
+    catalogue = spark.createDataFrame([(i,) for i in range(10, 20)], f"{C.ITEM_ID} BIGINT")
+    end = log_end(interactions)
+    assert end == CUT + 14 * DAY
+    windows = window_lists(interactions, catalogue, history, end, EvidenceConfig(), 3, horizon_days=7, n=3)
+    assert [w.origin for w in windows] == ["kept", "replayed", "kept"]
+    first = windows[0].lists.toPandas().sort_values(C.RETRIEVAL_RANK)
+    # User 1 chose 13 at CUT + 10 s, before the night: not what followed it, so 13 is a negative.
+    assert list(first[C.ITEM_ID]) == [14, 13, 15] and list(first.positive) == [True, False, False]
+    assert windows[0].source.agg(F.max(C.EVENT_TS)).first()[0] < CUT + 6 * DAY
+    third = windows[2].lists.toPandas().sort_values(C.RETRIEVAL_RANK)
+    assert list(third[C.ITEM_ID]) == [12, 14] and list(third.positive) == [False, True]
+    assert windows[2].source.agg(F.max(C.EVENT_TS)).first()[0] < CUT - 10 * DAY
 
 
 def test_kept_nights_on_or_after_the_cut_off_are_the_lists_and_earlier_ones_are_not(spark) -> None:

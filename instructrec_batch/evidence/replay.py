@@ -2,28 +2,36 @@
 
 A production night re-ranks an upstream retriever's ordered lists. Rankers fitted on sampled lists (a
 valid item and random negatives, `evidence.lists`) learn nothing about that order: every such list
-has the same ev_retrieval. These lists are a retriever's own, at the training cut-off of
-train.split=time, so its order is a feature like any other, and a ranker can be held to the floor of
-that order (training/fusion.py):
+has the same ev_retrieval. These lists are a retriever's own, so its order is a feature like any
+other, and a ranker can be held to the floor of that order (training/fusion.py):
 
 - kept: the `candidates_history` table, the lists past nights were handed (user_id, item_id,
   retrieval_rank, run_date): kept by the score job night after night (`night_lists`), or supplied
-  by the team from its retriever's logs. Each user's list is that of their first night dated at or
-  after the cut-off: its evidence, computed from the interactions before the cut-off, is then older
-  than the night, never newer.
-- replayed: where no kept night falls on or after the cut-off, an item-kNN retriever replayed at it
-  from the training interactions alone: each user's `top_n` unseen items by summed cosine
-  co-occurrence with their `history` newest items (the evidence's similarity), in that order.
+  by the team from its retriever's logs.
+- replayed: where no kept night is at hand, an item-kNN retriever replayed at a moment from the
+  interactions before it alone: each user's `top_n` unseen items by summed cosine co-occurrence with
+  their `history` newest items (the evidence's similarity), in that order.
 
-A list's positive is the first of its items the user interacted with from the list's moment on
-(their first interaction after the cut-off for a replayed list, the night's date for a kept one),
-within `horizon_days`; the other items they chose are left out (neither target nor negative) and a
-list without any is dropped, as `evaluate.night` judges a night (evaluation/night.py).
+Two sets are built for train.split=time. The cut-off's lists (`retriever_lists`): each validation
+user's first kept night dated at or after the cut-off (its evidence, from the interactions before the
+cut-off, is then older than the night, never newer), else a replay at the cut-off; the tuned model
+scores these, as it was tuned on what came before them. The dated windows (`window_lists`): the
+freshest weeks before the training date, one horizon-long window each, with its latest kept night or
+else a replay at its end, each list's evidence from the interactions before its own moment; the
+evidence blend learns from these too, so that what it ships has learned from last week's lists, not
+only from those at a cut-off a month back.
+
+A list's positive is the first of its items the user interacted with from the list's moment (a
+night's date, a replay's moment) on, within `horizon_days`, as `evaluate.night` judges a night
+(evaluation/night.py); the other items they chose are left out (neither target nor negative) and a
+list without any is dropped.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from instructrec_batch import contracts as C
@@ -82,12 +90,16 @@ def night_lists(prompts: DataFrame, run_date: str, run_id: str) -> DataFrame:
     )
 
 
+def _night_seconds() -> Column:
+    """A candidates_history row's night as epoch seconds of its date's midnight (UTC)."""
+    return F.datediff(F.col(RUN_DATE), F.lit("1970-01-01").cast("date")).cast("long") * DAY
+
+
 def kept_lists(history: DataFrame, cutoff_seconds: int) -> DataFrame:
     """user_id, item_id, retrieval_rank, _from: each user's list of their first kept night whose date
     (midnight UTC, _from) is at or after the cut-off (epoch seconds), so that what labels it all
     happened after the cut-off."""
-    night = F.datediff(F.col(RUN_DATE), F.lit("1970-01-01").cast("date")).cast("long") * DAY
-    nights = history.select(C.USER_ID, C.ITEM_ID, C.RETRIEVAL_RANK, night.alias(FROM))
+    nights = history.select(C.USER_ID, C.ITEM_ID, C.RETRIEVAL_RANK, _night_seconds().alias(FROM))
     after = nights.where(F.col(FROM) >= F.lit(cutoff_seconds))
     first = after.groupBy(C.USER_ID).agg(F.min(FROM).alias("_first"))
     return after.join(first, C.USER_ID).where(F.col(FROM) == F.col("_first")).drop("_first")
@@ -115,31 +127,66 @@ def labelled(lists: DataFrame, interactions: DataFrame, horizon_days: int) -> Da
     )
 
 
-def earlier_lists(
+@dataclass(frozen=True)
+class DatedLists:
+    """One window's labelled lists (user_id, item_id, retrieval_rank, positive), the interactions before
+    their moment (what their evidence may learn from) and where they come from ("kept" or "replayed")."""
+
+    source: DataFrame
+    lists: DataFrame
+    origin: str
+
+
+def log_end(interactions: DataFrame) -> int:
+    """Epoch seconds of the midnight (UTC) after the newest of `interactions`: the end of the log a
+    training sees, so that a window whose horizon ends there has been seen whole."""
+    newest = interactions.select(F.max(event_seconds(interactions)).alias("_at")).first()
+    if newest is None or newest["_at"] is None:
+        raise ValueError("no interaction to end the log at")
+    return (int(newest["_at"]) // DAY + 1) * DAY
+
+
+def window_lists(
     interactions: DataFrame,
     catalogue: DataFrame,
-    cutoff_seconds: int,
+    history: DataFrame | None,
+    end_seconds: int,
     ev: EvidenceConfig,
     top_n: int,
     horizon_days: int,
     n: int,
-) -> list[tuple[DataFrame, DataFrame]]:
-    """(interactions before it, labelled lists) of an item-kNN replay at each of `n` cut-offs before the
-    training cut-off, a horizon apart: more labelled lists than one cut-off's users give. At each, the
-    retriever and the lists' evidence learn from the interactions before it alone, its users are those
-    with history before it and an interaction in the horizon after it, and labels come from before
-    the training cut-off (what follows it is validation's)."""
-    at = event_seconds(interactions)
-    seen = interactions.where(at < F.lit(cutoff_seconds))
+) -> list[DatedLists]:
+    """The labelled lists of `n` horizon-long windows before `end_seconds` (epoch seconds, the log's end,
+    `log_end`), newest first: window j holds the moments in (end − (j+1)·horizon, end − j·horizon], so
+    each list's horizon has been seen whole and two windows' labels never overlap.
+
+    A window's lists are those of its latest kept night in `history` (candidates_history rows, None
+    without any), else an item-kNN replay at its end for the users who had interactions before it and
+    some within the horizon after it. Either way the lists' evidence may learn from the interactions
+    before their moment alone, and labels come from `interactions` (all a training sees)."""
+    horizon = horizon_days * DAY
+    nights: list[int] = []
+    if history is not None:
+        dated = history.select(_night_seconds().alias(FROM)).distinct().collect()
+        nights = sorted(int(row[FROM]) for row in dated)
     out = []
     for j in range(1, n + 1):
-        moment = cutoff_seconds - j * horizon_days * DAY
-        source = seen.where(event_seconds(seen) < F.lit(moment))
-        after = seen.where(event_seconds(seen) >= F.lit(moment))
-        first = after.groupBy(C.USER_ID).agg(F.min(event_seconds(after)).alias(FROM))
-        users = first.join(source.select(C.USER_ID).distinct(), C.USER_ID, "left_semi")
-        replayed = itemknn_lists(source, users, catalogue, ev, top_n).join(users, C.USER_ID)
-        out.append((source, labelled(replayed.drop(C.RETRIEVAL_SCORE), seen, horizon_days)))
+        high = end_seconds - j * horizon
+        inside = [night for night in nights if high - horizon < night <= high]
+        moment = inside[-1] if inside else high
+        source = interactions.where(event_seconds(interactions) < F.lit(moment))
+        if inside:
+            listed = history.where(_night_seconds() == F.lit(moment)).select(C.USER_ID, C.ITEM_ID, C.RETRIEVAL_RANK)
+            origin = "kept"
+        else:
+            after = interactions.where(
+                (event_seconds(interactions) >= F.lit(moment)) & (event_seconds(interactions) < F.lit(moment + horizon))
+            )
+            users = after.select(C.USER_ID).distinct().join(source.select(C.USER_ID), C.USER_ID, "left_semi")
+            listed = itemknn_lists(source, users, catalogue, ev, top_n).drop(C.RETRIEVAL_SCORE)
+            origin = "replayed"
+        at_moment = listed.withColumn(FROM, F.lit(moment).cast("long"))
+        out.append(DatedLists(source, labelled(at_moment, interactions, horizon_days), origin))
     return out
 
 
@@ -154,8 +201,9 @@ def retriever_lists(
     top_n: int,
     horizon_days: int,
 ) -> tuple[DataFrame, str]:
-    """The labelled retriever lists of the users with a `valid` row (user_id, event_ts: their first
-    interaction after the cut-off), and where they come from ("kept" or "replayed", module docstring).
+    """The labelled retriever lists at the cut-off of the users with a `valid` row (their first
+    interaction after it), and where they come from ("kept" or "replayed", module docstring). A replayed
+    list's moment is the cut-off itself, as a night's is its date.
 
     `interactions` are all of them (labels come from after the cut-off), `source` the training ones
     before it (the replay learns from them alone), `catalogue` the items a replay may offer."""
@@ -166,6 +214,5 @@ def retriever_lists(
         kept = kept if kept.limit(1).count() else None
     if kept is not None:
         return labelled(kept, interactions, horizon_days), "kept"
-    moments = valid.select(C.USER_ID, event_seconds(valid).alias(FROM))
-    replayed = itemknn_lists(source, users, catalogue, ev, top_n).join(moments, C.USER_ID)
+    replayed = itemknn_lists(source, users, catalogue, ev, top_n).withColumn(FROM, F.lit(cutoff_seconds).cast("long"))
     return labelled(replayed.drop(C.RETRIEVAL_SCORE), interactions, horizon_days), "replayed"

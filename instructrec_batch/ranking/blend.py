@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 POSITIVE = "positive"  # a labelled list's column: True on the list's one target
+# A labelled list's optional column, where user_id keys one of several lists of one user (their lists at
+# several moments): that user, so that cross-fitting deals all of a user's lists into one fold.
+OWNER = "_owner"
 
 # The blend's terms: each evidence column and its square. The square lets the blend bend a feature's
 # effect where a straight line cannot follow it (the sequential score's floor for items its model never
@@ -66,13 +69,14 @@ def cross_fitted(lists: pd.DataFrame, rows: pd.DataFrame, seed: int, folds: int 
     list of `lists` outside the fold. So every row is scored out of sample (what a second stage
     stacked on the blend must see) by a blend fitted on nearly all the lists, however many of their
     users `rows` covers. A fold whose outside lists hold no target (a table of a few users) is scored
-    by the blend fitted on every list.
+    by the blend fitted on every list. A user is their OWNER where a frame has that column: none of
+    their lists then fits the blend that scores any of them.
     """
     rows = fill_missing_evidence(rows)
-    users = np.sort(rows[C.USER_ID].unique())
+    users = np.sort(_owners(rows).unique())
     fold_of = dict(zip(users, np.random.default_rng(seed).permutation(len(users)) % folds, strict=True))
-    row_fold = rows[C.USER_ID].map(fold_of).to_numpy()
-    list_fold = lists[C.USER_ID].map(fold_of).fillna(-1).to_numpy()
+    row_fold = _owners(rows).map(fold_of).to_numpy()
+    list_fold = _owners(lists).map(fold_of).fillna(-1).to_numpy()
     scores = np.zeros(len(rows))
     everyone: LinearRanker | None = None
     for fold in range(folds):
@@ -86,3 +90,8 @@ def cross_fitted(lists: pd.DataFrame, rows: pd.DataFrame, seed: int, folds: int 
             blend = everyone
         scores[row_fold == fold] = blend.apply(rows[row_fold == fold])
     return scores
+
+
+def _owners(frame: pd.DataFrame) -> pd.Series:
+    """The user each row's list belongs to: its OWNER, else its user_id."""
+    return frame[OWNER] if OWNER in frame.columns else frame[C.USER_ID]

@@ -31,7 +31,7 @@ from instructrec_batch.data.protocol import event_seconds
 from instructrec_batch.errors import ContractError
 from instructrec_batch.evaluation.night import PREVIOUS, chosen_night
 from instructrec_batch.evidence.features import evidence_interactions
-from instructrec_batch.evidence.replay import RUN_DATE, earlier_lists, retriever_lists
+from instructrec_batch.evidence.replay import RUN_DATE, DatedLists, log_end, retriever_lists, window_lists
 from instructrec_batch.evidence.requests import requests_of
 from instructrec_batch.evidence.sequential import sequence_vectors
 from instructrec_batch.evidence.stored import stored_vectors
@@ -107,11 +107,11 @@ def _retriever_lists(
     holdout: DataFrame,
     cutoff_at: int,
     as_of: date | None,
-) -> tuple[DataFrame | None, list[tuple[DataFrame, DataFrame]] | None, dict[str, Any]]:
+) -> tuple[DataFrame | None, list[DatedLists], dict[str, Any]]:
     """train.lists=retriever: the labelled retriever lists at the cut-off (staged: several steps read
-    them), the earlier replays' lists when they are replayed, and what the manifest says of them.
-    No labelled list (nobody chose from theirs in the horizon) gives None: the head then falls back to
-    sampled lists, with a warning."""
+    them), the dated windows' lists before the training date (train.blend_windows), and what the
+    manifest says of them. No labelled list at the cut-off (nobody chose from theirs in the horizon)
+    gives None: the head then falls back to sampled lists, with a warning."""
     titled = items.where(F.col(C.TITLE).isNotNull())
     history = read_optional(spark, tables, C.CANDIDATES_HISTORY)
     if history is not None and as_of is not None:
@@ -132,14 +132,15 @@ def _retriever_lists(
             origin,
             t.horizon_days,
         )
-        return None, None, figures
+        return None, [], figures
     log.info("fusion lists: %d %s retriever lists at the cut-off, labelled by what users chose next", n_lists, origin)
-    earlier = None
-    if origin == "replayed" and t.replay_cutoffs:  # more lists of the same stand-in retriever, never of yours
-        earlier = earlier_lists(
-            interactions, titled, cutoff_at, evidence, t.replay_top_n, t.horizon_days, t.replay_cutoffs
-        )
-    return labelled, earlier, figures
+    windows = window_lists(
+        interactions, titled, history, log_end(interactions), evidence, t.replay_top_n, t.horizon_days, t.blend_windows
+    )
+    figures["blend_windows"] = [window.origin for window in windows]
+    shown = ", ".join(figures["blend_windows"]) or "none"
+    log.info("the blend also learns from %d dated windows before the training date: %s", len(windows), shown)
+    return labelled, windows, figures
 
 
 def _as_of(ctx: JobContext, t: TrainConfig, promote: PromoteConfig) -> date | None:
@@ -248,9 +249,9 @@ def train_job(
         device = "cuda" if torch.cuda.is_available() else "cpu"
         lm = load_causal_lm(base.path, "float32", device)
         result = train_lora(lm, train_seqs, val_seqs, t, pad_id_of(tokenizer))
-        head, blend, fusion_figures, labelled, earlier = None, None, {}, None, None
+        head, blend, fusion_figures, labelled, windows = None, None, {}, None, []
         if fusion and cutoff_at is not None and t.lists == "retriever":
-            labelled, earlier, fusion_figures = _retriever_lists(
+            labelled, windows, fusion_figures = _retriever_lists(
                 spark, tables, staging, t, evidence, interactions, items, holdout, cutoff_at, as_of
             )
         if fusion:
@@ -282,7 +283,7 @@ def train_job(
                 t.seed,
                 requests_of(intents, holdout, holdout, items, evidence, cache_path, C.SPLIT_VALID),
                 labelled,
-                earlier,
+                windows,
             )
             fusion_figures.update(figures)
         out = Path(t.output or Path(workdir) / "adapters" / ctx.run_id)
