@@ -174,21 +174,27 @@ def test_each_window_takes_its_latest_kept_night_whose_horizon_was_seen_else_a_r
     assert windows[2].source.agg(F.max(C.EVENT_TS)).first()[0] < CUT - 10 * DAY
 
 
-def test_kept_nights_on_or_after_the_cut_off_are_the_lists_and_earlier_ones_are_not(spark) -> None:
+def test_the_kept_list_at_the_cut_off_is_the_one_in_force_when_its_user_came_back(spark) -> None:
     cut_day = pd.Timestamp(CUT, unit="s").date()
     nights = [
         (1, 15, 1, cut_day - timedelta(days=1)),  # before the cut-off: its labels would be training data
         (1, 14, 1, cut_day),
         (1, 13, 2, cut_day),
-        (1, 12, 1, cut_day + timedelta(days=3)),  # a later night of the same user: the first one counts
+        (1, 12, 1, cut_day + timedelta(days=3)),  # after user 1 came back (CUT + 10 s): not in force then
+        (6, 13, 1, cut_day),
+        (6, 14, 2, cut_day),
+        (6, 12, 1, cut_day + timedelta(days=3)),  # user 6 came back on day 4: this list was in force
+        (6, 15, 2, cut_day + timedelta(days=3)),
     ]
     history = spark.createDataFrame(
         pd.DataFrame(nights, columns=[C.USER_ID, C.ITEM_ID, C.RETRIEVAL_RANK, "run_date"]),
         f"{C.USER_ID} BIGINT, {C.ITEM_ID} BIGINT, {C.RETRIEVAL_RANK} INT, run_date DATE",
     )
-    lists, origin = _replayed(spark, _log(spark), history)
+    six = [(6, 10, 1), (6, 11, 2), (6, 12, CUT + 4 * DAY)]
+    lists, origin = _replayed(spark, _log(spark, six), history)
     assert origin == "kept"
-    assert list(lists[C.ITEM_ID]) == [14, 13] and list(lists.positive) == [False, True]  # user 1 chose 13
+    by_user = {u: (list(g[C.ITEM_ID]), list(g.positive)) for u, g in lists.groupby(C.USER_ID)}
+    assert by_user == {1: ([14, 13], [False, True]), 6: ([12, 15], [True, False])}  # user 1 chose 13
 
 
 def _lists(retrieval: np.ndarray, model: np.ndarray) -> tuple[pd.DataFrame, dict]:

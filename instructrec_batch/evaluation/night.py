@@ -51,6 +51,14 @@ def chosen_night(recommendations: DataFrame, night: str, today: date, horizon_da
     return run_id, first["run_date"]
 
 
+def prompts_run_of(recommendations: DataFrame, run_id: str) -> str:
+    """The run_id of the prompts night `run_id` scored: its recommendations' prompts_run_id lineage
+    (a night scored with an earlier run's prompts), else the night's own."""
+    night = recommendations.where(F.col(C.RUN_ID) == run_id)
+    first = night.select("prompts_run_id").first() if "prompts_run_id" in night.columns else None
+    return (first["prompts_run_id"] if first else None) or run_id
+
+
 @dataclass(frozen=True)
 class FollowingDays:
     """[start, end): the interactions that count as what followed the night."""
@@ -59,9 +67,14 @@ class FollowingDays:
     end: datetime
 
 
+def midnight(day: date) -> datetime:
+    """00:00 UTC of `day`: where a night's (or a training's as-of) day starts."""
+    return datetime.combine(day, time(0), tzinfo=timezone.utc)
+
+
 def following(run_date: date, horizon_days: int) -> FollowingDays:
     """From the night's date (00:00 UTC) for `horizon_days` days."""
-    start = datetime.combine(run_date, time(0), tzinfo=timezone.utc)
+    start = midnight(run_date)
     return FollowingDays(start, start + timedelta(days=horizon_days))
 
 

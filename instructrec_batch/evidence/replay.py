@@ -12,10 +12,11 @@ other, and a ranker can be held to the floor of that order (training/fusion.py):
   interactions before it alone: each user's `top_n` unseen items by summed cosine co-occurrence with
   their `history` newest items (the evidence's similarity), in that order.
 
-Two sets are built for train.split=time. The cut-off's lists (`retriever_lists`): each validation
-user's first kept night dated at or after the cut-off (its evidence, from the interactions before the
-cut-off, is then older than the night, never newer), else a replay at the cut-off; the tuned model
-scores these, as it was tuned on what came before them. The dated windows (`window_lists`): the
+Two sets are built for train.split=time. The cut-off's lists (`retriever_lists`): for each user who
+came back after the cut-off, the kept list in force when they did (a night dated at or after the
+cut-off: its evidence, from the interactions before the cut-off, is then older than the night, never
+newer), else a replay at the cut-off whose moment is their return; the tuned model scores these, as
+it was tuned on what came before them. The dated windows (`window_lists`): the
 freshest weeks before the training date, one horizon-long window each, with its latest kept night or
 else a replay at its end, each list's evidence from the interactions before its own moment; the
 evidence blend learns from these too, so that what it ships has learned from last week's lists, not
@@ -95,14 +96,19 @@ def _night_seconds() -> Column:
     return F.datediff(F.col(RUN_DATE), F.lit("1970-01-01").cast("date")).cast("long") * DAY
 
 
-def kept_lists(history: DataFrame, cutoff_seconds: int) -> DataFrame:
-    """user_id, item_id, retrieval_rank, _from: each user's list of their first kept night whose date
-    (midnight UTC, _from) is at or after the cut-off (epoch seconds), so that what labels it all
-    happened after the cut-off."""
+def kept_lists(history: DataFrame, valid: DataFrame, cutoff_seconds: int) -> DataFrame:
+    """user_id, item_id, retrieval_rank, _from: each `valid` user's (user_id, event_ts: their first
+    interaction after the cut-off) kept list dated (midnight UTC, _from) at or after the cut-off (epoch
+    seconds), so that what labels it all happened after the cut-off: the list in force when they came
+    back (their latest night at or before that interaction), else their first night after it."""
     nights = history.select(C.USER_ID, C.ITEM_ID, C.RETRIEVAL_RANK, _night_seconds().alias(FROM))
     after = nights.where(F.col(FROM) >= F.lit(cutoff_seconds))
-    first = after.groupBy(C.USER_ID).agg(F.min(FROM).alias("_first"))
-    return after.join(first, C.USER_ID).where(F.col(FROM) == F.col("_first")).drop("_first")
+    back = valid.select(C.USER_ID, event_seconds(valid).alias("_back"))
+    dates = after.select(C.USER_ID, FROM).distinct().join(back, C.USER_ID)
+    chosen = dates.groupBy(C.USER_ID).agg(
+        F.coalesce(F.max(F.when(F.col(FROM) <= F.col("_back"), F.col(FROM))), F.min(FROM)).alias("_night")
+    )
+    return after.join(chosen, C.USER_ID).where(F.col(FROM) == F.col("_night")).drop("_night")
 
 
 def labelled(lists: DataFrame, interactions: DataFrame, horizon_days: int) -> DataFrame:
@@ -202,17 +208,19 @@ def retriever_lists(
     horizon_days: int,
 ) -> tuple[DataFrame, str]:
     """The labelled retriever lists at the cut-off of the users with a `valid` row (their first
-    interaction after it), and where they come from ("kept" or "replayed", module docstring). A replayed
-    list's moment is the cut-off itself, as a night's is its date.
+    interaction after it), and where they come from ("kept" or "replayed", module docstring). A kept
+    list is the one in force when its user came back (`kept_lists`); a replayed list's moment is their
+    return itself, so every user who came back has a list, labelled by the night's rule from then on.
 
     `interactions` are all of them (labels come from after the cut-off), `source` the training ones
     before it (the replay learns from them alone), `catalogue` the items a replay may offer."""
     users = valid.select(C.USER_ID).distinct()
     kept = None
     if history is not None:
-        kept = kept_lists(history.join(users, C.USER_ID, "left_semi"), cutoff_seconds)
+        kept = kept_lists(history.join(users, C.USER_ID, "left_semi"), valid, cutoff_seconds)
         kept = kept if kept.limit(1).count() else None
     if kept is not None:
         return labelled(kept, interactions, horizon_days), "kept"
-    replayed = itemknn_lists(source, users, catalogue, ev, top_n).withColumn(FROM, F.lit(cutoff_seconds).cast("long"))
+    moments = valid.select(C.USER_ID, event_seconds(valid).alias(FROM))
+    replayed = itemknn_lists(source, users, catalogue, ev, top_n).join(moments, C.USER_ID)
     return labelled(replayed.drop(C.RETRIEVAL_SCORE), interactions, horizon_days), "replayed"

@@ -33,7 +33,7 @@ from instructrec_batch.config import (
 )
 from instructrec_batch.context import JobContext
 from instructrec_batch.data.protocol import sample_users
-from instructrec_batch.errors import ConfigError, ContractError
+from instructrec_batch.errors import ConfigError
 from instructrec_batch.evaluation.baselines import (
     blend_scores,
     evidence_column_scores,
@@ -47,12 +47,12 @@ from instructrec_batch.evaluation.baselines import (
 )
 from instructrec_batch.evaluation.intervals import METRICS_SCHEMA, control_of, with_intervals
 from instructrec_batch.evaluation.night import (
-    PREVIOUS,
     SHIPPED,
+    chosen_night,
     followed_targets,
     following,
     night_scores,
-    previous_night,
+    prompts_run_of,
 )
 from instructrec_batch.evaluation.report import ReportPaths, interval_table, markdown_table, wide_table, write_report
 from instructrec_batch.evaluation.spark_metrics import metrics_frame, target_ranks
@@ -290,30 +290,22 @@ def judge_night(ctx: JobContext, e: EvaluateConfig, prompt: PromptConfig, workdi
     from its date on (evaluation/night.py): the shipped order and the retriever's, the same users and
     lists, with intervals and their paired difference. No holdout table is read. Its metrics rows go
     under the night's run_id, labelled with the window."""
-    spark, tables, night = ctx.spark, ctx.tables, str(e.night)
+    spark, tables = ctx.spark, ctx.tables
     shipped_nights = read_input(spark, tables, C.RECOMMENDATIONS)
-    if night == PREVIOUS:
-        today = date.fromisoformat(ctx.identity.run_date)
-        found = previous_night(shipped_nights, today, e.horizon_days)
-        if found is None:
-            note = (
-                f"evaluate: no night dated {e.horizon_days} or more days before {today} in recommendations yet "
-                "(its following days have not all passed): nothing to judge tonight"
-            )
-            log.warning(note)
-            return EvaluationResult(ctx.run_id, pd.DataFrame(), None, note=note)
-        night = found
-    recommendations = shipped_nights.where(F.col(C.RUN_ID) == night)
-    lineage = [c for c in ("prompts_run_id",) if c in recommendations.columns]
-    first = recommendations.select("run_date", *lineage).first()
-    if first is None:
-        raise ContractError(
-            f"{resolve(tables, 'recommendations')} has no rows for run_id '{night}': evaluate.night names a night "
-            "whose score job wrote recommendations"
+    today = date.fromisoformat(ctx.identity.run_date)
+    found = chosen_night(shipped_nights, str(e.night), today, e.horizon_days)
+    if found is None:
+        note = (
+            f"evaluate: no night dated {e.horizon_days} or more days before {today} in recommendations yet "
+            "(its following days have not all passed): nothing to judge tonight"
         )
-    prompts_run = (first["prompts_run_id"] if lineage else None) or night
+        log.warning(note)
+        return EvaluationResult(ctx.run_id, pd.DataFrame(), None, note=note)
+    night, run_date = found
+    recommendations = shipped_nights.where(F.col(C.RUN_ID) == night)
+    prompts_run = prompts_run_of(shipped_nights, night)
     prompts, n_users = read_run_prompts(spark, tables, prompt, prompts_run)
-    window = following(first["run_date"], e.horizon_days)
+    window = following(run_date, e.horizon_days)
     targets = followed_targets(prompts, read_input(spark, tables, C.INTERACTIONS), window)
     dataset = f"what followed night {night}: {window.start:%Y-%m-%d} to {window.end:%Y-%m-%d} (exclusive)"
     with ctx.recorded(STAGE) as (run, staging):

@@ -28,7 +28,7 @@ from instructrec_batch.config import MlflowConfig, ModelConfig, PromoteConfig, P
 from instructrec_batch.context import JobContext
 from instructrec_batch.errors import ConfigError
 from instructrec_batch.evaluation.bootstrap import paired_difference
-from instructrec_batch.evaluation.night import chosen_night, followed_targets, following
+from instructrec_batch.evaluation.night import chosen_night, followed_targets, following, prompts_run_of
 from instructrec_batch.evaluation.spark_metrics import target_ranks
 from instructrec_batch.evidence.stored import read_run_evidence
 from instructrec_batch.models.base import BaseModel, resolve_base
@@ -169,9 +169,7 @@ def _compare(
         reason = f"no night {p.horizon_days} or more days old to judge both on yet: the {p.champion_alias} stays"
         return Promotion(KEPT, reason)
     night, run_date = found
-    lineage = recommendations.where(F.col(C.RUN_ID) == night)
-    first = lineage.select("prompts_run_id").first() if "prompts_run_id" in lineage.columns else None
-    prompts_run = (first["prompts_run_id"] if first else None) or night
+    prompts_run = prompts_run_of(recommendations, night)
     prompts, _ = read_run_prompts(spark, tables, prompt, prompts_run)
     targets = followed_targets(prompts, read_input(spark, tables, C.INTERACTIONS), following(run_date, p.horizon_days))
     for index, (name, adapter) in enumerate(adapters.items()):

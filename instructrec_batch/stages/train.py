@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from instructrec_batch.config import (
 from instructrec_batch.context import JobContext
 from instructrec_batch.data.protocol import event_seconds
 from instructrec_batch.errors import ContractError
-from instructrec_batch.evaluation.night import PREVIOUS, chosen_night
+from instructrec_batch.evaluation.night import PREVIOUS, chosen_night, midnight
 from instructrec_batch.evidence.features import evidence_interactions
 from instructrec_batch.evidence.replay import RUN_DATE, DatedLists, log_end, retriever_lists, window_lists
 from instructrec_batch.evidence.requests import requests_of
@@ -165,8 +165,7 @@ def _as_of(ctx: JobContext, t: TrainConfig, promote: PromoteConfig) -> date | No
 
 def _before(frame: DataFrame, column: str, as_of: date) -> DataFrame:
     """The rows of `frame` whose `column` (a timestamp, or BIGINT epoch seconds) falls before `as_of` 00:00 UTC."""
-    start = int(datetime.combine(as_of, time(0), tzinfo=timezone.utc).timestamp())
-    return frame.where(event_seconds(frame, column) < F.lit(start))
+    return frame.where(event_seconds(frame, column) < F.lit(int(midnight(as_of).timestamp())))
 
 
 def _form_counts(examples: pd.DataFrame) -> dict[str, int]:
