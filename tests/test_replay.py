@@ -109,69 +109,36 @@ def test_a_replayed_list_is_an_item_knn_top_n_from_before_the_cut_off_alone(spar
     pd.testing.assert_frame_equal(again, lists)
 
 
-def test_a_window_replay_learns_from_before_its_moment_and_is_labelled_within_its_horizon(spark) -> None:
-    """A window ending at CUT with no kept night is the replay at CUT: the same lists and labels as the
-    cut-off's, whatever happened after its horizon."""
-    catalogue = spark.createDataFrame([(i,) for i in range(10, 20)], f"{C.ITEM_ID} BIGINT")
-    end = CUT + 7 * DAY  # the log's end: window 1 is the moments in (CUT - 7 days, CUT]
-
-    def replay(extra=()):
-        (window,) = window_lists(_log(spark, extra), catalogue, None, end, EvidenceConfig(), 3, horizon_days=7, n=1)
-        assert window.origin == "replayed"
-        assert window.source.agg(F.max(C.EVENT_TS)).first()[0] < CUT  # its evidence learns from before it
-        return window.lists.toPandas().sort_values([C.USER_ID, C.RETRIEVAL_RANK], ignore_index=True)
-
-    lists = replay()
-    same, _ = _replayed(spark, _log(spark))
-    pd.testing.assert_frame_equal(lists, same)
-    # User 7 has a history and chooses from their list only after the horizon: no label.
-    seven = [(7, 10, 1), (7, 11, 2), (7, 19, CUT + 5), (7, 12, CUT + 8 * DAY)]
-    with_seven = replay(seven)
-    assert 7 not in set(with_seven[C.USER_ID])
-    after = [(1, 14, CUT + 7 * DAY + 1), (6, 13, CUT + 7 * DAY + 2)]
-    pd.testing.assert_frame_equal(replay(seven + after), with_seven)
-
-
-def test_each_window_takes_its_latest_kept_night_whose_horizon_was_seen_else_a_replay(spark) -> None:
-    """Windows of 7 days before the log's end (CUT + 14 days): (CUT + 7, CUT + 14] holds only a night whose
-    horizon runs past the end; (CUT, CUT + 7] two nights, the later one counts; (CUT - 7, CUT] none, so
-    a replay; (CUT - 14, CUT - 7] one night."""
+def test_earlier_cut_offs_give_the_lists_in_force_then_from_before_each_alone(spark) -> None:
+    """Cut-offs one horizon apart before the log's end (CUT + 14 days): at CUT + 7 days user 1's kept night
+    was in force when they came back, user 2 had none (a replay); at CUT nobody had a kept night in force,
+    and the lists are the replay at CUT that the training cut-off's would be."""
     day = pd.Timestamp(0, unit="s").date()
-    nights = [
-        (1, 12, 1, CUT + 10 * DAY),  # its horizon is not over by the end: in no window
-        (1, 14, 1, CUT + 6 * DAY),
-        (1, 13, 2, CUT + 6 * DAY),
-        (1, 15, 3, CUT + 6 * DAY),
-        (1, 12, 1, CUT + 3 * DAY),  # an earlier night of the same window
-        (2, 12, 1, CUT - 10 * DAY),
-        (2, 14, 2, CUT - 10 * DAY),
-    ]
+    night = [(1, i, r, day + timedelta(seconds=CUT + 7 * DAY)) for r, i in enumerate((14, 13, 15), start=1)]
     history = spark.createDataFrame(
-        pd.DataFrame(
-            [(u, i, r, day + timedelta(seconds=at)) for u, i, r, at in nights],
-            columns=[C.USER_ID, C.ITEM_ID, C.RETRIEVAL_RANK, "run_date"],
-        ),
+        pd.DataFrame(night, columns=[C.USER_ID, C.ITEM_ID, C.RETRIEVAL_RANK, "run_date"]),
         f"{C.USER_ID} BIGINT, {C.ITEM_ID} BIGINT, {C.RETRIEVAL_RANK} INT, run_date DATE",
     )
     extra = [
-        (1, 14, CUT + 6 * DAY + 100),  # user 1's first choice from the CUT + 6 list: the positive
-        (1, 15, CUT + 13 * DAY + 1),  # after that night's horizon: a negative
-        (2, 14, CUT - 8 * DAY),  # user 2's choice from the CUT - 10 list
-        (9, 10, CUT + 14 * DAY - 1),  # the newest interaction: the log ends at CUT + 14 days
+        (1, 14, CUT + 7 * DAY + 100),  # user 1 comes back after the night and chooses from its list
+        (2, 15, CUT + 8 * DAY),  # user 2 comes back with no kept night in force
+        (9, 10, CUT + 14 * DAY - 1),  # the newest interaction (user 9 has no history): the log's end
     ]
     interactions = _log(spark, extra)
     catalogue = spark.createDataFrame([(i,) for i in range(10, 20)], f"{C.ITEM_ID} BIGINT")
     end = log_end(interactions)
     assert end == CUT + 14 * DAY
-    windows = window_lists(interactions, catalogue, history, end, EvidenceConfig(), 3, horizon_days=7, n=3)
-    assert [w.origin for w in windows] == ["kept", "replayed", "kept"]
-    first = windows[0].lists.toPandas().sort_values(C.RETRIEVAL_RANK)
-    # User 1 chose 13 at CUT + 10 s, before the night: not what followed it, so 13 is a negative.
-    assert list(first[C.ITEM_ID]) == [14, 13, 15] and list(first.positive) == [True, False, False]
-    assert windows[0].source.agg(F.max(C.EVENT_TS)).first()[0] < CUT + 6 * DAY
-    third = windows[2].lists.toPandas().sort_values(C.RETRIEVAL_RANK)
-    assert list(third[C.ITEM_ID]) == [12, 14] and list(third.positive) == [False, True]
-    assert windows[2].source.agg(F.max(C.EVENT_TS)).first()[0] < CUT - 10 * DAY
+    windows = window_lists(interactions, catalogue, history, end, EvidenceConfig(), 3, horizon_days=7, n=2)
+    assert [w.origin for w in windows] == ["kept+replayed", "replayed"]
+    assert windows[0].source.agg(F.max(C.EVENT_TS)).first()[0] < CUT + 7 * DAY  # evidence from before it
+    assert windows[1].source.agg(F.max(C.EVENT_TS)).first()[0] < CUT
+    newest = windows[0].lists.toPandas().sort_values([C.USER_ID, C.RETRIEVAL_RANK])
+    ones = newest[newest[C.USER_ID] == 1]
+    assert list(ones[C.ITEM_ID]) == [14, 13, 15] and list(ones.positive) == [True, False, False]
+    assert set(newest[C.USER_ID]) <= {1, 2}
+    same, _ = _replayed(spark, _log(spark))
+    earlier = windows[1].lists.toPandas().sort_values([C.USER_ID, C.RETRIEVAL_RANK], ignore_index=True)
+    pd.testing.assert_frame_equal(earlier, same)
 
 
 def test_the_kept_list_at_the_cut_off_is_the_one_in_force_when_its_user_came_back(spark) -> None:
@@ -192,9 +159,13 @@ def test_the_kept_list_at_the_cut_off_is_the_one_in_force_when_its_user_came_bac
     )
     six = [(6, 10, 1), (6, 11, 2), (6, 12, CUT + 4 * DAY)]
     lists, origin = _replayed(spark, _log(spark, six), history)
-    assert origin == "kept"
+    assert origin == "kept+replayed"
     by_user = {u: (list(g[C.ITEM_ID]), list(g.positive)) for u, g in lists.groupby(C.USER_ID)}
-    assert by_user == {1: ([14, 13], [False, True]), 6: ([12, 15], [True, False])}  # user 1 chose 13
+    assert by_user[1] == ([14, 13], [False, True]) and by_user[6] == ([12, 15], [True, False])  # 1 chose 13
+    # Users 2-4 had no kept night in force when they came back: their lists are the replay's.
+    replayed, _ = _replayed(spark, _log(spark, six))
+    others = replayed[replayed[C.USER_ID].isin([2, 3, 4])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(lists[lists[C.USER_ID].isin([2, 3, 4])].reset_index(drop=True), others)
 
 
 def _lists(retrieval: np.ndarray, model: np.ndarray) -> tuple[pd.DataFrame, dict]:

@@ -16,14 +16,13 @@ Two sets are built for train.split=time. The cut-off's lists (`retriever_lists`)
 came back after the cut-off, the kept list in force when they did (a night dated at or after the
 cut-off: its evidence, from the interactions before the cut-off, is then older than the night, never
 newer), else a replay at the cut-off whose moment is their return; the tuned model scores these, as
-it was tuned on what came before them. The dated windows (`window_lists`): the
-freshest weeks before the training date, one horizon-long window each, with its latest kept night or
-else a replay at its end, each list's evidence from the interactions before its own moment; the
-evidence blend learns from these too, so that what it ships has learned from last week's lists, not
-only from those at a cut-off a month back.
+it was tuned on what came before them. Earlier cut-offs (`window_lists`): the same lists at cut-offs
+one horizon apart before the log's end, each from the interactions before it; the evidence blend
+learns from these too, so that what it ships has learned from last week's lists, not only from
+those at a cut-off weeks back.
 
 A list's positive is the first of its items the user interacted with from the list's moment (a
-night's date, a replay's moment) on, within `horizon_days`, as `evaluate.night` judges a night
+night's date, a replayed list's user's return) on, within `horizon_days`, as `evaluate.night` judges a night
 (evaluation/night.py); the other items they chose are left out (neither target nor negative) and a
 list without any is dropped.
 """
@@ -98,17 +97,16 @@ def _night_seconds() -> Column:
 
 def kept_lists(history: DataFrame, valid: DataFrame, cutoff_seconds: int) -> DataFrame:
     """user_id, item_id, retrieval_rank, _from: each `valid` user's (user_id, event_ts: their first
-    interaction after the cut-off) kept list dated (midnight UTC, _from) at or after the cut-off (epoch
-    seconds), so that what labels it all happened after the cut-off: the list in force when they came
-    back (their latest night at or before that interaction), else their first night after it."""
+    interaction after the cut-off) kept list in force when they came back: their latest night dated
+    (midnight UTC, _from) at or after the cut-off (epoch seconds) and at or before that interaction, so
+    that what labels it all happened after the cut-off. Users with no such night: no rows."""
     nights = history.select(C.USER_ID, C.ITEM_ID, C.RETRIEVAL_RANK, _night_seconds().alias(FROM))
-    after = nights.where(F.col(FROM) >= F.lit(cutoff_seconds))
     back = valid.select(C.USER_ID, event_seconds(valid).alias("_back"))
-    dates = after.select(C.USER_ID, FROM).distinct().join(back, C.USER_ID)
-    chosen = dates.groupBy(C.USER_ID).agg(
-        F.coalesce(F.max(F.when(F.col(FROM) <= F.col("_back"), F.col(FROM))), F.min(FROM)).alias("_night")
+    in_force = (
+        nights.where(F.col(FROM) >= F.lit(cutoff_seconds)).join(back, C.USER_ID).where(F.col(FROM) <= F.col("_back"))
     )
-    return after.join(chosen, C.USER_ID).where(F.col(FROM) == F.col("_night")).drop("_night")
+    latest = in_force.groupBy(C.USER_ID).agg(F.max(FROM).alias("_night"))
+    return in_force.join(latest, C.USER_ID).where(F.col(FROM) == F.col("_night")).drop("_night", "_back")
 
 
 def labelled(lists: DataFrame, interactions: DataFrame, horizon_days: int) -> DataFrame:
@@ -152,50 +150,6 @@ def log_end(interactions: DataFrame) -> int:
     return (int(newest["_at"]) // DAY + 1) * DAY
 
 
-def window_lists(
-    interactions: DataFrame,
-    catalogue: DataFrame,
-    history: DataFrame | None,
-    end_seconds: int,
-    ev: EvidenceConfig,
-    top_n: int,
-    horizon_days: int,
-    n: int,
-) -> list[DatedLists]:
-    """The labelled lists of `n` horizon-long windows before `end_seconds` (epoch seconds, the log's end,
-    `log_end`), newest first: window j holds the moments in (end − (j+1)·horizon, end − j·horizon], so
-    each list's horizon has been seen whole and two windows' labels never overlap.
-
-    A window's lists are those of its latest kept night in `history` (candidates_history rows, None
-    without any), else an item-kNN replay at its end for the users who had interactions before it and
-    some within the horizon after it. Either way the lists' evidence may learn from the interactions
-    before their moment alone, and labels come from `interactions` (all a training sees)."""
-    horizon = horizon_days * DAY
-    nights: list[int] = []
-    if history is not None:
-        dated = history.select(_night_seconds().alias(FROM)).distinct().collect()
-        nights = sorted(int(row[FROM]) for row in dated)
-    out = []
-    for j in range(1, n + 1):
-        high = end_seconds - j * horizon
-        inside = [night for night in nights if high - horizon < night <= high]
-        moment = inside[-1] if inside else high
-        source = interactions.where(event_seconds(interactions) < F.lit(moment))
-        if inside:
-            listed = history.where(_night_seconds() == F.lit(moment)).select(C.USER_ID, C.ITEM_ID, C.RETRIEVAL_RANK)
-            origin = "kept"
-        else:
-            after = interactions.where(
-                (event_seconds(interactions) >= F.lit(moment)) & (event_seconds(interactions) < F.lit(moment + horizon))
-            )
-            users = after.select(C.USER_ID).distinct().join(source.select(C.USER_ID), C.USER_ID, "left_semi")
-            listed = itemknn_lists(source, users, catalogue, ev, top_n).drop(C.RETRIEVAL_SCORE)
-            origin = "replayed"
-        at_moment = listed.withColumn(FROM, F.lit(moment).cast("long"))
-        out.append(DatedLists(source, labelled(at_moment, interactions, horizon_days), origin))
-    return out
-
-
 def retriever_lists(
     interactions: DataFrame,
     source: DataFrame,
@@ -208,19 +162,52 @@ def retriever_lists(
     horizon_days: int,
 ) -> tuple[DataFrame, str]:
     """The labelled retriever lists at the cut-off of the users with a `valid` row (their first
-    interaction after it), and where they come from ("kept" or "replayed", module docstring). A kept
-    list is the one in force when its user came back (`kept_lists`); a replayed list's moment is their
-    return itself, so every user who came back has a list, labelled by the night's rule from then on.
+    interaction after it), and where they come from ("kept", "replayed" or "kept+replayed", module
+    docstring): each user's kept list in force when they came back (`kept_lists`), else an item-kNN
+    replay from before the cut-off whose moment is their return, so every user who came back has a
+    list, labelled by the night's rule from then on.
 
     `interactions` are all of them (labels come from after the cut-off), `source` the training ones
     before it (the replay learns from them alone), `catalogue` the items a replay may offer."""
     users = valid.select(C.USER_ID).distinct()
-    kept = None
-    if history is not None:
-        kept = kept_lists(history.join(users, C.USER_ID, "left_semi"), valid, cutoff_seconds)
-        kept = kept if kept.limit(1).count() else None
-    if kept is not None:
-        return labelled(kept, interactions, horizon_days), "kept"
     moments = valid.select(C.USER_ID, event_seconds(valid).alias(FROM))
-    replayed = itemknn_lists(source, users, catalogue, ev, top_n).join(moments, C.USER_ID)
-    return labelled(replayed.drop(C.RETRIEVAL_SCORE), interactions, horizon_days), "replayed"
+    kept = None if history is None else kept_lists(history.join(users, C.USER_ID, "left_semi"), valid, cutoff_seconds)
+    rest = users if kept is None else users.join(kept.select(C.USER_ID), C.USER_ID, "left_anti")
+    replayed = itemknn_lists(source, rest, catalogue, ev, top_n).join(moments, C.USER_ID).drop(C.RETRIEVAL_SCORE)
+    has_kept = kept is not None and bool(kept.limit(1).count())
+    has_rest = bool(rest.count())  # users: small (and the local engine refuses limit over a DISTINCT)
+    origin = "kept+replayed" if has_kept and has_rest else "kept" if has_kept else "replayed"
+    lists = replayed.unionByName(kept) if has_kept else replayed
+    return labelled(lists, interactions, horizon_days), origin
+
+
+def window_lists(
+    interactions: DataFrame,
+    catalogue: DataFrame,
+    history: DataFrame | None,
+    end_seconds: int,
+    ev: EvidenceConfig,
+    top_n: int,
+    horizon_days: int,
+    n: int,
+) -> list[DatedLists]:
+    """The labelled lists at `n` earlier cut-offs, one horizon apart before `end_seconds` (the log's end,
+    `log_end`), newest first: at each, `retriever_lists` as at the training cut-off (each user who came
+    back after it: the kept list in force then, else an item-kNN replay from before it), with the
+    interactions before it as the lists' evidence source. Labels come from `interactions` (all a
+    training sees); a user's lists at several cut-offs may share a target, so they are cross-fitted
+    as one user's (training/fusion.py)."""
+    out = []
+    for j in range(1, n + 1):
+        moment = end_seconds - j * horizon_days * DAY
+        at = event_seconds(interactions)
+        source = interactions.where(at < F.lit(moment))
+        back = (
+            interactions.where(at >= F.lit(moment))
+            .join(source.select(C.USER_ID), C.USER_ID, "left_semi")
+            .groupBy(C.USER_ID)
+            .agg(F.min(C.EVENT_TS).alias(C.EVENT_TS))
+        )
+        lists, origin = retriever_lists(interactions, source, back, catalogue, history, moment, ev, top_n, horizon_days)
+        out.append(DatedLists(source, lists, origin))
+    return out
