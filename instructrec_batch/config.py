@@ -388,17 +388,17 @@ class TrainConfig(_Section):
         "validation user's valid item and sampled negatives (the benchmark's lists); retriever (train.split=time) "
         "= a retriever's lists, labelled by what users chose from them in train.horizon_days: at the cut-off (the "
         "candidates_history table's first night on or after it, else an item-kNN top-train.replay_top_n replayed "
-        "there) and in train.blend_windows weeks before the training date. Their retrieval rank gets the weight "
+        "there) and at train.earlier_cutoffs earlier cut-offs. Their retrieval rank gets the weight "
         "it earns, and a head that ranks them worse than their own order is not shipped: the night keeps the "
         "retriever's order (the floor)",
     )
     replay_top_n: int = Field(20, ge=2, description="train.lists=retriever without kept nights: the replayed list size")
-    blend_windows: int = Field(
-        3,
+    earlier_cutoffs: int = Field(
+        8,
         ge=0,
-        description="train.lists=retriever: the blend also learns from this many train.horizon_days-long windows "
-        "before the training date (the newest interaction's day): each window's latest kept night in "
-        "candidates_history, else an item-kNN replay at its end, with evidence from the interactions before it",
+        description="train.lists=retriever: the blend also learns from the retriever's lists at this many earlier "
+        "cut-offs, train.horizon_days apart before the newest interaction's day, each as at the training cut-off "
+        "(the kept list in force when each user came back, else an item-kNN replay) with evidence from before it",
     )
     horizon_days: int = Field(
         7, ge=1, description="train.lists=retriever: a list's positive is the first item chosen within these days"

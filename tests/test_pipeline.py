@@ -122,6 +122,7 @@ def test_a_production_night_on_your_retrievers_lists_without_a_holdout(tmp_path:
         "train.eval_every=2",
         "train.val_users=6",
         "train.fusion_users=6",
+        "train.earlier_cutoffs=2",  # the default's eight cost time, not coverage, here
         "evidence.sequential=false",
     ]
     proc = run_cli(
@@ -156,9 +157,10 @@ def test_a_production_night_on_your_retrievers_lists_without_a_holdout(tmp_path:
     (logged,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert logged.data.tags["instructrec.fusion.shipped"] == "retriever"
     assert logged.data.tags["instructrec.fusion.retriever_lists"] == "kept"
-    # The blend also learned from the weeks before the training date: each a kept night or a replay.
-    assert len(fusion["blend_windows"]) == 3 and set(fusion["blend_windows"]) <= {"kept", "replayed"}
-    assert logged.data.tags["instructrec.fusion.blend_windows"] == ",".join(fusion["blend_windows"])
+    # The blend also learned from the lists at two earlier cut-offs: kept, replayed or both.
+    origins = fusion["earlier_cutoffs"]
+    assert len(origins) == 2 and set(origins) <= {"kept", "replayed", "kept+replayed"}
+    assert logged.data.tags["instructrec.fusion.earlier_cutoffs"] == ",".join(origins)
     assert logged.data.metrics["fusion.fusion_mrr_retriever"] == 1.0
     order = shown.assign(retrieval_rank=shown.groupby("user_id").cumcount() + 1)
     ranked = recs.merge(order, on=["user_id", "item_id"]).sort_values(["user_id", "rank"])

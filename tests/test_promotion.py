@@ -65,6 +65,7 @@ def test_the_champion_alias_moves_only_when_the_challenger_wins_on_a_judged_nigh
         "train.eval_every=2",
         "train.val_users=6",
         "train.fusion_users=6",
+        "train.earlier_cutoffs=1",
         "evidence.sequential=false",
         "evidence.request_encoder=null",
         "prompt.exclude_holdout=false",

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from instructrec_batch import contracts as C
 from instructrec_batch.config import EvidenceConfig
 from instructrec_batch.evidence.features import evidence_interactions
-from instructrec_batch.evidence.replay import FROM, labelled, log_end, retriever_lists, window_lists
+from instructrec_batch.evidence.replay import FROM, earlier_lists, labelled, log_end, retriever_lists
 from instructrec_batch.ranking.fusion import BLEND, RETRIEVER_ORDER, ranks_by_retriever, retriever_floor
 from instructrec_batch.ranking.ranker import LinearRanker
 
@@ -128,16 +128,16 @@ def test_earlier_cut_offs_give_the_lists_in_force_then_from_before_each_alone(sp
     catalogue = spark.createDataFrame([(i,) for i in range(10, 20)], f"{C.ITEM_ID} BIGINT")
     end = log_end(interactions)
     assert end == CUT + 14 * DAY
-    windows = window_lists(interactions, catalogue, history, end, EvidenceConfig(), 3, horizon_days=7, n=2)
-    assert [w.origin for w in windows] == ["kept+replayed", "replayed"]
-    assert windows[0].source.agg(F.max(C.EVENT_TS)).first()[0] < CUT + 7 * DAY  # evidence from before it
-    assert windows[1].source.agg(F.max(C.EVENT_TS)).first()[0] < CUT
-    newest = windows[0].lists.toPandas().sort_values([C.USER_ID, C.RETRIEVAL_RANK])
+    cutoffs = earlier_lists(interactions, catalogue, history, end, EvidenceConfig(), 3, horizon_days=7, n=2)
+    assert [w.origin for w in cutoffs] == ["kept+replayed", "replayed"]
+    assert cutoffs[0].source.agg(F.max(C.EVENT_TS)).first()[0] < CUT + 7 * DAY  # evidence from before it
+    assert cutoffs[1].source.agg(F.max(C.EVENT_TS)).first()[0] < CUT
+    newest = cutoffs[0].lists.toPandas().sort_values([C.USER_ID, C.RETRIEVAL_RANK])
     ones = newest[newest[C.USER_ID] == 1]
     assert list(ones[C.ITEM_ID]) == [14, 13, 15] and list(ones.positive) == [True, False, False]
     assert set(newest[C.USER_ID]) <= {1, 2}
     same, _ = _replayed(spark, _log(spark))
-    earlier = windows[1].lists.toPandas().sort_values([C.USER_ID, C.RETRIEVAL_RANK], ignore_index=True)
+    earlier = cutoffs[1].lists.toPandas().sort_values([C.USER_ID, C.RETRIEVAL_RANK], ignore_index=True)
     pd.testing.assert_frame_equal(earlier, same)
 
 

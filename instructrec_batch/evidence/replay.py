@@ -16,7 +16,7 @@ Two sets are built for train.split=time. The cut-off's lists (`retriever_lists`)
 came back after the cut-off, the kept list in force when they did (a night dated at or after the
 cut-off: its evidence, from the interactions before the cut-off, is then older than the night, never
 newer), else a replay at the cut-off whose moment is their return; the tuned model scores these, as
-it was tuned on what came before them. Earlier cut-offs (`window_lists`): the same lists at cut-offs
+it was tuned on what came before them. Earlier cut-offs (`earlier_lists`): the same lists at cut-offs
 one horizon apart before the log's end, each from the interactions before it; the evidence blend
 learns from these too, so that what it ships has learned from last week's lists, not only from
 those at a cut-off weeks back.
@@ -132,8 +132,8 @@ def labelled(lists: DataFrame, interactions: DataFrame, horizon_days: int) -> Da
 
 
 @dataclass(frozen=True)
-class DatedLists:
-    """One window's labelled lists (user_id, item_id, retrieval_rank, positive), the interactions before
+class CutoffLists:
+    """One earlier cut-off's labelled lists (user_id, item_id, retrieval_rank, positive), the interactions before
     their moment (what their evidence may learn from) and where they come from ("kept" or "replayed")."""
 
     source: DataFrame
@@ -143,7 +143,7 @@ class DatedLists:
 
 def log_end(interactions: DataFrame) -> int:
     """Epoch seconds of the midnight (UTC) after the newest of `interactions`: the end of the log a
-    training sees, so that a window whose horizon ends there has been seen whole."""
+    training sees, from which its earlier cut-offs are counted back."""
     newest = interactions.select(F.max(event_seconds(interactions)).alias("_at")).first()
     if newest is None or newest["_at"] is None:
         raise ValueError("no interaction to end the log at")
@@ -181,7 +181,7 @@ def retriever_lists(
     return labelled(lists, interactions, horizon_days), origin
 
 
-def window_lists(
+def earlier_lists(
     interactions: DataFrame,
     catalogue: DataFrame,
     history: DataFrame | None,
@@ -190,7 +190,7 @@ def window_lists(
     top_n: int,
     horizon_days: int,
     n: int,
-) -> list[DatedLists]:
+) -> list[CutoffLists]:
     """The labelled lists at `n` earlier cut-offs, one horizon apart before `end_seconds` (the log's end,
     `log_end`), newest first: at each, `retriever_lists` as at the training cut-off (each user who came
     back after it: the kept list in force then, else an item-kNN replay from before it), with the
@@ -209,5 +209,5 @@ def window_lists(
             .agg(F.min(C.EVENT_TS).alias(C.EVENT_TS))
         )
         lists, origin = retriever_lists(interactions, source, back, catalogue, history, moment, ev, top_n, horizon_days)
-        out.append(DatedLists(source, lists, origin))
+        out.append(CutoffLists(source, lists, origin))
     return out

@@ -31,7 +31,7 @@ from instructrec_batch.data.protocol import event_seconds
 from instructrec_batch.errors import ContractError
 from instructrec_batch.evaluation.night import PREVIOUS, chosen_night, midnight
 from instructrec_batch.evidence.features import evidence_interactions
-from instructrec_batch.evidence.replay import RUN_DATE, DatedLists, log_end, retriever_lists, window_lists
+from instructrec_batch.evidence.replay import RUN_DATE, CutoffLists, earlier_lists, log_end, retriever_lists
 from instructrec_batch.evidence.requests import requests_of
 from instructrec_batch.evidence.sequential import sequence_vectors
 from instructrec_batch.evidence.stored import stored_vectors
@@ -107,9 +107,9 @@ def _retriever_lists(
     holdout: DataFrame,
     cutoff_at: int,
     as_of: date | None,
-) -> tuple[DataFrame | None, list[DatedLists], dict[str, Any]]:
+) -> tuple[DataFrame | None, list[CutoffLists], dict[str, Any]]:
     """train.lists=retriever: the labelled retriever lists at the cut-off (staged: several steps read
-    them), the dated windows' lists before the training date (train.blend_windows), and what the
+    them), the lists at train.earlier_cutoffs earlier cut-offs before the log's end, and what the
     manifest says of them. No labelled list at the cut-off (nobody chose from theirs in the horizon)
     gives None: the head then falls back to sampled lists, with a warning."""
     titled = items.where(F.col(C.TITLE).isNotNull())
@@ -134,13 +134,14 @@ def _retriever_lists(
         )
         return None, [], figures
     log.info("fusion lists: %d %s retriever lists at the cut-off, labelled by what users chose next", n_lists, origin)
-    windows = window_lists(
-        interactions, titled, history, log_end(interactions), evidence, t.replay_top_n, t.horizon_days, t.blend_windows
+    end = log_end(interactions)
+    earlier = earlier_lists(
+        interactions, titled, history, end, evidence, t.replay_top_n, t.horizon_days, t.earlier_cutoffs
     )
-    figures["blend_windows"] = [window.origin for window in windows]
-    shown = ", ".join(figures["blend_windows"]) or "none"
-    log.info("the blend also learns from %d dated windows before the training date: %s", len(windows), shown)
-    return labelled, windows, figures
+    figures["earlier_cutoffs"] = [at.origin for at in earlier]
+    shown = ", ".join(figures["earlier_cutoffs"]) or "none"
+    log.info("the blend also learns from the lists at %d earlier cut-offs: %s", len(earlier), shown)
+    return labelled, earlier, figures
 
 
 def _as_of(ctx: JobContext, t: TrainConfig, promote: PromoteConfig) -> date | None:
@@ -248,9 +249,9 @@ def train_job(
         device = "cuda" if torch.cuda.is_available() else "cpu"
         lm = load_causal_lm(base.path, "float32", device)
         result = train_lora(lm, train_seqs, val_seqs, t, pad_id_of(tokenizer))
-        head, blend, fusion_figures, labelled, windows = None, None, {}, None, []
+        head, blend, fusion_figures, labelled, earlier = None, None, {}, None, []
         if fusion and cutoff_at is not None and t.lists == "retriever":
-            labelled, windows, fusion_figures = _retriever_lists(
+            labelled, earlier, fusion_figures = _retriever_lists(
                 spark, tables, staging, t, evidence, interactions, items, holdout, cutoff_at, as_of
             )
         if fusion:
@@ -282,7 +283,7 @@ def train_job(
                 t.seed,
                 requests_of(intents, holdout, holdout, items, evidence, cache_path, C.SPLIT_VALID),
                 labelled,
-                windows,
+                earlier,
             )
             fusion_figures.update(figures)
         out = Path(t.output or Path(workdir) / "adapters" / ctx.run_id)

@@ -24,7 +24,7 @@ from instructrec_batch import contracts as C
 from instructrec_batch.config import DataConfig, EvidenceConfig, ScoreConfig
 from instructrec_batch.evidence.features import candidate_evidence, evidence_interactions
 from instructrec_batch.evidence.lists import blend_lists, list_evidence
-from instructrec_batch.evidence.replay import DatedLists
+from instructrec_batch.evidence.replay import CutoffLists
 from instructrec_batch.evidence.requests import Requests
 from instructrec_batch.prompts.render import context_of
 from instructrec_batch.prompts.templates import TemplateSet
@@ -81,7 +81,7 @@ def fit_fusion_head(
     seed: int,
     requests: Requests | None = None,
     labelled: DataFrame | None = None,
-    windows: list[DatedLists] | None = None,
+    earlier: list[CutoffLists] | None = None,
 ) -> tuple[LinearRanker, LinearRanker, dict[str, Any]]:
     """Fit the head; return it, the evidence blend it is built on (the run's blend, which the evaluation's
     blend baseline reuses), and what the head achieves on the fusion lists (mean reciprocal rank).
@@ -101,17 +101,17 @@ def fit_fusion_head(
 
     With `labelled` (a retriever's labelled lists, evidence/replay.py; `lists` are then built from
     them) the blend is fitted on those lists instead, their retrieval rank a feature like any other,
-    and the head is held to the retriever's own order on them (`retriever_floor`). `windows` adds the
-    lists of the weeks before the training date (evidence/replay.window_lists: kept nights or replays,
-    each with the interactions before it) to the blend's, their evidence from those interactions alone
+    and the head is held to the retriever's own order on them (`retriever_floor`). `earlier` adds the
+    lists at cut-offs one horizon apart before the log's end (evidence/replay.earlier_lists: kept or
+    replayed, each with the interactions before it) to the blend's, their evidence from those interactions alone
     (no sequential or request evidence: both were learned after them), each list its own group and
     every list of a user in that user's cross-fitting fold.
     """
     source = evidence_interactions(interactions, holdout)
     labels = blend_lists(interactions, items, holdout, data) if labelled is None else labelled
     fitted = list_evidence(source, labels, evidence, items, vectors, requests)
-    if windows:
-        fitted = _with_windows(fitted, windows, evidence, items)
+    if earlier:
+        fitted = _with_earlier(fitted, earlier, evidence, items)
     # In one order whatever Spark's plan: the one-pass scorer packs lists into batches in this order, and
     # batches of other shapes give scores that differ in the last bits.
     local = lists.toPandas().sort_values([C.USER_ID, "target_item_id"], ignore_index=True)
@@ -124,7 +124,7 @@ def fit_fusion_head(
     listed = candidate_evidence(source, rows, evidence, items, vectors, requests).toPandas()
     frame = fill_missing_evidence(scored.merge(listed, on=[C.USER_ID, C.ITEM_ID], how="left"))
     frame = frame.sort_values([C.USER_ID, C.ITEM_ID], ignore_index=True)
-    keyed = frame.assign(**{C.USER_ID: frame[C.USER_ID].astype(str)}) if windows else frame
+    keyed = frame.assign(**{C.USER_ID: frame[C.USER_ID].astype(str)}) if earlier else frame
     head, figures = stack_head(frame, cross_fitted(fitted, keyed, seed), blend, seed)
     if labelled is not None:
         unweighted = head.weight(C.LM_SCORE) == 0.0  # the head ranks as the blend: judged on all its lists
@@ -135,18 +135,18 @@ def fit_fusion_head(
     return head, blend, figures
 
 
-def _with_windows(
-    fitted: pd.DataFrame, windows: list[DatedLists], ev: EvidenceConfig, items: DataFrame
+def _with_earlier(
+    fitted: pd.DataFrame, earlier: list[CutoffLists], ev: EvidenceConfig, items: DataFrame
 ) -> pd.DataFrame:
-    """`fitted` and the evidence of the `windows`' lists, each list keyed by its own user_id ("<j>:<user>",
+    """`fitted` and the evidence of the `earlier` cut-offs' lists, each list keyed by its own user_id ("<j>:<user>",
     as text like every other key then; the cut-off's lists keep their user's own id) and every row
     carrying its user as OWNER, so a user's lists at two moments stay two lists and cross-fitting
-    keeps them all in that user's fold (a window's list may hold the very target of the user's list
+    keeps them all in that user's fold (a list at an earlier cut-off may hold the very target of the user's list
     at the cut-off)."""
     own = fitted[C.USER_ID].astype(str)
     frames = [fitted.assign(**{C.USER_ID: own, OWNER: own})]
-    for j, window in enumerate(windows, start=1):
-        part = list_evidence(window.source, window.lists, ev, items, None)
+    for j, at in enumerate(earlier, start=1):
+        part = list_evidence(at.source, at.lists, ev, items, None)
         user = part[C.USER_ID].astype(str)
         frames.append(part.assign(**{C.USER_ID: f"{j}:" + user, OWNER: user}))
     return pd.concat(frames, ignore_index=True)
