@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Record 49's nights and trainings (one on 1998-01-01's tables, then `train` on the tables of every fourth night),
-# with the blend fitted on the eight weekly windows before each training date (train.blend_windows=8: each
-# window's latest kept night, else an item-kNN replay at its end) and replays labelled from their moment.
-# From a copy of the tree at commit 9905e6a (git archive) with the project's venv; nothing else running.
+# with the blend also fitted on the lists at eight earlier cut-offs one week apart before each training's log end
+# (train.blend_windows=8: each user's kept list in force when they came back, else an item-kNN replay).
+# From a copy of the tree at commit ab9be9f (git archive) with the project's venv; nothing else running.
 set -euo pipefail
 python docs/experiments/46-replayed-nights/nights.py --workdir /tmp/nights50 \
   --train-date 1998-01-01 --retrain-every 4 \
