@@ -133,8 +133,8 @@ def labelled(lists: DataFrame, interactions: DataFrame, horizon_days: int) -> Da
 
 @dataclass(frozen=True)
 class CutoffLists:
-    """One earlier cut-off's labelled lists (user_id, item_id, retrieval_rank, positive), the interactions before
-    their moment (what their evidence may learn from) and where they come from ("kept" or "replayed")."""
+    """One earlier cut-off's labelled lists (user_id, item_id, retrieval_rank, positive), the interactions
+    before it (what their evidence may learn from) and where the lists come from (`retriever_lists`)."""
 
     source: DataFrame
     lists: DataFrame
