@@ -198,9 +198,9 @@ def earlier_lists(
     training sees); a user's lists at several cut-offs may share a target, so they are cross-fitted
     as one user's (training/fusion.py)."""
     out = []
+    at = event_seconds(interactions)
     for j in range(1, n + 1):
         moment = end_seconds - j * horizon_days * DAY
-        at = event_seconds(interactions)
         source = interactions.where(at < F.lit(moment))
         back = (
             interactions.where(at >= F.lit(moment))
